@@ -1,0 +1,1 @@
+"""Compute kernels with interchangeable backends (reference, compiled CPU, CUDA)."""

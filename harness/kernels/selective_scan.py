@@ -1,0 +1,166 @@
+"""The Mamba-1 selective scan behind one function, with three interchangeable backends.
+
+    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t          (per channel d, state n)
+    y_t = C_t . h_t + D * u_t,     then  y_t * silu(z_t)  when z is given
+
+Shapes follow mamba_ssm's ``selective_scan_fn``: u, delta, z are (batch, d_inner, L); A is (d_inner, d_state);
+B and C are (batch, d_state, L); D and delta_bias are (d_inner,).
+
+Backends:
+
+* ``reference``: a sequential loop over time in plain PyTorch. Slow, obviously correct: the test oracle.
+* ``cpu``: a compiled time loop with a hand-written backward (``harness/kernels/scan_cpu.py``); the same
+  recurrence as the reference, so it is exact and never overflows, unlike chunked closed forms.
+* ``cuda``: mamba_ssm's fused CUDA kernel, imported lazily so that CPU code never imports mamba_ssm.
+
+``auto`` picks ``cuda`` for CUDA tensors when mamba_ssm is importable, else ``cpu`` on CPU tensors, else
+``reference``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+
+@functools.cache
+def cuda_kernels_available() -> bool:
+    """True when mamba_ssm's compiled selective-scan extension can be imported."""
+    if not torch.cuda.is_available() or importlib.util.find_spec("selective_scan_cuda") is None:
+        return False
+    try:
+        import mamba_ssm.ops.selective_scan_interface  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn ``auto`` into a concrete backend for tensors on ``device`` and check that it can run there."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if device.type == "cuda" and cuda_kernels_available():
+            return "cuda"
+        return "cpu" if device.type == "cpu" else "reference"
+    if backend == "cuda" and not (device.type == "cuda" and cuda_kernels_available()):
+        raise RuntimeError(
+            "the 'cuda' selective-scan backend needs CUDA tensors and mamba-ssm built for this GPU "
+            "(pip install mamba-ssm --no-build-isolation); use 'auto' to fall back"
+        )
+    if backend == "cpu" and device.type != "cpu":
+        raise RuntimeError("the 'cpu' selective-scan backend runs on CPU tensors only; use 'auto' or 'cuda'")
+    return backend
+
+
+def scan_reference(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, initial_state: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Sequential recurrence in fp32. Returns y (batch, d_inner, L) and the last state (batch, d_inner, N).
+
+    Slicing with ``unbind`` rather than ``x[:, :, t]`` matters: indexed slices make autograd allocate a
+    full-size zero gradient per step, which turns the backward pass quadratic.
+    """
+    batch, d_inner, _ = u.shape
+    dA = torch.exp(delta.unsqueeze(2) * A[None, :, :, None])  # (b, d, n, L)
+    dBu = (delta * u).unsqueeze(2) * B.unsqueeze(1)  # (b, d, n, L)
+    h = (
+        initial_state.float()
+        if initial_state is not None
+        else u.new_zeros(batch, d_inner, A.shape[1], dtype=torch.float32)
+    )
+    ys = []
+    for dA_t, dBu_t, C_t in zip(dA.unbind(-1), dBu.unbind(-1), C.unbind(-1), strict=True):
+        h = dA_t * h + dBu_t
+        ys.append(torch.einsum("bdn,bn->bd", h, C_t))
+    return torch.stack(ys, dim=-1), h
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str = "auto",
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Run the selective scan with the chosen backend; same contract as mamba_ssm's ``selective_scan_fn``."""
+    backend = resolve_backend(backend, u.device)
+    if backend == "cuda":
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        return selective_scan_fn(
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D=D,
+            z=z,
+            delta_bias=delta_bias,
+            delta_softplus=delta_softplus,
+            return_last_state=return_last_state,
+        )
+    dtype_in = u.dtype
+    u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+    A = A.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()[None, :, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    if backend == "cpu":
+        from harness.kernels.scan_cpu import scan_cpu
+
+        y, last_state = scan_cpu(u, delta, A, B, C)
+    else:
+        y, last_state = scan_reference(u, delta, A, B, C)
+    if D is not None:
+        y = y + u * D.float()[None, :, None]
+    if z is not None:
+        y = y * F.silu(z.float())
+    y = y.to(dtype_in)
+    return (y, last_state) if return_last_state else y
+
+
+def selective_state_step(
+    state: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> Tensor:
+    """One decoding step: update ``state`` (batch, d_inner, N) in place and return y (batch, d_inner).
+
+    O(d_inner * N) work per token regardless of how many tokens came before: the reason Mamba layers need
+    no KV cache. u, delta, z are (batch, d_inner); B, C are (batch, N).
+    """
+    delta = delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()
+    if delta_softplus:
+        delta = F.softplus(delta)
+    dA = torch.exp(delta.unsqueeze(-1) * A.float())
+    dBu = (delta * u.float()).unsqueeze(-1) * B.float().unsqueeze(1)
+    state.copy_(state * dA + dBu)
+    y = torch.einsum("bdn,bn->bd", state, C.float())
+    if D is not None:
+        y = y + u.float() * D.float()
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(u.dtype)

@@ -1,0 +1,108 @@
+"""Causal self-attention with grouped-query heads, optional RoPE, a KV cache, and probability capture.
+
+The fast path is ``F.scaled_dot_product_attention`` (FlashAttention on CUDA). Analysis needs the attention
+probabilities themselves (induction heads, label attention), which fused kernels never materialise, so
+``return_probs=True`` switches to an explicit softmax(QK^T) path with identical outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.model.config import ModelConfig
+
+
+@dataclass
+class KVCache:
+    """Keys and values seen so far by one attention layer: (batch, kv_heads, tokens, head_dim)."""
+
+    k: Tensor | None = None
+    v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+def rotary_cos_sin(
+    positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """cos and sin tables (tokens, head_dim) for the half-split ("rotate_half") RoPE convention."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (batch, heads, tokens, head_dim) by position-dependent angles."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.attention.n_heads
+        self.n_kv_heads = cfg.attention.kv_heads
+        self.head_dim = cfg.head_dim
+        self.rope = cfg.attention.rope
+        self.rope_theta = cfg.attention.rope_theta
+        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=False)
+
+    def forward(
+        self, x: Tensor, cache: KVCache | None = None, return_probs: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (batch, tokens, d_model). Returns the output and, if asked, probabilities (b, h, t, s)."""
+        batch, tokens, _ = x.shape
+        past = cache.length if cache is not None else 0
+        q = self.q_proj(x).view(batch, tokens, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, tokens, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, tokens, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.rope:
+            positions = torch.arange(past, past + tokens, device=x.device)
+            cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        keys = k.shape[2]
+        probs = None
+        if return_probs:
+            groups = self.n_heads // self.n_kv_heads
+            kk = k.repeat_interleave(groups, dim=1)
+            vv = v.repeat_interleave(groups, dim=1)
+            scores = (q.float() @ kk.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~self._causal_mask(tokens, keys, x.device), float("-inf"))
+            probs = scores.softmax(dim=-1)
+            out = (probs @ vv.float()).to(q.dtype)
+        else:
+            gqa = {"enable_gqa": True} if self.n_kv_heads != self.n_heads else {}
+            if past == 0 or tokens == 1:
+                # No cache prefix (plain causal), or one new token that may see everything before it.
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=past == 0 and tokens > 1, **gqa)
+            else:
+                mask = self._causal_mask(tokens, keys, x.device)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
+        out = out.transpose(1, 2).reshape(batch, tokens, self.n_heads * self.head_dim)
+        return self.o_proj(out), probs
+
+    @staticmethod
+    def _causal_mask(tokens: int, keys: int, device: torch.device) -> Tensor:
+        """Query i (the (keys - tokens + i)-th position overall) may attend to keys 0..keys-tokens+i."""
+        q_pos = torch.arange(keys - tokens, keys, device=device)[:, None]
+        k_pos = torch.arange(keys, device=device)[None, :]
+        return k_pos <= q_pos

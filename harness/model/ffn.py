@@ -1,0 +1,85 @@
+"""Feed-forward sublayers: the dense SwiGLU MLP and the mixture-of-experts FFN.
+
+MoE routing follows Jamba (and Mixtral): a bias-free linear router, softmax over all experts in fp32,
+top-K selection. Jamba does *not* renormalise the K selected probabilities (``renormalize: false``);
+Mixtral does. The load-balancing loss is the Switch Transformer's, in Hugging Face's form generalised to
+top-K:
+
+    aux = n * sum_{k,e} f_{k,e} * P_e
+
+where f_{k,e} is the share of tokens whose k-th choice is expert e and P_e the mean router probability of
+expert e. It equals K when routing is perfectly balanced and grows as it concentrates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.model.config import ModelConfig
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)), the Llama/Mistral/Jamba MLP."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+@dataclass
+class Routing:
+    """What one MoE layer decided for a batch, kept for the loss and for logging expert load."""
+
+    aux_loss: Tensor  # scalar, before the coefficient
+    expert_counts: Tensor  # (n_experts,) token assignments per expert (top-K choices counted)
+
+
+def load_balancing_loss(probs: Tensor, top_idx: Tensor, n_experts: int) -> Tensor:
+    """Switch-style loss: probs (tokens, n) router softmax, top_idx (tokens, K) chosen experts."""
+    mask = F.one_hot(top_idx, n_experts).float()  # (tokens, K, n)
+    tokens_per_expert = mask.mean(dim=0)  # (K, n)
+    prob_per_expert = probs.mean(dim=0)  # (n,)
+    return n_experts * (tokens_per_expert * prob_per_expert[None, :]).sum()
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        assert cfg.moe is not None
+        self.n_experts = cfg.moe.n_experts
+        self.top_k = cfg.moe.top_k
+        self.renormalize = cfg.moe.renormalize
+        self.router = nn.Linear(cfg.d_model, self.n_experts, bias=False)
+        self.experts = nn.ModuleList(SwiGLU(cfg.d_model, cfg.expert_d_ff) for _ in range(self.n_experts))
+
+    def route(self, flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """flat (tokens, d) -> router probs (tokens, n), top-K weights and indices (tokens, K)."""
+        probs = self.router(flat).float().softmax(dim=-1)
+        weights, idx = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return probs, weights, idx
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Routing]:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        probs, weights, idx = self.route(flat)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            token, slot = torch.where(idx == e)
+            if token.numel() == 0:
+                continue
+            y = expert(flat[token]) * weights[token, slot, None].to(flat.dtype)
+            out.index_add_(0, token, y.to(out.dtype))
+        counts = torch.bincount(idx.flatten(), minlength=self.n_experts)
+        routing = Routing(load_balancing_loss(probs, idx, self.n_experts), counts)
+        return out.view(shape), routing

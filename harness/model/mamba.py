@@ -1,0 +1,150 @@
+"""The Mamba-1 mixer, with mamba_ssm's parameter names, shapes and initialisation.
+
+Parameters (``in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj``) have exactly mamba_ssm's layout, so
+weights move between this module, ``mamba_ssm.modules.mamba_simple.Mamba`` and Hugging Face's
+``JambaMambaMixer`` without reshaping. The optional inner RMSNorms on dt, B and C are the Jamba paper's
+stabiliser (its Fig. 8); they are named as in Hugging Face's Jamba (``dt_layernorm, b_layernorm,
+c_layernorm``).
+
+The scan itself is delegated to :func:`harness.kernels.selective_scan.selective_scan`, whose backend is
+chosen per module (``scan_backend``). Incremental decoding keeps a conv window and the SSM state, so each new
+token costs O(d_inner * d_state) however long the context is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.kernels.causal_conv import causal_conv1d
+from harness.kernels.selective_scan import selective_scan, selective_state_step
+from harness.model.config import ModelConfig
+from harness.model.norm import RMSNorm
+
+
+@dataclass
+class MambaState:
+    """Recurrent state of one Mamba layer: the last d_conv conv inputs and the SSM state."""
+
+    conv: Tensor  # (batch, d_inner, d_conv)
+    ssm: Tensor  # (batch, d_inner, d_state), fp32
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        m = cfg.mamba
+        self.d_inner = cfg.d_inner
+        self.d_state = m.d_state
+        self.d_conv = m.d_conv
+        self.dt_rank = cfg.dt_rank
+        self.scan_backend = m.scan_backend
+        self.in_proj = nn.Linear(cfg.d_model, 2 * self.d_inner, bias=m.proj_bias)
+        self.conv1d = nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            kernel_size=m.d_conv,
+            groups=self.d_inner,
+            padding=m.d_conv - 1,
+            bias=m.conv_bias,
+        )
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * self.d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.empty(self.d_inner, self.d_state))
+        self.D = nn.Parameter(torch.empty(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, cfg.d_model, bias=m.proj_bias)
+        if m.inner_rmsnorm:
+            self.dt_layernorm = RMSNorm(self.dt_rank, cfg.norm_eps)
+            self.b_layernorm = RMSNorm(self.d_state, cfg.norm_eps)
+            self.c_layernorm = RMSNorm(self.d_state, cfg.norm_eps)
+        else:
+            self.dt_layernorm = self.b_layernorm = self.c_layernorm = None
+        # Excluded from weight decay, as in mamba_ssm.
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        self.reset_ssm_parameters(m.dt_min, m.dt_max, m.dt_init_floor)
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+        """Mamba's initialisation: S4D-real A, dt log-uniform in [dt_min, dt_max] via inverse softplus."""
+        self.A_log.copy_(
+            torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1)
+        )
+        self.D.fill_(1.0)
+        std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.dt_proj.bias._no_reinit = True
+        self.dt_proj.weight._no_reinit = True
+
+    def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (..., d_inner) -> dt (..., d_inner) without bias, B and C (..., d_state)."""
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if self.dt_layernorm is not None:
+            dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
+        return F.linear(dt, self.dt_proj.weight), B, C
+
+    def forward(self, hidden: Tensor, state: MambaState | None = None, fresh: bool = True) -> Tensor:
+        """hidden: (batch, tokens, d_model). With ``state``, also updates it for later decoding.
+
+        ``fresh`` says the state holds no tokens yet (a prefill); otherwise tokens are fed one at a time.
+        """
+        if state is not None and not fresh:
+            return torch.stack([self.step(hidden[:, t], state) for t in range(hidden.shape[1])], dim=1)
+        tokens = hidden.shape[1]
+        xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2*d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        if state is not None:
+            state.conv.copy_(
+                F.pad(x, (self.d_conv - tokens, 0)) if tokens < self.d_conv else x[..., -self.d_conv :]
+            )
+        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, backend=self.scan_backend)
+        dt, B, C = self._ssm_inputs(x.transpose(1, 2))
+        A = -torch.exp(self.A_log.float())
+        result = selective_scan(
+            x,
+            dt.transpose(1, 2),
+            A,
+            B.transpose(1, 2).contiguous(),
+            C.transpose(1, 2).contiguous(),
+            self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+            return_last_state=state is not None,
+            backend=self.scan_backend,
+        )
+        if state is not None:
+            y, last = result
+            state.ssm.copy_(last)
+        else:
+            y = result
+        return self.out_proj(y.transpose(1, 2))
+
+    def step(self, hidden: Tensor, state: MambaState) -> Tensor:
+        """One token: hidden (batch, d_model) -> (batch, d_model), updating ``state`` in place."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner)
+        state.conv.copy_(torch.roll(state.conv, shifts=-1, dims=-1))
+        state.conv[:, :, -1] = x
+        x = (state.conv * self.conv1d.weight[:, 0, :]).sum(-1)
+        if self.conv1d.bias is not None:
+            x = x + self.conv1d.bias
+        x = F.silu(x)
+        dt, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        y = selective_state_step(
+            state.ssm, x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True
+        )
+        return self.out_proj(y)
+
+    def new_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MambaState:
+        return MambaState(
+            conv=torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
+            ssm=torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=torch.float32),
+        )
