@@ -4,6 +4,9 @@ Subcommands:
   ablate plan --preset NAME [--preset NAME ...] [--config FILE] [--context N] [--json]
   ablate presets
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
+  ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N]
+  ablate data prepare | ablate data show | ablate tokenizer train
+  ablate train CONFIG.yaml [--run-dir DIR]
 
 A user's configuration mistake (:class:`harness.configs.ConfigError`) is printed as one clear message and
 exit status 2, never as a traceback.
@@ -140,6 +143,33 @@ def cmd_bench_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from harness.benchmarks.train import run_train_benchmark
+
+    run_train_benchmark(
+        args.preset, batch=args.batch, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from harness.training.config import config_hash, load_run_config
+    from harness.training.trainer import TrainingError, train
+
+    cfg = load_run_config(args.config)
+    run_dir = args.run_dir or f"runs/{cfg.name}-{config_hash(cfg)}"
+    try:
+        summary = train(cfg, run_dir)
+    except TrainingError as e:
+        print(f"ablate: training stopped: {e}", file=sys.stderr)
+        return 1
+    if summary.get("skipped"):
+        print(f"{run_dir}: already finished at step {summary.get('step')}; nothing to do")
+    else:
+        print(f"{run_dir}: done, {summary['step']} steps, {summary['tokens']:,} tokens")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     presets = sub.add_parser("presets", help="list model presets")
     presets.set_defaults(func=cmd_presets)
 
+    train = sub.add_parser("train", help="train (or resume) one run from a YAML run config")
+    train.add_argument("config", help="run config YAML (see harness/training/config.py)")
+    train.add_argument("--run-dir", help="run directory (default runs/<name>-<config hash>)")
+    train.set_defaults(func=cmd_train)
+
+    from harness.data.cli import add_data_commands
+
+    add_data_commands(sub)
+
     bench = sub.add_parser("bench", help="speed benchmarks, measured side by side in one run")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     scan = bench_sub.add_parser(
@@ -173,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--repeats", type=int, default=3)
     scan.add_argument("--threads", type=int, default=None)
     scan.set_defaults(func=cmd_bench_scan)
+    bench_train = bench_sub.add_parser(
+        "train", help="training tokens/s and MFU: our model vs transformers' JambaForCausalLM, same config"
+    )
+    bench_train.add_argument("--preset", default="mini-1to7")
+    bench_train.add_argument("--batch", type=int, default=16)
+    bench_train.add_argument("--seq-len", type=int, default=1024)
+    bench_train.add_argument("--steps", type=int, default=10)
+    bench_train.add_argument("--warmup", type=int, default=3)
+    bench_train.set_defaults(func=cmd_bench_train)
     return parser
 
 

@@ -24,6 +24,7 @@ class ConfigError(ValueError):
     """A user's configuration mistake. The CLI prints its message without a traceback."""
 
     def __init__(self, message: str, *, source: str | Path | None = None, key: str | None = None):
+        self.message = message
         self.source = str(source) if source is not None else None
         self.key = key
         where = []
@@ -61,14 +62,11 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:  # Optional[X]: X's own error is the informative one
             return _coerce(value, non_none[0], path, source)
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in non_none:
             try:
                 return _coerce(value, arg, path, source)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                continue
         raise ConfigError(
             f"value {value!r} is not a valid {' | '.join(_type_name(a) for a in args)}",
             source=source,
@@ -166,10 +164,13 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
     try:
         return cls(**kwargs)
     except ConfigError as e:
-        if e.source is None and source is not None:
-            key = _join(path, e.key) if e.key else (path or None)
-            raise ConfigError(str(e), source=source, key=key) from None
-        raise
+        if getattr(e, "located", False):
+            raise
+        # Raised by cls's own validation: its key is relative to cls; make it absolute, add the file.
+        key = _join(path, e.key) if e.key else (path or None)
+        located = ConfigError(e.message, source=source or e.source, key=key)
+        located.located = True
+        raise located from None
     except TypeError as e:  # a required field is missing
         raise ConfigError(str(e), source=source, key=path or None) from None
 

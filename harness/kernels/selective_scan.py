@@ -100,15 +100,17 @@ def selective_scan(
     if backend == "cuda":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
+        # The kernel requires fp32 A, D and delta_bias, and delta, z, B, C in u's dtype. It does not
+        # propagate gradients through the returned last state (the other backends do).
         return selective_scan_fn(
             u,
-            delta,
-            A,
-            B,
-            C,
-            D=D,
-            z=z,
-            delta_bias=delta_bias,
+            delta.to(u.dtype),
+            A.float(),
+            B.to(u.dtype),
+            C.to(u.dtype),
+            D=D.float() if D is not None else None,
+            z=z.to(u.dtype) if z is not None else None,
+            delta_bias=delta_bias.float() if delta_bias is not None else None,
             delta_softplus=delta_softplus,
             return_last_state=return_last_state,
         )

@@ -75,9 +75,9 @@ class MoE(nn.Module):
         probs, weights, idx = self.route(flat)
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
+            # An expert that no token picked still runs (on zero rows), so its parameters get a zero
+            # gradient rather than none: data-parallel reductions then see the same tensors on every rank.
             token, slot = torch.where(idx == e)
-            if token.numel() == 0:
-                continue
             y = expert(flat[token]) * weights[token, slot, None].to(flat.dtype)
             out.index_add_(0, token, y.to(out.dtype))
         counts = torch.bincount(idx.flatten(), minlength=self.n_experts)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from harness.model.attention import Attention, KVCache
 from harness.model.config import ModelConfig
-from harness.model.ffn import MoE, SwiGLU
+from harness.model.ffn import MoE, Routing, SwiGLU
 from harness.model.mamba import MambaMixer, MambaState
 from harness.model.norm import RMSNorm
 
@@ -39,6 +39,27 @@ class Block(nn.Module):
             self.layer = MoE(cfg)
         else:  # the config validates patterns; this guards direct construction
             raise ValueError(f"unknown pattern symbol {symbol!r}")
+
+    def forward(
+        self,
+        x: Tensor,
+        state: KVCache | MambaState | None = None,
+        fresh: bool = True,
+        return_attentions: bool = False,
+    ) -> tuple[Tensor, Tensor | Routing | None]:
+        """Returns the new residual stream and what the sublayer reports: attention probabilities (when
+        asked) or MoE routing."""
+        h = self.norm(x)
+        extra = None
+        if isinstance(self.layer, Attention):
+            h, extra = self.layer(h, cache=state, return_probs=return_attentions)
+        elif isinstance(self.layer, MambaMixer):
+            h = self.layer(h, state=state, fresh=fresh)
+        elif isinstance(self.layer, MoE):
+            h, extra = self.layer(h)
+        else:
+            h = self.layer(h)
+        return x + h, extra
 
 
 @dataclass
@@ -138,22 +159,13 @@ class HybridLM(nn.Module):
         attentions: dict[int, Tensor] = {}
         aux_terms, counts = [], []
         for i, block in enumerate(self.blocks):
-            h = block.norm(x)
-            layer = block.layer
             state = cache.states.get(i) if cache is not None else None
-            if isinstance(layer, Attention):
-                h, probs = layer(h, cache=state, return_probs=return_attentions)
-                if probs is not None:
-                    attentions[i] = probs
-            elif isinstance(layer, MambaMixer):
-                h = layer(h, state=state, fresh=fresh)
-            elif isinstance(layer, MoE):
-                h, routing = layer(h)
-                aux_terms.append(routing.aux_loss)
-                counts.append(routing.expert_counts)
-            else:
-                h = layer(h)
-            x = x + h
+            x, extra = block(x, state=state, fresh=fresh, return_attentions=return_attentions)
+            if isinstance(extra, Routing):
+                aux_terms.append(extra.aux_loss)
+                counts.append(extra.expert_counts)
+            elif extra is not None:
+                attentions[i] = extra
         if cache is not None:
             cache.seen += input_ids.shape[1]
         logits = self.lm_head(self.final_norm(x))

@@ -1,0 +1,1 @@
+"""Speed benchmarks that time alternatives side by side in one run (``ablate bench ...``)."""

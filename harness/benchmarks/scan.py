@@ -1,0 +1,211 @@
+"""Selective-scan speed: the compiled ``cpu`` backend against the sequential ``reference``, fwd+bwd.
+
+Both backends are timed in the same process, on the same inputs, interleaved repeat by repeat. The table
+times the scan itself (``scan_reference`` against ``scan_cpu``: what ``backend=`` chooses); one more line
+times the whole dispatcher call a Mamba layer makes (``selective_scan`` with D, z, delta_bias,
+delta_softplus and the last state), whose extra elementwise torch ops are the same for both backends.
+Timings are the best of ``repeats`` after a warm-up call per backend; the cpu backend's first call (numba
+compile, or loading the compiled kernels from the cache) is timed and reported separately. Correctness
+rides along: the largest absolute difference between the two backends in the outputs and every gradient.
+
+    ablate bench scan --preset tiny-1to7 --batch 8 --seq-len 256
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from harness.kernels.scan_cpu import scan_cpu
+from harness.kernels.selective_scan import scan_reference, selective_scan
+
+BACKENDS = ("reference", "cpu")
+SCAN_FNS = {"reference": scan_reference, "cpu": scan_cpu}
+SCAN_INPUTS = ("u", "delta", "A", "B", "C")
+LAYER_INPUTS = (*SCAN_INPUTS, "D", "z", "delta_bias")
+
+
+def _inputs(d_inner: int, d_state: int, batch: int, seq_len: int, seed: int) -> dict[str, torch.Tensor]:
+    """Inputs shaped and scaled like a freshly initialised Mamba-1 layer (S4D-real A, dt in [1e-3, 0.1]).
+
+    ``delta_raw`` and ``delta_bias`` feed the full layer call (softplus inside); ``delta`` is the positive
+    step size they produce, which the scan alone consumes.
+    """
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.exp(torch.rand(d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    delta_bias = dt + torch.log(-torch.expm1(-dt))  # inverse softplus of dt
+    delta_raw = torch.randn(batch, d_inner, seq_len, generator=g) * 0.5
+    return {
+        "u": torch.randn(batch, d_inner, seq_len, generator=g),
+        "delta": F.softplus(delta_raw + delta_bias[None, :, None]),
+        "delta_raw": delta_raw,
+        "A": -torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1),
+        "B": torch.randn(batch, d_state, seq_len, generator=g),
+        "C": torch.randn(batch, d_state, seq_len, generator=g),
+        "D": torch.ones(d_inner),
+        "z": torch.randn(batch, d_inner, seq_len, generator=g),
+        "delta_bias": delta_bias,
+    }
+
+
+def _fwd_bwd(
+    backend: str, inputs: dict[str, torch.Tensor], dy: torch.Tensor, dlast: torch.Tensor, layer: bool
+):
+    """One timed forward and backward; returns (fwd_s, bwd_s, y, last_state, grads).
+
+    ``layer=False`` times the scan alone (inputs u, delta, A, B, C, with delta used as given);
+    ``layer=True`` times the full ``selective_scan`` call with D, z, delta_bias and softplus.
+    """
+    names = LAYER_INPUTS if layer else SCAN_INPUTS
+    leaves = {k: inputs[k].detach().clone().requires_grad_() for k in names}
+    if layer:
+        leaves["delta"] = inputs["delta_raw"].detach().clone().requires_grad_()
+    t0 = time.perf_counter()
+    if layer:
+        y, last = selective_scan(
+            *(leaves[k] for k in SCAN_INPUTS),
+            D=leaves["D"],
+            z=leaves["z"],
+            delta_bias=leaves["delta_bias"],
+            delta_softplus=True,
+            return_last_state=True,
+            backend=backend,
+        )
+    else:
+        y, last = SCAN_FNS[backend](*(leaves[k] for k in SCAN_INPUTS))
+    t1 = time.perf_counter()
+    torch.autograd.backward((y, last), (dy, dlast))
+    t2 = time.perf_counter()
+    grads = {k: leaves[k].grad for k in names}
+    return t1 - t0, t2 - t1, y.detach(), last.detach(), grads
+
+
+def _summarise(times: list[tuple[float, float]], tokens: int) -> dict:
+    fwd_s = min(t[0] for t in times)
+    bwd_s = min(t[1] for t in times)
+    total_s = min(t[0] + t[1] for t in times)
+    return {
+        "fwd_ms": fwd_s * 1e3,
+        "bwd_ms": bwd_s * 1e3,
+        "total_ms": total_s * 1e3,
+        "tokens_per_s": tokens / total_s,
+    }
+
+
+def format_scan_benchmark(result: dict) -> str:
+    """The result of :func:`run_scan_benchmark` as a small text table."""
+    cfg = result["config"]
+    lines = [
+        f"selective scan fwd+bwd: batch {cfg['batch']}, seq_len {cfg['seq_len']}, d_inner {cfg['d_inner']}, "
+        f"d_state {cfg['d_state']}, fp32, {result['threads']} thread(s), best of {cfg['repeats']}",
+        f"{'backend':<10} {'fwd ms':>9} {'bwd ms':>9} {'fwd+bwd ms':>11} {'tokens/s':>11} {'speedup':>8}",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"{row['backend']:<10} {row['fwd_ms']:>9.2f} {row['bwd_ms']:>9.2f} {row['total_ms']:>11.2f} "
+            f"{row['tokens_per_s']:>11,.0f} {row['speedup']:>7.1f}x"
+        )
+    layer = result["layer_rows"]
+    lines.append(
+        "full selective_scan call (+ D, z, delta_bias, softplus), fwd+bwd ms: "
+        + ", ".join(f"{r['backend']} {r['total_ms']:.2f}" for r in layer)
+        + f" -> {result['layer_speedup']:.1f}x"
+    )
+    lines.append(f"cpu backend first call (numba compile or cache load): {result['cpu_first_call_s']:.2f} s")
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in result["max_abs_diff"].items())
+    lines.append(f"max |cpu - reference| (full call): {diffs}")
+    if result.get("loadavg") is not None:
+        lines.append(f"load average (1 min): {result['loadavg']:.2f} (other processes skew timings)")
+    return "\n".join(lines)
+
+
+def run_scan_benchmark(
+    d_inner: int = 128,
+    d_state: int = 16,
+    batch: int = 8,
+    seq_len: int = 256,
+    repeats: int = 3,
+    threads: int | None = None,
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict:
+    """Time fwd+bwd of the ``reference`` and ``cpu`` scan backends side by side; print and return a table.
+
+    ``threads`` sets ``torch.set_num_threads`` for the run (both backends use it: the cpu backend splits its
+    work over that many threads); None keeps the current setting. Returns a dict with ``config``,
+    ``threads``, ``rows`` (per backend: fwd_ms, bwd_ms, total_ms, tokens_per_s, speedup vs reference; the
+    scan alone), ``speedup`` (cpu over reference, fwd+bwd), ``layer_rows`` and ``layer_speedup`` (the same
+    for the full dispatcher call), ``cpu_first_call_s``, ``max_abs_diff`` (outputs and all grads of the full
+    call) and ``loadavg`` (1-minute load average, where the OS reports one).
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        inputs = _inputs(d_inner, d_state, batch, seq_len, seed)
+        g = torch.Generator().manual_seed(seed + 1)
+        dy = torch.randn(batch, d_inner, seq_len, generator=g)
+        dlast = torch.randn(batch, d_inner, d_state, generator=g)
+
+        t0 = time.perf_counter()
+        _fwd_bwd("cpu", inputs, dy, dlast, layer=False)  # compiles the numba kernels, or loads the cache
+        first_call_s = time.perf_counter() - t0
+        for layer in (False, True):  # warm-up
+            for backend in BACKENDS:
+                _fwd_bwd(backend, inputs, dy, dlast, layer=layer)
+
+        times: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+        results = {}
+        for _ in range(repeats):
+            for layer in (False, True):
+                for backend in BACKENDS:
+                    fwd_s, bwd_s, y, last, grads = _fwd_bwd(backend, inputs, dy, dlast, layer=layer)
+                    times.setdefault((backend, layer), []).append((fwd_s, bwd_s))
+                    if layer:
+                        results[backend] = (y, last, grads)
+
+        tokens = batch * seq_len
+        rows, layer_rows = [], []
+        for backend in BACKENDS:
+            rows.append({"backend": backend, **_summarise(times[(backend, False)], tokens)})
+            layer_rows.append({"backend": backend, **_summarise(times[(backend, True)], tokens)})
+        for table in (rows, layer_rows):
+            for row in table:
+                row["speedup"] = table[0]["total_ms"] / row["total_ms"]
+
+        (y_r, last_r, g_r), (y_c, last_c, g_c) = results["reference"], results["cpu"]
+        max_abs_diff = {
+            "y": (y_c - y_r).abs().max().item(),
+            "last_state": (last_c - last_r).abs().max().item(),
+        }
+        for k in LAYER_INPUTS:
+            max_abs_diff[f"d{k}"] = (g_c[k] - g_r[k]).abs().max().item()
+
+        result = {
+            "config": {
+                "d_inner": d_inner,
+                "d_state": d_state,
+                "batch": batch,
+                "seq_len": seq_len,
+                "repeats": repeats,
+            },
+            "threads": torch.get_num_threads(),
+            "rows": rows,
+            "speedup": rows[1]["speedup"],
+            "layer_rows": layer_rows,
+            "layer_speedup": layer_rows[1]["speedup"],
+            "cpu_first_call_s": first_call_s,
+            "max_abs_diff": max_abs_diff,
+            "loadavg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        }
+    finally:
+        torch.set_num_threads(old_threads)
+    if verbose:
+        print(format_scan_benchmark(result))
+    return result

@@ -1,0 +1,1 @@
+"""Training: run config, optimizer and schedules, checkpoints, run directories, distributed set-up, loop."""

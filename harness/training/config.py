@@ -1,0 +1,165 @@
+"""The run configuration: what ``ablate train CONFIG.yaml`` reads and what a run directory records.
+
+```yaml
+name: tiny-1to7
+model: {preset: tiny-1to7}          # a preset plus overrides, or a full model config
+data: {train: [{name: web}], validation: [{name: web}], tokenizer: {kind: bpe, vocab_size: 4096}}
+train: {seq_len: 256, global_batch: 8, micro_batch: 8, steps: 200, seed: 0}
+optim: {lr: 3e-3, weight_decay: 0.1, grad_clip: 1.0}
+schedule: {kind: cosine, warmup_steps: 20}
+```
+
+:func:`resolve_run_config` validates everything strictly and fills in every default, and
+:func:`config_hash` fingerprints the resolved config, so two runs with equal hashes are the same
+experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.configs import ConfigError, deep_merge, from_dict, load_yaml, to_dict
+from harness.data import DataConfig
+from harness.model.config import ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (fused on CUDA). Norm gains, biases, embeddings, A_log and D get no weight decay."""
+
+    lr: float = 3e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"must be > 0, got {self.lr}", key="lr")
+        if self.grad_clip < 0:
+            raise ConfigError(f"must be >= 0 (0 disables clipping), got {self.grad_clip}", key="grad_clip")
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr``, or WSD (warmup-stable-decay: constant,
+    then a linear decay over the last ``decay_fraction`` of training), or constant."""
+
+    kind: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    decay_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise ConfigError(f"must be >= 0, got {self.warmup_steps}", key="warmup_steps")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"must be in [0, 1], got {self.min_lr_ratio}", key="min_lr_ratio")
+        if not 0 < self.decay_fraction <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.decay_fraction}", key="decay_fraction")
+
+
+@dataclass
+class LoopConfig:
+    """Batch geometry, length, precision, and the cadence of logging, evaluation and checkpoints."""
+
+    seq_len: int = 256
+    # Sequences per optimizer step over all ranks; micro_batch sequences per rank per forward pass.
+    # Gradient accumulation = global_batch / (micro_batch * world_size).
+    global_batch: int = 8
+    micro_batch: int = 8
+    # Exactly one of steps and tokens (tokens = steps * global_batch * seq_len).
+    steps: int | None = None
+    tokens: int | None = None
+    seed: int = 0
+    # auto: bf16 autocast on CUDA, fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    device: str = "auto"
+    log_every: int = 1
+    # 0 means only at the end of training.
+    eval_every: int = 0
+    eval_batches: int = 4
+    checkpoint_every: int = 0
+    keep_last: int = 2
+    # A loss above spike_factor x its exponential moving average (decay spike_ema) is recorded as a spike.
+    spike_factor: float = 1.5
+    spike_ema: float = 0.98
+    spike_warmup: int = 20
+    distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "global_batch", "micro_batch", "log_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
+        if (self.steps is None) == (self.tokens is None):
+            raise ConfigError("give exactly one of 'steps' and 'tokens'", key="steps")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"must be >= 1, got {self.steps}", key="steps")
+        if self.tokens is not None and self.tokens < 1:
+            raise ConfigError(f"must be >= 1, got {self.tokens}", key="tokens")
+        if self.global_batch % self.micro_batch:
+            raise ConfigError(
+                f"global_batch={self.global_batch} must be a multiple of micro_batch={self.micro_batch}",
+                key="global_batch",
+            )
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, -(-self.tokens // self.tokens_per_step))
+
+
+@dataclass
+class RunConfig:
+    name: str
+    model: dict[str, Any]
+    data: DataConfig
+    train: LoopConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def model_config(self) -> ModelConfig:
+        return resolve_model(self.model)
+
+
+def resolve_model(section: dict[str, Any], source: str | None = None) -> ModelConfig:
+    """A model section is a full ModelConfig mapping, or ``preset: NAME`` plus overrides of its fields."""
+    from harness.presets import preset_dict
+
+    section = dict(section)
+    preset = section.pop("preset", None)
+    if preset is not None:
+        base = preset_dict(preset)
+        if "layout" in section or "pattern" in section:
+            base.pop("pattern", None)
+        section = deep_merge(base, section)
+    return from_dict(ModelConfig, section, source=source, path="model")
+
+
+def resolve_run_config(data: dict[str, Any], source: str | None = None) -> RunConfig:
+    """Validate a raw run config and return it with the model section fully resolved."""
+    cfg = from_dict(RunConfig, data, source=source)
+    cfg.model = to_dict(resolve_model(cfg.model, source))
+    return cfg
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return resolve_run_config(load_yaml(path), source=str(path))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Stable fingerprint of a resolved run config (12 hex digits)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,232 @@
+"""The trainer on CPU: a tiny run from YAML, metrics, exact resume after SIGKILL (also mid-checkpoint),
+refusing to overwrite, a clean stop on a non-finite loss, and DDP with two gloo processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from harness.configs import ConfigError
+from harness.training.checkpoint import list_checkpoints
+from harness.training.config import load_run_config
+from harness.training.rundir import read_jsonl
+from harness.training.trainer import TrainingError, train
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jolly zebras 2024".split()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A small deterministic corpus of pseudo-sentences (learnable structure, a few hundred KB)."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = torch.Generator().manual_seed(0)
+    for split, n_docs in (("train", 600), ("validation", 60)):
+        with open(root / f"{split}.jsonl", "w") as f:
+            for _ in range(n_docs):
+                idx = torch.randint(
+                    0, len(WORDS), (int(torch.randint(20, 120, (1,), generator=rng)),), generator=rng
+                )
+                f.write(json.dumps({"text": " ".join(WORDS[i] for i in idx.tolist()) + "."}) + "\n")
+    return root
+
+
+def write_config(tmp_path: Path, corpus: Path, **train_overrides) -> Path:
+    cfg = {
+        "name": "tiny-test",
+        "model": {"preset": "tiny-1to7-moe"},
+        "data": {
+            "train": [{"name": "toy", "data_files": [str(corpus / "train.jsonl")]}],
+            "validation": [{"name": "toy", "data_files": [str(corpus / "validation.jsonl")]}],
+            "tokenizer": {"kind": "bpe", "vocab_size": 384},
+            "data_dir": str(tmp_path / "data"),
+        },
+        "train": {
+            "seq_len": 64,
+            "global_batch": 4,
+            "micro_batch": 4,
+            "steps": 30,
+            "seed": 0,
+            **train_overrides,
+        },
+        "optim": {"lr": 3e-3, "weight_decay": 0.1},
+        "schedule": {"kind": "cosine", "warmup_steps": 5},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_jsonl(run_dir / "metrics.jsonl") if "loss" in r}
+
+
+def ablate(*args: str, env: dict | None = None) -> subprocess.Popen:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early:\n{proc.stdout.read()}")
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+def test_tiny_run_trains_and_logs(tmp_path, corpus):
+    cfg = load_run_config(write_config(tmp_path, corpus, eval_every=10, checkpoint_every=10))
+    run_dir = tmp_path / "run"
+    summary = train(cfg, run_dir)
+    assert summary["state"] == "done" and summary["step"] == 30
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    steps = [r for r in records if "loss" in r]
+    for key in (
+        "step",
+        "tokens",
+        "loss",
+        "ce_loss",
+        "aux_loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "mfu",
+        "peak_mem_gib",
+        "expert_load",
+    ):
+        assert key in steps[0], key
+    assert steps[-1]["tokens"] == 30 * 4 * 64
+    assert len(steps[0]["expert_load"]) == 4 and len(steps[0]["expert_load"][0]) == 16
+    first, last = sum(r["loss"] for r in steps[:3]) / 3, sum(r["loss"] for r in steps[-3:]) / 3
+    assert last < first - 1.0, (first, last)
+    vals = [r["val_loss"] for r in records if "val_loss" in r]
+    assert len(vals) == 3 and vals[-1] < vals[0]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["step_00000020", "step_00000030"]
+    assert (run_dir / "tokenizer" / "tokenizer.json").exists()
+    events = [e["event"] for e in read_jsonl(run_dir / "events.jsonl")]
+    assert events[0] == "start" and events[-1] == "finish" and events.count("eval") == 3
+
+    # Re-running a finished run does nothing; a different config in the same directory is refused.
+    assert train(cfg, run_dir)["skipped"]
+    other = load_run_config(write_config(tmp_path, corpus, steps=31))
+    with pytest.raises(ConfigError, match="different config"):
+        train(other, run_dir)
+
+
+def test_exact_resume_after_sigkill(tmp_path, corpus):
+    config = write_config(tmp_path, corpus, steps=40, checkpoint_every=20)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    proc = ablate("train", str(config), "--run-dir", str(straight))
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+
+    proc = ablate("train", str(config), "--run-dir", str(resumed))
+    wait_for(lambda: (resumed / "checkpoints" / "step_00000020" / "meta.json").exists(), 300, proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert json.loads((resumed / "status.json").read_text())["state"] == "running"
+    proc = ablate("train", str(config), "--run-dir", str(resumed))
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+
+    a, b = losses(straight), losses(resumed)
+    assert sorted(a) == sorted(b) == list(range(1, 41))
+    assert [a[s] for s in sorted(a)] == [b[s] for s in sorted(b)]  # bit-identical
+    assert "resume" in [e["event"] for e in read_jsonl(resumed / "events.jsonl")]
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path, corpus):
+    config = write_config(tmp_path, corpus, steps=20, checkpoint_every=5, keep_last=5)
+    run_dir, marker = tmp_path / "run", tmp_path / "saving"
+    env = {"ABLATE_TEST_SAVE_DELAY": "10:60", "ABLATE_TEST_SAVE_MARKER": str(marker)}
+    proc = ablate("train", str(config), "--run-dir", str(run_dir), env=env)
+    wait_for(marker.exists, 300, proc)  # the step-10 save is half written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["step_00000005"]
+    proc = ablate("train", str(config), "--run-dir", str(run_dir))
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    assert max(losses(run_dir)) == 20
+    names = [p.name for p in (run_dir / "checkpoints").iterdir()]
+    assert names and all(n.startswith("step_") for n in names), names  # the torn temporary is gone
+    resumes = [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "resume"]
+    assert resumes[0]["step"] == 5
+
+
+def test_nonfinite_loss_stops_cleanly(tmp_path, corpus, monkeypatch):
+    from harness.model import lm
+
+    real_forward = lm.HybridLM.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4 and out.loss is not None:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(lm.HybridLM, "forward", poisoned)
+    cfg = load_run_config(write_config(tmp_path, corpus, steps=10, checkpoint_every=2))
+    with pytest.raises(TrainingError, match=r"loss became nan \(grad norm nan\) at step 4"):
+        train(cfg, tmp_path / "run")
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and status["step"] == 3
+    assert [e for e in read_jsonl(tmp_path / "run" / "events.jsonl") if e["event"] == "nonfinite"]
+
+
+def test_config_errors_name_the_key(tmp_path, corpus):
+    path = write_config(tmp_path, corpus)
+    data = yaml.safe_load(path.read_text())
+    data["train"]["micro_batch"] = 3
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="global_batch=4 must be a multiple of micro_batch=3"):
+        load_run_config(path)
+    data["train"]["micro_batch"] = 4
+    data["optim"]["learning_rate"] = 1.0
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"optim.learning_rate.*Valid keys"):
+        load_run_config(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, corpus, strategy):
+    """2 ranks x micro-batch 4 give the same losses as 1 process x 2 accumulated micro-batches of 4.
+
+    Runs on CPU with gloo; on a machine with 2 GPUs the same test runs NCCL on both (fp32 either way)."""
+    config = write_config(
+        tmp_path, corpus, steps=6, global_batch=8, micro_batch=4, precision="fp32", distributed=strategy
+    )
+    single, multi = tmp_path / "single", tmp_path / strategy
+    proc = ablate("train", str(config), "--run-dir", str(single))
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        "-m", "harness.cli", "train", str(config), "--run-dir", str(multi),
+    ]  # fmt: skip
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    a, b = losses(single), losses(multi)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-4), step
+    events = read_jsonl(multi / "events.jsonl")
+    assert events[0]["world_size"] == 2
