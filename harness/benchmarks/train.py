@@ -87,7 +87,8 @@ def run_train_benchmark(
     try:
         from harness.hf_interop import to_hf_model
 
-        hf = to_hf_model(ours).to(device)
+        # On CUDA, let transformers take its mamba-ssm / causal-conv1d kernel path, as ours does.
+        hf = to_hf_model(ours, use_mamba_kernels=device.type == "cuda").to(device)
         hf.config.use_cache = False
         contenders.append(
             (
