@@ -54,7 +54,8 @@ def test_cuda_scan_matches_reference(batch, d_inner, d_state, length):
             return_last_state=True,
             backend=backend,
         )
-        grads = torch.autograd.grad((y * torch.cos(y.detach())).sum() + last.sum(), inputs)
+        # mamba_ssm's kernel does not backpropagate through the returned last state: y alone here.
+        grads = torch.autograd.grad((y * torch.cos(y.detach())).sum(), inputs)
         results[backend] = (y, last, grads)
     (y1, s1, g1), (y0, s0, g0) = results["cuda"], results["reference"]
     torch.testing.assert_close(y1, y0, rtol=1e-3, atol=1e-3)
@@ -84,11 +85,12 @@ def test_model_cuda_backend_matches_reference_and_decodes():
 @pytest.mark.parametrize("name", MINI)
 def test_mini_arm_training_step(name):
     torch.manual_seed(0)
+    torch.cuda.reset_peak_memory_stats()
     model = HybridLM(get_preset(name)).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    ids = torch.randint(0, 50304, (4, 257), device="cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
+    ids = torch.randint(0, 50304, (4, 257), device="cuda")  # one batch, repeated: the loss must fall
     losses = []
-    for _ in range(3):
+    for _ in range(4):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model(ids[:, :-1], targets=ids[:, 1:])
         opt.zero_grad(set_to_none=True)
@@ -96,6 +98,6 @@ def test_mini_arm_training_step(name):
         opt.step()
         losses.append(out.loss.item())
     assert all(torch.isfinite(torch.tensor(losses))), losses
-    assert losses[-1] < losses[0], losses
+    assert min(losses[1:]) < losses[0] - 0.5, losses
     peak = torch.cuda.max_memory_allocated() / 2**30
     print(f"{name}: losses {[round(v, 3) for v in losses]}, peak {peak:.1f} GiB")

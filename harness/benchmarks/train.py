@@ -1,10 +1,13 @@
 """Training throughput: our model against transformers' ``JambaForCausalLM`` at the same config, same run.
 
 Both models get the same weights (ours exported with :func:`harness.hf_interop.to_hf_model`), the same
-batches, bf16 autocast over fp32 weights on CUDA (fp32 on CPU), fused AdamW, and the same loss (cross-entropy
-of the logits, computed identically outside the model). Each is warmed up, then timed over ``steps``
-optimizer steps with the GPU synchronised; the table reports tokens/s, MFU (FLOPs per token from
-:mod:`harness.accounting`, so the same for both) and peak memory, and the ratio between the two.
+batches, bf16 weights on CUDA (fp32 on CPU), fused AdamW, and the same loss (cross-entropy of the logits,
+computed identically outside the model). bf16 weights rather than autocast because transformers' Jamba
+CUDA path fails under autocast (its fp32 inner norms hand the scan kernel B and C in another dtype than
+u) and bf16 weights are how it is normally trained; our trainer itself uses autocast over fp32 weights.
+Each model is warmed up, then timed over ``steps`` optimizer steps with the GPU synchronised; the table
+reports tokens/s, MFU (FLOPs per token from :mod:`harness.accounting`, so the same for both) and peak
+memory, and the ratio between the two.
 
     ablate bench train --preset mini-1to7 --batch 16 --seq-len 1024 --steps 10
 
@@ -49,11 +52,9 @@ def _time_steps(
 
 def _make_step(forward: Callable[[torch.Tensor], torch.Tensor], params, device: torch.device):
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step(ids: torch.Tensor) -> float:
-        with autocast:
-            logits = forward(ids[:, :-1])
+        logits = forward(ids[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -69,6 +70,7 @@ def run_train_benchmark(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = get_preset(preset)
     torch.manual_seed(seed)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     ours = HybridLM(cfg).to(device)
     g = torch.Generator().manual_seed(seed)
     batches = [
@@ -88,7 +90,7 @@ def run_train_benchmark(
         from harness.hf_interop import to_hf_model
 
         # On CUDA, let transformers take its mamba-ssm / causal-conv1d kernel path, as ours does.
-        hf = to_hf_model(ours, use_mamba_kernels=device.type == "cuda").to(device)
+        hf = to_hf_model(ours, use_mamba_kernels=device.type == "cuda").to(device, dtype)
         hf.config.use_cache = False
         contenders.append(
             (
@@ -99,6 +101,7 @@ def run_train_benchmark(
     except (ConfigError, ImportError) as e:
         hf_reason = str(e)
 
+    ours.to(dtype)  # after the export, so both start from the same fp32 weights
     for name, make in contenders:
         forward, params = make()
         seconds, loss, mem = _time_steps(_make_step(forward, params, device), batches, warmup, device)
