@@ -73,13 +73,18 @@ class MoE(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         probs, weights, idx = self.route(flat)
-        out = torch.zeros_like(flat)
-        for e, expert in enumerate(self.experts):
-            # An expert that no token picked still runs (on zero rows), so its parameters get a zero
-            # gradient rather than none: data-parallel reductions then see the same tensors on every rank.
-            token, slot = torch.where(idx == e)
-            y = expert(flat[token]) * weights[token, slot, None].to(flat.dtype)
-            out.index_add_(0, token, y.to(out.dtype))
-        counts = torch.bincount(idx.flatten(), minlength=self.n_experts)
+        # Sort the (token, choice) assignments by expert so each expert reads one contiguous slice: one
+        # host sync per layer (the split sizes) instead of one per expert.
+        choice_expert = idx.flatten()
+        order = torch.argsort(choice_expert, stable=True)
+        token = order // self.top_k
+        counts = torch.bincount(choice_expert, minlength=self.n_experts)
+        gathered = flat[token]
+        # An expert that no token picked still runs (on zero rows), so its parameters get a zero gradient
+        # rather than none: data-parallel reductions then see the same tensors on every rank.
+        chunks = gathered.split(counts.tolist())
+        ys = [expert(chunk) for expert, chunk in zip(self.experts, chunks, strict=True)]
+        y = torch.cat(ys) * weights.flatten()[order, None].to(flat.dtype)
+        out = torch.zeros_like(flat).index_add_(0, token, y.to(flat.dtype))
         routing = Routing(load_balancing_loss(probs, idx, self.n_experts), counts)
         return out.view(shape), routing
