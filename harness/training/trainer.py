@@ -40,6 +40,7 @@ from harness.training.checkpoint import (
 from harness.training.config import RunConfig, config_hash
 from harness.training.optim import build_optimizer, build_scheduler
 from harness.training.rundir import RunDir
+from harness.training.spikes import SpikeDetector
 
 
 class TrainingError(RuntimeError):
@@ -147,7 +148,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     forward = torch.compile(wrapped) if loop.compile else wrapped
 
     step, tokens, data_state = 0, 0, None
-    spike_ema: float | None = None
+    spikes = SpikeDetector(loop.spike_factor, loop.spike_ema, loop.spike_warmup)
     ckpt = latest_checkpoint(run.checkpoints)
     if ckpt is not None:
         weights, state, meta = load_checkpoint(ckpt)
@@ -155,7 +156,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, tokens, data_state = meta["step"], meta["tokens"], state["data"]
-        spike_ema = state.get("spike_ema")
+        spikes.ema = state.get("spike_ema")
         if info.is_main:
             run.truncate_metrics_after(step)
             run.event("resume", step=step, checkpoint=ckpt.name)
@@ -195,7 +196,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
                 "data": batches.state_dict(),
-                "spike_ema": spike_ema,
+                "spike_ema": spikes.ema,
             }
             meta = {"tokens": tokens, "config_hash": config_hash(cfg)}
             path = save_checkpoint(run.checkpoints, at_step, weights, state, meta, keep_last=loop.keep_last)
@@ -245,10 +246,9 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - t0
         tokens_per_s = loop.tokens_per_step / elapsed
-        if spike_ema is not None and step > loop.spike_warmup and loss > loop.spike_factor * spike_ema:
-            if info.is_main:
-                run.event("loss_spike", step=step, loss=loss, ema=spike_ema, ratio=loss / spike_ema)
-        spike_ema = loss if spike_ema is None else loop.spike_ema * spike_ema + (1 - loop.spike_ema) * loss
+        spike = spikes.update(step, loss)
+        if spike and info.is_main:
+            run.event("loss_spike", **spike)
 
         if info.is_main and (step % loop.log_every == 0 or step == total_steps):
             record = {
