@@ -167,12 +167,10 @@ def test_text_extraction_helpers():
     assert formats.normalize_whitespace("a  b \n\n\n\n c\t") == "a b\n\nc"
 
 
-def test_local_pack_without_datasets_installed(offline, tmp_path, monkeypatch):
+def block_datasets_import(monkeypatch) -> None:
+    """Make `import datasets` fail, as on the GPU image, which lacks the package."""
     import builtins
 
-    write_pack(tmp_path, "web", {"train": [f"doc {i}" for i in range(600)], "validation": ["v"]})
-    src = resolve(CorpusSpec(name="c4"), "train", DataConfig(data_dir=str(tmp_path)))
-    with_datasets = list(src.iter_texts())
     real_import = builtins.__import__
 
     def no_datasets(name, *args, **kwargs):
@@ -181,6 +179,13 @@ def test_local_pack_without_datasets_installed(offline, tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_datasets)
+
+
+def test_local_pack_without_datasets_installed(offline, tmp_path, monkeypatch):
+    write_pack(tmp_path, "web", {"train": [f"doc {i}" for i in range(600)], "validation": ["v"]})
+    src = resolve(CorpusSpec(name="c4"), "train", DataConfig(data_dir=str(tmp_path)))
+    with_datasets = list(src.iter_texts())
+    block_datasets_import(monkeypatch)
     assert list(src.iter_texts()) == with_datasets == [f"doc {i}" for i in range(600)]
     hub = resolve(CorpusSpec(name="c4", source="hub"), "train", DataConfig(data_dir=str(tmp_path)))
     with pytest.raises(ConfigError, match="pip install datasets"):
@@ -188,18 +193,9 @@ def test_local_pack_without_datasets_installed(offline, tmp_path, monkeypatch):
 
 
 def test_jsonl_data_files_without_datasets_installed(tmp_path, monkeypatch):
-    import builtins
-
     rows = [{"text": f"doc {i}", "extra": i} for i in range(50)]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
     src = resolve(CorpusSpec(name="mine", data_files=[str(tmp_path / "a.jsonl")]), "train", DataConfig())
     with_datasets = list(src.iter_texts())
-    real_import = builtins.__import__
-
-    def no_datasets(name, *args, **kwargs):
-        if name == "datasets" or name.startswith("datasets."):
-            raise ImportError("no datasets here")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    block_datasets_import(monkeypatch)
     assert list(src.iter_texts()) == with_datasets == [r["text"] for r in rows]
