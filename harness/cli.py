@@ -7,6 +7,7 @@ Subcommands:
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N]
   ablate data prepare | ablate data show | ablate tokenizer train
   ablate train CONFIG.yaml [--run-dir DIR]
+  ablate sweep plan FILE
 
 A user's configuration mistake (:class:`harness.configs.ConfigError`) is printed as one clear message and
 exit status 2, never as a traceback.
@@ -152,6 +153,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep_plan(args: argparse.Namespace) -> int:
+    from harness.sweeps.plan import print_plan
+
+    print_plan(args.file, show_sbatch=not args.no_sbatch)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.training.config import config_hash, load_run_config
     from harness.training.trainer import TrainingError, train
@@ -196,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="run config YAML (see harness/training/config.py)")
     train.add_argument("--run-dir", help="run directory (default runs/<name>-<config hash>)")
     train.set_defaults(func=cmd_train)
+
+    sweep = sub.add_parser("sweep", help="declarative sweeps (YAML files in sweeps/)")
+    sweep_sub = sweep.add_subparsers(dest="sweep", required=True)
+    sweep_plan = sweep_sub.add_parser(
+        "plan", help="list every run with its cost and preview the sbatch script"
+    )
+    sweep_plan.add_argument("file", help="sweep YAML file")
+    sweep_plan.add_argument("--no-sbatch", action="store_true", help="skip the sbatch preview")
+    sweep_plan.set_defaults(func=cmd_sweep_plan)
 
     from harness.data.cli import add_data_commands
 

@@ -1,0 +1,1 @@
+"""Declarative sweeps: a YAML file names a whole ablation (see config.py); `ablate sweep plan` shows it."""

@@ -1,0 +1,87 @@
+"""``ablate sweep plan FILE``: every run with its arm, pattern, parameters, tokens, FLOPs and estimated
+GPU-hours, the sweep's total, and a preview of the sbatch script, without submitting or writing anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.accounting import format_params, plan_model
+from harness.sweeps.config import ResourcesConfig, SweepConfig, SweepRun, expand_sweep, load_sweep
+
+
+def run_costs(run: SweepRun, resources: ResourcesConfig) -> dict:
+    cfg = run.config
+    plan = plan_model(cfg.model_config(), context=cfg.train.seq_len)
+    tokens = cfg.train.total_steps * cfg.train.tokens_per_step
+    return {
+        "pattern": plan.pattern_compact,
+        "params_total": plan.params_total,
+        "params_active": plan.params_active,
+        "tokens": tokens,
+        "flops": plan.flops_per_token * tokens,
+        "gpu_hours": plan.gpu_hours(tokens, resources.assumed_mfu, resources.gpu_type),
+    }
+
+
+def sbatch_preview(sweep: SweepConfig, n_runs: int, folder: str | None = None) -> str:
+    """The sbatch script submitit would write for the sweep's job array (same resources for every run)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = folder or str(Path("runs") / sweep.name / "slurm" / "%j")
+    r = sweep.resources
+    tasks = r.gpus_per_node or 1
+    return _make_sbatch_string(
+        command=f"python -u -m submitit.core._submit {folder}",
+        folder=folder,
+        job_name=sweep.name,
+        partition=r.partition,
+        time=r.time_minutes,
+        nodes=r.nodes,
+        ntasks_per_node=tasks,
+        cpus_per_task=r.cpus_per_task,
+        gpus_per_node=r.gpus_per_node or None,
+        qos=r.qos,
+        account=r.account,
+        mem=f"{r.mem_gb}GB" if r.mem_gb is not None else None,
+        array_parallelism=r.array_parallelism,
+        map_count=n_runs if n_runs > 1 else None,
+        additional_parameters=dict(r.extra_sbatch) or None,
+    )
+
+
+def print_plan(path: str | Path, show_sbatch: bool = True) -> list[dict]:
+    sweep = load_sweep(path)
+    runs = expand_sweep(sweep, source=str(path))
+    rows = [{"run": run, **run_costs(run, sweep.resources)} for run in runs]
+    r = sweep.resources
+    print(f"sweep {sweep.name}: {len(runs)} runs" + (f" - {sweep.description}" if sweep.description else ""))
+    shape = f"{r.nodes} node(s) x {r.gpus_per_node} GPU(s), {r.cpus_per_task} CPUs/task, time {r.time}"
+    assume = f"GPU-hours assume {r.gpu_type.upper()} at MFU {r.assumed_mfu:.0%}"
+    print(f"each run: {shape}; {assume}; evals: {', '.join(sweep.evals) or 'none'}")
+    header = (
+        f"{'run':<28} {'run_id':<12} {'pattern':<22} {'params':>9} {'active':>9} {'tokens':>9} "
+        f"{'FLOPs':>9} {'GPU-h':>9}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['run'].label:<28} {row['run'].run_id:<12} {row['pattern'][:22]:<22} "
+            f"{format_params(row['params_total']):>9} {format_params(row['params_active']):>9} "
+            f"{format_params(row['tokens']):>9} {row['flops']:>9.2e} {row['gpu_hours']:>9,.1f}"
+        )
+    total_hours = sum(row["gpu_hours"] for row in rows)
+    total_flops = sum(row["flops"] for row in rows)
+    print("-" * len(header))
+    print(f"{'total':<28} {'':<12} {'':<22} {'':>9} {'':>9} {'':>9} {total_flops:>9.2e} {total_hours:>9,.1f}")
+    if r.gpus:
+        longest = max(row["gpu_hours"] for row in rows) / r.gpus
+        print(
+            f"wall-clock per run at {r.gpus} GPUs: up to {longest:,.1f} h "
+            f"(time limit {r.time}; runs requeue from checkpoints when it is shorter)"
+        )
+    if show_sbatch:
+        print("\nsbatch preview (one job array; nothing is submitted):\n")
+        print(sbatch_preview(sweep, len(runs)))
+    return rows
