@@ -142,8 +142,8 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None = None, path: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, recursively, rejecting unknown keys and wrong types.
 
-    Construction errors raised by the dataclass's own ``__post_init__`` validation (``ConfigError`` or
-    ``ValueError``) are re-raised with the source file attached.
+    A ``ConfigError`` raised by the dataclass's own ``__post_init__`` validation is re-raised with its key
+    made absolute (``moe.top_k``) and the source file attached.
     """
     source = str(source) if source is not None else None
     if not isinstance(data, dict):
