@@ -8,6 +8,9 @@ Subcommands:
   ablate data prepare | ablate data show | ablate tokenizer train
   ablate train CONFIG.yaml [--run-dir DIR]
   ablate sweep plan FILE
+  ablate sweep launch FILE [--executor auto|slurm|local|debug] [--wait]
+  ablate sweep status FILE
+  ablate sweep cancel FILE
 
 A user's configuration mistake (:class:`harness.configs.ConfigError`) is printed as one clear message and
 exit status 2, never as a traceback.
@@ -160,6 +163,60 @@ def cmd_sweep_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep_launch(args: argparse.Namespace) -> int:
+    from harness.sweeps.launch import launch, results_summary, wait
+
+    report = launch(
+        args.file,
+        executor=args.executor,
+        root=args.root,
+        retry_failed=args.retry_failed,
+        dry_run=args.dry_run,
+    )
+    if report.job_ids:
+        print(f"submitted {len(report.job_ids)} run(s) with the {report.executor} executor")
+    if args.wait and not args.dry_run:
+        states = wait(args.file, root=args.root, poll_s=args.poll)
+        print()
+        for line in results_summary(report.sweep, args.root):
+            print(line)
+        return 0 if all(s.state == "done" for s in states) else 1
+    if report.job_ids:
+        print(
+            f"follow with: ablate sweep status {args.file}"
+            + (f" --root {args.root}" if args.root != "runs" else "")
+        )
+    return 0
+
+
+def cmd_sweep_status(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.sweeps.config import expand_sweep, load_sweep
+    from harness.sweeps.lifecycle import print_status, run_states, stale_run_dirs
+
+    sweep = load_sweep(args.file)
+    runs = expand_sweep(sweep, source=args.file)
+    states = run_states(sweep, runs, args.root)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in states], indent=2))
+        return 0
+    print_status(sweep, states, args.root)
+    stale = stale_run_dirs(sweep, runs, args.root)
+    if stale:
+        print(f"{len(stale)} older run directories (their configs are no longer in the file) are kept:")
+        for path in stale:
+            print(f"  {path}")
+    return 0
+
+
+def cmd_sweep_cancel(args: argparse.Namespace) -> int:
+    from harness.sweeps.launch import cancel
+
+    cancel(args.file, root=args.root)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.training.config import config_hash, load_run_config
     from harness.training.trainer import TrainingError, train
@@ -213,6 +270,36 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_plan.add_argument("file", help="sweep YAML file")
     sweep_plan.add_argument("--no-sbatch", action="store_true", help="skip the sbatch preview")
     sweep_plan.set_defaults(func=cmd_sweep_plan)
+    root_help = "folder holding <sweep name>/<arm>-<run id>/ run directories (default: runs)"
+    launch_p = sweep_sub.add_parser(
+        "launch", help="submit the runs that still need work (finished runs are skipped, others resume)"
+    )
+    launch_p.add_argument("file", help="sweep YAML file")
+    launch_p.add_argument(
+        "--executor",
+        default="auto",
+        choices=["auto", "slurm", "local", "debug"],
+        help="auto: SLURM when sbatch exists, else local processes; debug runs in this process",
+    )
+    launch_p.add_argument("--root", default="runs", help=root_help)
+    launch_p.add_argument("--wait", action="store_true", help="block until every run is done or failed")
+    launch_p.add_argument("--poll", type=float, default=10.0, help="seconds between checks with --wait")
+    launch_p.add_argument(
+        "--dry-run", action="store_true", help="say what would be submitted, submit nothing"
+    )
+    launch_p.add_argument(
+        "--retry-failed", action="store_true", help="also resubmit runs whose training failed (e.g. NaN)"
+    )
+    launch_p.set_defaults(func=cmd_sweep_launch)
+    status_p = sweep_sub.add_parser("status", help="state, job, step, loss and ETA of every run")
+    status_p.add_argument("file", help="sweep YAML file")
+    status_p.add_argument("--root", default="runs", help=root_help)
+    status_p.add_argument("--json", action="store_true", help="machine-readable output")
+    status_p.set_defaults(func=cmd_sweep_status)
+    cancel_p = sweep_sub.add_parser("cancel", help="cancel queued and running jobs (checkpoints are kept)")
+    cancel_p.add_argument("file", help="sweep YAML file")
+    cancel_p.add_argument("--root", default="runs", help=root_help)
+    cancel_p.set_defaults(func=cmd_sweep_cancel)
 
     from harness.data.cli import add_data_commands
 

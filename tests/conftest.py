@@ -14,3 +14,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The real single-node SLURM (scripts/slurm/start.sh), shared by every test module of the session."""
+    from slurm_fixture import slurm_session
+
+    yield from slurm_session()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_fixture import START, STOP, result_within, run_script, slurm_session, wait_done, wait_state
+from slurm_fixture import START, STOP, result_within, run_script, wait_done, wait_state
 
 SCRIPTS = (START, STOP)
 
@@ -41,11 +41,6 @@ def test_start_rejects_bad_knob_before_doing_anything(tmp_path):
 
 
 # --------------------------------------------------------------------------------------- the cluster
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    yield from slurm_session()
-
-
 @pytest.fixture
 def submitit(slurm_cluster):
     import cloudpickle

@@ -13,7 +13,8 @@ arms:                                  # named variants, each merged onto base
 grid:                                  # optional axes: dotted key -> values (cartesian product)
   optim.lr: [3.0e-4, 6.0e-4]
 seeds: [0]
-evals: [perplexity, ablation, icl]     # suites run after training
+evals: [perplexity, ablation, icl]     # suites run after training, in the same job
+eval_options: {ablation: {limit: 1000}} # per-suite settings
 resources: {nodes: 4, gpus_per_node: 8, cpus_per_task: 12, time: "72:00:00", partition: gpu}
 ```
 
@@ -52,14 +53,24 @@ class ResourcesConfig:
     account: str | None = None
     qos: str | None = None
     array_parallelism: int = 64
+    # Processes per node; default one per GPU (or one on a CPU-only run). Each joins torch.distributed.
+    tasks_per_node: int | None = None
+    # SLURM signals the job this many seconds before its time limit; the run checkpoints and requeues.
+    signal_delay_s: int = 90
+    # How many time-outs a run may requeue after before it is left interrupted (relaunch resumes it).
+    max_requeues: int = 100
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
     gpu_type: str = "h100"
     assumed_mfu: float = 0.4
 
     def __post_init__(self) -> None:
-        for name in ("nodes", "cpus_per_task", "array_parallelism"):
+        for name in ("nodes", "cpus_per_task", "array_parallelism", "signal_delay_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
+        if self.tasks_per_node is not None and self.tasks_per_node < 1:
+            raise ConfigError(f"must be >= 1, got {self.tasks_per_node}", key="tasks_per_node")
+        if self.max_requeues < 0:
+            raise ConfigError(f"must be >= 0, got {self.max_requeues}", key="max_requeues")
         if self.gpus_per_node < 0:
             raise ConfigError(f"must be >= 0, got {self.gpus_per_node}", key="gpus_per_node")
         if not 0 < self.assumed_mfu <= 1:
@@ -87,6 +98,10 @@ class ResourcesConfig:
     def gpus(self) -> int:
         return self.nodes * self.gpus_per_node
 
+    @property
+    def processes_per_node(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
 
 @dataclass
 class SweepConfig:
@@ -97,6 +112,8 @@ class SweepConfig:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     evals: list[str] = field(default_factory=list)
+    # Per-suite settings passed to the evaluation, e.g. {ollm: {limit: 50}, icl: {shots: 4}}.
+    eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def __post_init__(self) -> None:
@@ -116,6 +133,14 @@ class SweepConfig:
                     + f" Suites: {', '.join(EVAL_SUITES)}",
                     key="evals",
                 )
+        for suite, options in self.eval_options.items():
+            if suite not in self.evals:
+                raise ConfigError(
+                    f"options for suite '{suite}', which is not in evals ({', '.join(self.evals) or 'none'})",
+                    key=f"eval_options.{suite}",
+                )
+            if not isinstance(options, dict):
+                raise ConfigError("must be a mapping of option -> value", key=f"eval_options.{suite}")
 
 
 @dataclass

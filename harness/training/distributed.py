@@ -70,6 +70,15 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (so all ranks take the same branch)."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

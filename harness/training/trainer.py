@@ -19,6 +19,7 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,11 @@ def _unwrap(model: nn.Module) -> HybridLM:
     return model.module if hasattr(model, "module") else model
 
 
-def _prepare_run_dir(cfg: RunConfig, run: RunDir, info: D.DistInfo) -> None:
-    """Create the run directory, or check that an existing one holds this very config."""
+def prepare_run_dir(cfg: RunConfig, run: RunDir, info: D.DistInfo | None = None) -> None:
+    """Create the run directory, or check that an existing one holds this very config.
+
+    The sweep launcher calls this too, before submitting, so a queued run already has its directory."""
+    info = info or D.DistInfo()
     resolved = to_dict(cfg)
     digest = config_hash(cfg)
     if run.config.exists():
@@ -104,15 +108,22 @@ def _prepare_run_dir(cfg: RunConfig, run: RunDir, info: D.DistInfo) -> None:
         run.set_status(state="pending", config_hash=digest, name=cfg.name)
 
 
-def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume, or confirm finished) the run in ``run_dir``; returns a summary."""
+def train(
+    cfg: RunConfig, run_dir: str | Path, should_stop: Callable[[], bool] | None = None
+) -> dict[str, Any]:
+    """Train (or resume, or confirm finished) the run in ``run_dir``; returns a summary.
+
+    ``should_stop`` is polled after every optimizer step (the launcher's preemption flag, set by SLURM's
+    pre-timeout signal). When it turns true on any rank, every rank stops at the same step, a checkpoint
+    of that step is written, and the run returns ``state: "interrupted"``; the next call resumes exactly.
+    """
     model_cfg = cfg.model_config()
     loop = cfg.train
     device = resolve_device(loop.device, D.DistInfo())
     info = D.init_distributed(device.type)
     device = resolve_device(loop.device, info)
     run = RunDir(run_dir)
-    _prepare_run_dir(cfg, run, info)
+    prepare_run_dir(cfg, run, info)
     D.barrier(info)
     if run.status().get("state") == "done":
         return {"state": "done", "skipped": True, **run.status()}
@@ -254,6 +265,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
             record = {
                 "step": step,
                 "tokens": tokens,
+                "time": time.time(),
                 "loss": loss,
                 "ce_loss": ce,
                 "aux_loss": aux,
@@ -282,6 +294,13 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
                 run.append(run.metrics, {"step": step, "tokens": tokens, "val_loss": val})
         if step == total_steps or (loop.checkpoint_every and step % loop.checkpoint_every == 0):
             save(step)
+        elif should_stop is not None and D.any_rank(should_stop(), info, device):
+            save(step)
+            if info.is_main:
+                run.event("interrupted", step=step, tokens=tokens)
+                run.set_status(state="interrupted", step=step, tokens=tokens, total_steps=total_steps)
+            D.shutdown(info)
+            return {"state": "interrupted", "step": step, "tokens": tokens, "run_dir": str(run.root)}
 
     if progress is not None:
         progress.close()

@@ -1,0 +1,198 @@
+"""Where each run of a sweep stands, from its run directory and the scheduler: ``ablate sweep status``
+and ``ablate sweep cancel``, and the facts ``ablate sweep launch`` decides by.
+
+A run's state combines what the trainer wrote (``status.json``: pending / running / interrupted / done /
+failed, step, loss), which evaluation results exist for its final checkpoint, and the live state of its
+last job (``job.json`` + squeue/sacct):
+
+=============  ==============================================================================
+not launched   no job was ever submitted for this run
+pending        its job waits in the queue and the run has not started
+requeued       its job was requeued after a time-out or preemption and waits to resume
+running        training (``evaluating`` once training is done and the suites run)
+done           trained, and every suite of the sweep has a result for the final checkpoint
+failed         the trainer failed (e.g. a non-finite loss), or the job ended without finishing
+cancelled      the job was cancelled (``ablate sweep cancel``); a relaunch resumes it
+interrupted    the job ended (time-out, node failure) without requeueing; a relaunch resumes it
+=============  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.sweeps.config import SweepConfig, SweepRun
+from harness.sweeps.scheduler import ACTIVE, live_states, read_job
+from harness.training.rundir import RunDir, read_jsonl
+
+ACTIVE_STATES = ("pending", "requeued", "running", "evaluating")
+
+
+def sweep_dir(sweep: SweepConfig, root: str | Path) -> Path:
+    return Path(root) / sweep.name
+
+
+def run_dir(sweep: SweepConfig, run: SweepRun, root: str | Path) -> RunDir:
+    return RunDir(sweep_dir(sweep, root) / run.dir_name)
+
+
+@dataclass
+class RunState:
+    run: SweepRun
+    dir: RunDir
+    state: str
+    job: dict[str, Any] | None = None
+    scheduler_state: str | None = None
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    eta_s: float | None = None
+    evals_missing: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.run.arm,
+            "label": self.run.label,
+            "run_id": self.run.run_id,
+            "run_dir": str(self.dir.root),
+            "state": self.state,
+            "job_id": self.job["job_id"] if self.job else None,
+            "scheduler_state": self.scheduler_state,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "loss": self.loss,
+            "eta_s": self.eta_s,
+            "evals_missing": self.evals_missing,
+            "detail": self.detail,
+        }
+
+
+def missing_evals(run: RunDir, suites: list[str], step: int) -> list[str]:
+    """Suites without a result for checkpoint ``step``."""
+    missing = []
+    for suite in suites:
+        path = run.evals / f"{suite}.json"
+        try:
+            if json.loads(path.read_text()).get("step") == step:
+                continue
+        except (OSError, json.JSONDecodeError):
+            pass
+        missing.append(suite)
+    return missing
+
+
+def _eta(run: RunDir, step: int, total: int) -> float | None:
+    """Seconds to the last step, from the pace of the last logged steps of this job."""
+    records = [r for r in read_jsonl(run.metrics) if "loss" in r and "time" in r][-20:]
+    if len(records) < 2 or records[-1]["step"] <= records[0]["step"]:
+        return None
+    pace = (records[-1]["time"] - records[0]["time"]) / (records[-1]["step"] - records[0]["step"])
+    return max(0.0, (total - step) * pace)
+
+
+def _last_job_event(run: RunDir) -> str | None:
+    kinds = [e.get("event") for e in read_jsonl(run.events)]
+    for kind in reversed(kinds):
+        if kind in ("job_start", "requeue", "cancel", "submitted"):
+            return kind
+    return None
+
+
+def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> list[RunState]:
+    dirs = [run_dir(sweep, run, root) for run in runs]
+    jobs = [read_job(d) for d in dirs]
+    live = live_states([j for j in jobs if j is not None])
+    states = []
+    for run, d, job in zip(runs, dirs, jobs, strict=True):
+        status = d.status() if d.config.exists() else {"state": "pending"}
+        s = RunState(run=run, dir=d, state="not launched", job=job)
+        s.step = int(status.get("step", 0))
+        s.total_steps = int(status.get("total_steps", run.config.train.total_steps))
+        s.loss = status.get("loss")
+        trained = status.get("state") == "done"
+        s.evals_missing = missing_evals(d, sweep.evals, s.step) if trained else list(sweep.evals)
+        sched = live.get(job["job_id"]) if job else None
+        s.scheduler_state = sched
+        if trained and not s.evals_missing:
+            s.state = "done"
+        elif job is None:
+            s.state = "interrupted" if d.checkpoints.exists() and any(d.checkpoints.iterdir()) else s.state
+        elif sched in ACTIVE or (job["executor"] == "local" and sched == "RUNNING"):
+            if sched == "RUNNING" or sched == "COMPLETING":
+                s.state = "evaluating" if trained else "running"
+                if not trained:
+                    s.eta_s = _eta(d, s.step, s.total_steps)
+            else:
+                s.state = "requeued" if _last_job_event(d) == "requeue" else "pending"
+        elif status.get("state") == "failed":
+            s.state, s.detail = "failed", status.get("error", "")
+        elif (sched and sched.startswith("CANCELLED")) or _last_job_event(d) == "cancel":
+            s.state = "cancelled"
+        elif trained:
+            errors = status.get("eval_errors", {})
+            s.state = "failed"
+            s.detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) or (
+                f"job ended ({sched}) before evals {', '.join(s.evals_missing)}"
+            )
+        elif sched in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"):
+            s.state, s.detail = "failed", f"job {sched}; see {job.get('stderr')}"
+        else:
+            s.state, s.detail = "interrupted", f"job {sched or 'ended'} at step {s.step}"
+        states.append(s)
+    return states
+
+
+def stale_run_dirs(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> list[Path]:
+    """Run directories under the sweep's folder that no current run maps to (an arm was edited)."""
+    folder = sweep_dir(sweep, root)
+    current = {r.dir_name for r in runs}
+    if not folder.exists():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.is_dir() and (p / "config.yaml").exists() and p.name not in current
+    )
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def print_status(sweep: SweepConfig, states: list[RunState], root: str | Path) -> None:
+    print(f"sweep {sweep.name}: {len(states)} runs in {sweep_dir(sweep, root)}")
+    header = (
+        f"{'run':<26} {'run_id':<12} {'state':<12} {'job':<12} {'step':>11} {'loss':>7} {'ETA':>6}  evals"
+    )
+    print(header)
+    print("-" * len(header))
+    for s in states:
+        job = s.job["job_id"] if s.job else "-"
+        loss = f"{s.loss:.3f}" if isinstance(s.loss, int | float) else "-"
+        done = len(sweep.evals) - len(s.evals_missing)
+        evals = f"{done}/{len(sweep.evals)}" if sweep.evals else "-"
+        print(
+            f"{s.run.label:<26} {s.run.run_id:<12} {s.state:<12} {job:<12} "
+            f"{f'{s.step}/{s.total_steps}':>11} {loss:>7} {_fmt_eta(s.eta_s):>6}  {evals}"
+        )
+        if s.detail:
+            print(f"{'':<26} {s.detail}")
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    print("-" * len(header))
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    print(f"{summary}  ({time.strftime('%H:%M:%S')})")

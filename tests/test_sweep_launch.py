@@ -1,0 +1,216 @@
+"""``ablate sweep launch / status / cancel`` against the real single-node SLURM, and with the local executor.
+
+The runs are tiny (seq 64, a few dozen steps on the offline web pack) so a 4-arm job array finishes in
+well under a minute on two cores. The requeue test gives a run a 1-minute time limit it cannot finish in:
+SLURM signals it, the run checkpoints at a step boundary and is requeued (more than once), and its losses
+must equal those of the same run trained without interruption, step for step.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from harness.cli import main
+from harness.configs import ConfigError
+from harness.data.packs import prepare
+from harness.sweeps.config import expand_sweep, load_sweep
+from harness.sweeps.launch import cancel, launch, wait
+from harness.sweeps.lifecycle import run_states
+from harness.training.config import resolve_run_config
+from harness.training.rundir import read_jsonl
+from harness.training.trainer import train
+
+ARMS = {
+    "attention": {"model": {"preset": "tiny-attention"}},
+    "mamba": {"model": {"preset": "tiny-mamba"}},
+    "1:3": {"model": {"preset": "tiny-1to3"}},
+    "1:7": {"model": {"preset": "tiny-1to7"}},
+}
+
+
+def sweep_file(tmp_path: Path, name: str = "tiny4", arms=None, steps: int = 20, **resources) -> Path:
+    data = {
+        "name": name,
+        "base": {
+            "model": {"preset": "tiny-attention"},
+            "data": {
+                "train": [{"name": "c4"}],
+                "validation": [],
+                "tokenizer": {"kind": "bpe", "vocab_size": 1024, "max_train_bytes": 1_000_000},
+            },
+            "train": {
+                "seq_len": 64,
+                "global_batch": 4,
+                "micro_batch": 4,
+                "steps": steps,
+                "eval_every": 0,
+                "eval_batches": 1,
+                "checkpoint_every": 10,
+                "log_every": 1,
+            },
+            "optim": {"lr": 3.0e-3},
+        },
+        "arms": ARMS if arms is None else arms,
+        "resources": {"cpus_per_task": 1, "time": "00:10:00", **resources},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def web_pack():
+    prepare(packs=["web"])
+
+
+def losses(run_dir: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in read_jsonl(run_dir / "metrics.jsonl") if "loss" in r]
+
+
+# ------------------------------------------------------------------------------------------ SLURM
+def test_sweep_array_relaunch_and_edit(slurm_cluster, tmp_path):
+    path = sweep_file(tmp_path)
+    root = tmp_path / "runs"
+    report = launch(path, executor="slurm", root=root)
+    assert len(report.job_ids) == 4
+    arrays = {job_id.split("_")[0] for job_id in report.job_ids}
+    assert len(arrays) == 1, f"one job array expected, got {report.job_ids}"
+    assert sorted(j.split("_")[1] for j in report.job_ids) == ["0", "1", "2", "3"]
+
+    states = wait(path, root=root, poll_s=1, timeout_s=300)
+    assert [s.state for s in states] == ["done"] * 4, [s.as_dict() for s in states]
+    for s in states:
+        assert s.dir.root.name == s.run.dir_name  # runs/<sweep>/<arm>-<run_id>
+        assert s.dir.root.parent == root / "tiny4"
+        steps = [step for step, _ in losses(s.dir.root)]
+        assert steps == list(range(1, 21))
+        assert (s.dir.root / "job.json").exists() and any((s.dir.root / "logs").iterdir())
+
+    # Launching a finished sweep again submits nothing.
+    again = launch(path, executor="slurm", root=root)
+    assert again.job_ids == [] and len(again.skipped) == 4
+
+    # Editing one arm submits only that arm, into a new run directory; the old result stays.
+    data = yaml.safe_load(path.read_text())
+    data["arms"]["mamba"]["optim"] = {"lr": 2.0e-3}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    edited = launch(path, executor="slurm", root=root)
+    assert [s.run.arm for s in edited.submitted] == ["mamba"]
+    old_mamba = next(s for s in states if s.run.arm == "mamba")
+    assert edited.submitted[0].run.run_id != old_mamba.run.run_id
+    assert old_mamba.dir.status()["state"] == "done"
+    states = wait(path, root=root, poll_s=1, timeout_s=300)
+    assert [s.state for s in states] == ["done"] * 4
+
+
+def test_cancel_then_relaunch_resumes(slurm_cluster, tmp_path, capsys):
+    path = sweep_file(tmp_path, name="long", arms={"attention": ARMS["attention"]}, steps=100_000)
+    root = tmp_path / "runs"
+    launch(path, executor="slurm", root=root)
+    sweep = load_sweep(path)
+    runs = expand_sweep(sweep)
+    deadline = time.monotonic() + 120
+    while True:  # running, past its first checkpoint
+        (state,) = run_states(sweep, runs, root)
+        if state.state == "running" and state.step >= 12:
+            break
+        assert time.monotonic() < deadline, state.as_dict()
+        time.sleep(0.5)
+    assert main(["sweep", "status", str(path), "--root", str(root)]) == 0
+    assert "running" in capsys.readouterr().out
+
+    cancelled = cancel(path, root=root)
+    assert len(cancelled) == 1
+    deadline = time.monotonic() + 60
+    while (state := run_states(sweep, runs, root)[0]).state != "cancelled":
+        assert time.monotonic() < deadline, state.as_dict()
+        time.sleep(0.5)
+    assert state.scheduler_state.startswith("CANCELLED")
+    step_at_cancel = state.step
+
+    # A relaunch resumes the cancelled run from its checkpoint (then we cancel it for good).
+    report = launch(path, executor="slurm", root=root)
+    assert len(report.submitted) == 1 and report.submitted[0].step >= 10
+    deadline = time.monotonic() + 120
+    while not any(e["event"] == "resume" for e in read_jsonl(state.dir.events)):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    resume = [e for e in read_jsonl(state.dir.events) if e["event"] == "resume"][-1]
+    assert 10 <= resume["step"] <= step_at_cancel
+    cancel(path, root=root)
+
+
+@pytest.mark.slow
+def test_time_limit_requeues_and_matches_uninterrupted_run(slurm_cluster, tmp_path):
+    path = sweep_file(
+        tmp_path, name="requeue", arms={"attention": ARMS["attention"]}, steps=400, time=1, signal_delay_s=30
+    )
+    data = yaml.safe_load(path.read_text())
+    data["base"]["train"]["checkpoint_every"] = 0  # only the checkpoints written when SLURM signals
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    root = tmp_path / "runs"
+    launch(path, executor="slurm", root=root)
+    (state,) = wait(path, root=root, poll_s=1, timeout_s=480)
+    assert state.state == "done", state.as_dict()
+    events = read_jsonl(state.dir.events)
+    requeues = [e for e in events if e["event"] == "requeue"]
+    assert requeues, "the 1-minute limit should have forced at least one requeue"
+    assert [e["event"] for e in events].count("resume") == len(requeues)
+
+    reference = tmp_path / "reference"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job ran (cpus_per_task: 1); also keeps this fast on a busy machine
+    try:
+        train(resolve_run_config(yaml.safe_load(state.dir.config.read_text())), reference)
+    finally:
+        torch.set_num_threads(threads)
+    assert losses(state.dir.root) == losses(reference)  # bit-identical, every step
+
+
+def test_broken_sweeps_fail_before_writing(tmp_path, capsys):
+    broken = {
+        "unknown key": ({"resorces": {}}, "resorces"),
+        "misspelled arm field": ({"arms": {"a": {"model": {"preset": "tiny-1to7", "d_fff": 3}}}}, "d_fff"),
+        "bad pattern": ({"arms": {"a": {"model": {"preset": "tiny-1to7", "pattern": "*-Q-"}}}}, "pattern"),
+        "K > n": ({"arms": {"a": {"model": {"preset": "tiny-1to7-moe", "moe": {"top_k": 17}}}}}, "top_k"),
+        "negative steps": ({"base": {"train": {"steps": -5}}}, "steps"),
+        "missing preset": ({"arms": {"a": {"model": {"preset": "tiny-2to9"}}}}, "preset"),
+        "wrong type": ({"base": {"train": {"seq_len": "long"}}}, "seq_len"),
+    }
+    for case, (patch, key) in broken.items():
+        path = sweep_file(tmp_path, name="broken", arms={"a": ARMS["1:7"]})
+        data = yaml.safe_load(path.read_text())
+        for section, value in patch.items():
+            if isinstance(data.get(section), dict):
+                for k, v in value.items():
+                    data[section][k] = {**data[section].get(k, {}), **v} if isinstance(v, dict) else v
+            else:
+                data[section] = value
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        root = tmp_path / f"runs-{case.replace(' ', '-')}"
+        with pytest.raises(ConfigError) as err:
+            launch(path, executor="local", root=root)
+        assert key in str(err.value) and str(path) in str(err.value), (case, str(err.value))
+        assert not root.exists(), case
+        assert main(["sweep", "launch", str(path), "--executor", "local", "--root", str(root)]) == 2
+        assert key in capsys.readouterr().err
+        assert not root.exists(), case
+
+
+# ------------------------------------------------------------------------------------------ local
+def test_local_executor_runs_the_same_sweep(tmp_path, capsys):
+    path = sweep_file(tmp_path, arms={"attention": ARMS["attention"], "1:7": ARMS["1:7"]})
+    root = tmp_path / "runs"
+    assert main(["sweep", "launch", str(path), "--executor", "local", "--root", str(root), "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done") >= 2
+    sweep = load_sweep(path)
+    states = run_states(sweep, expand_sweep(sweep), root)
+    assert [s.state for s in states] == ["done", "done"]
+    assert all(len(losses(s.dir.root)) == 20 for s in states)
+    assert launch(path, executor="local", root=root).job_ids == []
