@@ -214,3 +214,25 @@ def test_local_executor_runs_the_same_sweep(tmp_path, capsys):
     assert [s.state for s in states] == ["done", "done"]
     assert all(len(losses(s.dir.root)) == 20 for s in states)
     assert launch(path, executor="local", root=root).job_ids == []
+
+
+def test_two_tasks_train_with_torch_distributed_from_slurm(slurm_cluster, tmp_path):
+    """ntasks_per_node=2: each SLURM task joins torch.distributed (gloo) through submitit's
+    TorchDistributedEnvironment; the losses match one process with the same global batch."""
+    path = sweep_file(tmp_path, name="ddp", arms={"1:7": ARMS["1:7"]}, steps=6, tasks_per_node=2)
+    data = yaml.safe_load(path.read_text())
+    data["base"]["train"]["micro_batch"] = 2  # global batch 4 = 2 per rank x 2 ranks
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    root = tmp_path / "runs"
+    launch(path, executor="slurm", root=root)
+    (state,) = wait(path, root=root, poll_s=1, timeout_s=300)
+    assert state.state == "done", state.as_dict()
+    start = next(e for e in read_jsonl(state.dir.events) if e["event"] == "start")
+    assert start["world_size"] == 2
+
+    single = yaml.safe_load(state.dir.config.read_text())
+    single["train"]["micro_batch"] = 4
+    reference = tmp_path / "single"
+    train(resolve_run_config(single), reference)
+    for (step, a), (step_ref, b) in zip(losses(state.dir.root), losses(reference), strict=True):
+        assert step == step_ref and a == pytest.approx(b, abs=1e-4)

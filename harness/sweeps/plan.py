@@ -24,28 +24,17 @@ def run_costs(run: SweepRun, resources: ResourcesConfig) -> dict:
 
 
 def sbatch_preview(sweep: SweepConfig, n_runs: int, folder: str | None = None) -> str:
-    """The sbatch script submitit would write for the sweep's job array (same resources for every run)."""
+    """The sbatch script ``ablate sweep launch`` submits for the sweep's job array (same parameters)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = folder or str(Path("runs") / sweep.name / "slurm" / "%j")
-    r = sweep.resources
-    tasks = r.gpus_per_node or 1
+    from harness.sweeps.scheduler import slurm_parameters
+
+    folder = folder or str(Path("runs") / sweep.name / ".submitit" / "%j")
     return _make_sbatch_string(
         command=f"python -u -m submitit.core._submit {folder}",
         folder=folder,
-        job_name=sweep.name,
-        partition=r.partition,
-        time=r.time_minutes,
-        nodes=r.nodes,
-        ntasks_per_node=tasks,
-        cpus_per_task=r.cpus_per_task,
-        gpus_per_node=r.gpus_per_node or None,
-        qos=r.qos,
-        account=r.account,
-        mem=f"{r.mem_gb}GB" if r.mem_gb is not None else None,
-        array_parallelism=r.array_parallelism,
         map_count=n_runs if n_runs > 1 else None,
-        additional_parameters=dict(r.extra_sbatch) or None,
+        **slurm_parameters(sweep.resources, sweep.name),
     )
 
 
