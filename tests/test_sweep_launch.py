@@ -8,6 +8,7 @@ must equal those of the same run trained without interruption, step for step.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -236,3 +237,15 @@ def test_two_tasks_train_with_torch_distributed_from_slurm(slurm_cluster, tmp_pa
     train(resolve_run_config(single), reference)
     for (step, a), (step_ref, b) in zip(losses(state.dir.root), losses(reference), strict=True):
         assert step == step_ref and a == pytest.approx(b, abs=1e-4)
+
+
+def test_debug_executor_runs_in_process_and_status_json(tmp_path, capsys):
+    path = sweep_file(tmp_path, name="dbg", arms={"mamba": ARMS["mamba"]}, steps=5)
+    root = tmp_path / "runs"
+    report = launch(path, executor="debug", root=root)
+    assert len(report.job_ids) == 1
+    capsys.readouterr()
+    assert main(["sweep", "status", str(path), "--root", str(root), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["state"] == "done" and row["step"] == 5 and row["arm"] == "mamba"
+    assert row["run_dir"] == str(root / "dbg" / report.submitted[0].run.dir_name)
