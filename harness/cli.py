@@ -11,6 +11,8 @@ Subcommands:
   ablate sweep launch FILE [--executor auto|slurm|local|debug] [--wait]
   ablate sweep status FILE
   ablate sweep cancel FILE
+  ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all [--step N] [--limit N]
+              [--device D] [--threads N] [--option SUITE.KEY=VALUE]
 
 A user's configuration mistake (:class:`harness.configs.ConfigError`) is printed as one clear message and
 exit status 2, never as a traceback.
@@ -304,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.data.cli import add_data_commands
 
     add_data_commands(sub)
+
+    from evals.cli import add_eval_commands
+
+    add_eval_commands(sub)
 
     bench = sub.add_parser("bench", help="speed benchmarks, measured side by side in one run")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -22,3 +22,8 @@ def slurm_cluster():
     from slurm_fixture import slurm_session
 
     yield from slurm_session()
+
+
+# Tiny trained checkpoints for the evaluation tests: defined once here so that every test module shares one
+# training per session (a fixture imported into several modules would be built once per module).
+from eval_fixture import eval_packs, hybrid_run, mamba_run  # noqa: E402, F401

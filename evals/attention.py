@@ -1,0 +1,259 @@
+"""Per-head attention analysis: the paper's Fig. 7 (an induction head in the hybrid) as numbers per head.
+
+For every attention layer and head, on the model's own attention probabilities (``return_attentions=True``,
+the explicit softmax path, identical outputs to the fused one):
+
+* ``induction_score`` (prefix matching, Olsson et al. 2022): on EOS + random tokens + the same tokens again,
+  the mean attention from each token of the second copy to the token right after that token's earlier
+  occurrence (1.0 for a perfect induction head; chance is about 1 / position);
+* ``previous_token_score``: mean attention to the immediately preceding token (the other half of the
+  induction circuit);
+* ``label_attention``: on few-shot IMDB prompts (the icl suite's format), the attention mass from the final
+  ":" (where the model should output the label) to the tokens of the demonstrations' label words, the
+  pattern the paper shows in Fig. 7; ``label_attention_lift`` divides it by the mass uniform attention
+  would give those tokens.
+
+Heads are named by block index (position in the pattern string) and by layer (the number of mixers before
+it, the paper's layer numbering: attention at layer 4 of the 1:7 block). A few example maps are written to
+``evals/attention_maps.npz`` next to the result; the JSON alone holds every score. Without the imdb corpus
+(no pack offline) the label scores are null with the reason, and the induction scores still stand. A model
+without attention (pure Mamba) gets an explicit empty result with the reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from evals.icl import PromptFormat, imdb_prompts
+from evals.loading import LoadedRun
+from evals.probes import repeated_sequences
+from harness.configs import ConfigError
+from harness.data.sources import DataUnavailableError
+
+DEFAULT_LIMIT = 32  # sequences for the induction score and prompts for the label attention
+MAPS_FILE = "attention_maps.npz"
+
+
+def attention_blocks(pattern: str) -> list[tuple[int, int]]:
+    """(block index, layer index) of every attention block; the layer counts the mixers before it."""
+    out, mixers = [], 0
+    for i, symbol in enumerate(pattern):
+        if symbol == "*":
+            out.append((i, mixers))
+        if symbol in "*M":
+            mixers += 1
+    return out
+
+
+@torch.no_grad()
+def attention_maps(loaded: LoadedRun, ids: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Block index -> (batch, heads, t, t) attention probabilities for the sequences ``ids`` (on the CPU)."""
+    out = loaded.model(ids.to(loaded.device), return_attentions=True)
+    return {block: probs.float().cpu() for block, probs in out.attentions.items()}
+
+
+def head_scores(probs: torch.Tensor, half_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(heads,) induction and previous-token scores from (batch, heads, t, t) attention probabilities of
+    EOS + x + x sequences (``t = 1 + 2 * half_len``), averaged over the batch."""
+    t = probs.shape[-1]
+    if t != 1 + 2 * half_len:
+        raise ValueError(f"attention maps of {t} positions do not match half_len {half_len}")
+    # Query 1 + half_len + i (token x_i of the second copy) -> key 2 + i (what followed x_i the first time).
+    queries = 1 + half_len + torch.arange(half_len)
+    induction = probs[:, :, queries, queries - half_len + 1].mean((0, 2))
+    previous = probs[:, :, torch.arange(1, t), torch.arange(t - 1)].mean((0, 2))
+    return induction, previous
+
+
+def prefix_matching_scores(
+    loaded: LoadedRun, n: int, half_len: int, seed: int, batch_size: int
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], torch.Tensor, dict[int, torch.Tensor]]:
+    """Per block: (heads,) induction scores and previous-token scores, plus the first sequence's maps."""
+    tok = loaded.tokenizer
+    seqs, _ = repeated_sequences(n, half_len, tok.vocab_size, tok.eos_id, seed)
+    induction: dict[int, torch.Tensor] = {}
+    previous: dict[int, torch.Tensor] = {}
+    example: dict[int, torch.Tensor] = {}
+    for start in range(0, n, batch_size):
+        maps = attention_maps(loaded, seqs[start : start + batch_size])
+        for block, probs in maps.items():  # (b, h, t, t)
+            ind, prev = head_scores(probs, half_len)
+            induction[block] = induction.get(block, 0) + ind * len(probs)
+            previous[block] = previous.get(block, 0) + prev * len(probs)
+            if start == 0:
+                example[block] = probs[0]
+    return (
+        {b: v / n for b, v in induction.items()},
+        {b: v / n for b, v in previous.items()},
+        seqs[0],
+        example,
+    )
+
+
+def label_attention_scores(
+    loaded: LoadedRun, n: int, seed: int, icl_options: dict
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict, list[int], dict[int, torch.Tensor]]:
+    """Per block: (heads,) attention mass from the final ':' to the demonstrations' label tokens, its lift
+    over uniform attention, the prompt settings, and the first prompt's ids and maps."""
+    fmt = PromptFormat(
+        template=icl_options.pop("template", PromptFormat.template),
+        target_delimiter=icl_options.pop("target_delimiter", PromptFormat.target_delimiter),
+        separator=icl_options.pop("separator", PromptFormat.separator),
+        labels=tuple(icl_options.pop("labels", PromptFormat.labels)),
+    )
+    builder, prompts = imdb_prompts(loaded, n, fmt, seed=seed, **icl_options)
+    if builder.shots == 0:
+        raise ConfigError(
+            "attention: the IMDB prompts have no demonstrations (0 shots fit); lower max_review_tokens"
+        )
+    mass: dict[int, torch.Tensor] = {}
+    lift: dict[int, torch.Tensor] = {}
+    example: dict[int, torch.Tensor] = {}
+    backend = loaded.tokenizer.backend
+    for k, prompt in enumerate(prompts):
+        offsets = backend.encode(prompt.text, add_special_tokens=False).offsets
+        # Token j of the text is position j + 1 of the input (after the EOS/BOS token).
+        label_positions = [
+            j + 1
+            for j, (a, b) in enumerate(offsets)
+            if any(a < hi and b > lo for lo, hi in prompt.label_spans)
+        ]
+        maps = attention_maps(loaded, torch.tensor([prompt.ids]))
+        final = len(prompt.ids) - 1
+        uniform = len(label_positions) / (final + 1)
+        for block, probs in maps.items():
+            m = probs[0, :, final, label_positions].sum(-1)  # (heads,)
+            mass[block] = mass.get(block, 0) + m
+            lift[block] = lift.get(block, 0) + m / uniform
+            if k == 0:
+                example[block] = probs[0]
+    settings = {
+        "prompts": len(prompts),
+        "shots": builder.shots,
+        "max_review_tokens": builder.max_review_tokens,
+        "template": fmt.template,
+        "target_delimiter": fmt.target_delimiter,
+        "separator": fmt.separator,
+        "labels": list(fmt.labels),
+        "final_token": loaded.tokenizer.decode(prompts[0].ids[-1:]),
+    }
+    n = len(prompts)
+    return (
+        {b: v / n for b, v in mass.items()},
+        {b: v / n for b, v in lift.items()},
+        settings,
+        prompts[0].ids,
+        example,
+    )
+
+
+def run(
+    loaded: LoadedRun,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    half_len: int | None = None,
+    batch_size: int = 8,
+    save_maps: bool = True,
+    shots: int | None = None,
+    max_review_tokens: int | None = None,
+    template: str | None = None,
+    labels: list[str] | None = None,
+) -> dict:
+    """The ``attention`` suite: per-head induction, previous-token and label-attention scores."""
+    blocks = attention_blocks(loaded.model.cfg.pattern)
+    if not blocks:
+        return {
+            "status": "no attention layers",
+            "reason": f"pattern {loaded.model.cfg.pattern} has no attention ('*') blocks, so there are no "
+            "attention heads to analyse (pure Mamba)",
+            "heads": [],
+            "metrics": {},
+        }
+    n = limit or DEFAULT_LIMIT
+    context = loaded.seq_len
+    half_len = half_len or (context - 1) // 2
+    if not 2 <= half_len <= (context - 1) // 2:
+        raise ConfigError(f"attention: half_len must be in [2, {(context - 1) // 2}], got {half_len}")
+    induction, previous, ind_ids, ind_maps = prefix_matching_scores(loaded, n, half_len, seed, batch_size)
+    icl_options: dict = {"shots": shots, "max_review_tokens": max_review_tokens}
+    if template is not None:
+        icl_options["template"] = template
+    if labels is not None:
+        icl_options["labels"] = labels
+    try:
+        label_mass, label_lift, icl_settings, icl_ids, icl_maps = label_attention_scores(
+            loaded, n, seed, icl_options
+        )
+    except DataUnavailableError as e:  # no imdb corpus here: the induction scores still stand
+        label_mass, label_lift, icl_ids, icl_maps = {}, {}, None, {}
+        icl_settings = {"status": "unavailable", "reason": str(e)}
+    heads = []
+    for block, layer in blocks:
+        for h in range(len(induction[block])):
+            heads.append(
+                {
+                    "block": block,
+                    "layer": layer,
+                    "head": h,
+                    "induction_score": float(induction[block][h]),
+                    "previous_token_score": float(previous[block][h]),
+                    "label_attention": float(label_mass[block][h]) if label_mass else None,
+                    "label_attention_lift": float(label_lift[block][h]) if label_lift else None,
+                }
+            )
+    metrics = {
+        "induction_score_max": max(h["induction_score"] for h in heads),
+        "induction_score_mean": sum(h["induction_score"] for h in heads) / len(heads),
+        "previous_token_score_max": max(h["previous_token_score"] for h in heads),
+    }
+    if label_mass:
+        metrics["label_attention_max"] = max(h["label_attention"] for h in heads)
+        metrics["label_attention_lift_max"] = max(h["label_attention_lift"] for h in heads)
+    payload = {
+        "status": "ok",
+        "heads": heads,
+        "attention_blocks": [b for b, _ in blocks],
+        "attention_layers": [layer for _, layer in blocks],
+        "n_heads": len(heads),
+        "metrics": metrics,
+        "settings": {
+            "sequences": n,
+            "limit_default": DEFAULT_LIMIT,
+            "seed": seed,
+            "half_len": half_len,
+            "induction_chance": "about 1 / query position (uniform causal attention)",
+            "imdb": icl_settings,
+        },
+    }
+    if save_maps:
+        arrays = {"induction_tokens": ind_ids.numpy()}
+        for block in ind_maps:
+            arrays[f"induction_block{block}"] = ind_maps[block].numpy().astype(np.float16)
+        if icl_ids is not None:
+            arrays["imdb_tokens"] = np.asarray(icl_ids)
+            for block in icl_maps:
+                arrays[f"imdb_block{block}"] = icl_maps[block].numpy().astype(np.float16)
+        loaded.run.evals.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(loaded.run.evals / MAPS_FILE, **arrays)
+        payload["maps_file"] = MAPS_FILE
+        payload["maps"] = {k: list(v.shape) for k, v in arrays.items()}
+    return payload
+
+
+def summarize(payload: dict) -> list[str]:
+    if payload.get("status") != "ok":
+        return [f"{payload.get('status')}: {payload.get('reason')}"]
+    lines = [f"{payload['n_heads']} heads in layers {payload['attention_layers']}"]
+    for h in sorted(payload["heads"], key=lambda h: -h["induction_score"])[:8]:
+        label = (
+            f"label attention {h['label_attention']:.3f} (x{h['label_attention_lift']:.2f} uniform)"
+            if h["label_attention"] is not None
+            else "label attention unavailable"
+        )
+        lines.append(
+            f"  layer {h['layer']:>2} head {h['head']:>2}: induction {h['induction_score']:.3f}  "
+            f"prev-token {h['previous_token_score']:.3f}  {label}"
+        )
+    return lines

@@ -1,0 +1,123 @@
+"""``ablate eval ...``: run evaluation suites on run directories (registered by :func:`add_eval_commands`).
+
+ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all
+            [--step N] [--limit N] [--device D] [--threads N] [--option SUITE.KEY=VALUE ...]
+
+Each run is loaded once (at its latest checkpoint, or ``--step``) and every suite writes
+``<run_dir>/evals/<suite>.json``; a short summary per suite and the path written are printed.
+``--option`` values are parsed as YAML: ``icl.shots=2``, ``perplexity.corpora=[c4,code]``,
+``induction.natural_corpus=null``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.configs import ConfigError
+
+
+def parse_options(items: list[str], suites: list[str]) -> dict[str, dict]:
+    """``SUITE.KEY=VALUE`` strings -> {suite: {key: value}}; values are YAML scalars or lists."""
+    import yaml
+
+    from evals.suites import check_suite
+
+    out: dict[str, dict] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        suite, dot, key = name.partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"--option {item!r}: expected SUITE.KEY=VALUE, e.g. icl.shots=2")
+        check_suite(suite)
+        if suite not in suites:
+            raise ConfigError(
+                f"--option {item!r}: suite '{suite}' is not among the suites run ({', '.join(suites)})"
+            )
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--option {item!r}: value is not valid YAML ({e})") from None
+        out.setdefault(suite, {})[key] = value
+    return out
+
+
+def selected_suites(names: list[str]) -> list[str]:
+    """The suites asked for, in order, without repeats; ``all`` is every suite."""
+    from evals.suites import SUITES, check_suite
+
+    out: list[str] = []
+    for name in names:
+        for suite in SUITES if name == "all" else [check_suite(name)]:
+            if suite not in out:
+                out.append(suite)
+    return out
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evals.loading import load_run
+    from evals.suites import check_options, get_runner, run_loaded_suite, summarize
+
+    suites = selected_suites(args.suite)
+    options = parse_options(args.option, suites)
+    for suite in suites:  # fail on a bad option before any model is loaded
+        check_options(
+            suite, get_runner(suite), {k: v for k, v in options.get(suite, {}).items() if k != "limit"}
+        )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    for run_dir in args.run_dirs:
+        loaded = load_run(run_dir, step=args.step, device=args.device)
+        print(
+            f"{run_dir}: step {loaded.step} ({loaded.checkpoint}), config {loaded.config_hash}, "
+            f"pattern {loaded.model.cfg.pattern}, device {loaded.device}"
+        )
+        for suite in suites:
+            path, record = run_loaded_suite(loaded, suite, limit=args.limit, options=options.get(suite))
+            print(f"  {suite} ({record['elapsed_s']:.1f} s) -> {path}")
+            for line in summarize(suite, record):
+                print(f"    {line}")
+        sys.stdout.flush()
+    return 0
+
+
+def add_eval_commands(subparsers) -> None:
+    """Register ``eval`` on the ``ablate`` subparsers (sets ``func``)."""
+    from evals.suites import SUITES
+
+    ev = subparsers.add_parser(
+        "eval",
+        help="evaluate run directories: perplexity, OLLM/ablation benchmarks, ICL, probes, attention heads",
+        description="Run evaluation suites on trained runs; each writes <run_dir>/evals/<suite>.json with "
+        "metrics, sample counts, settings, checkpoint step, config hash and library versions.",
+    )
+    ev.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (config.yaml + checkpoints/)"
+    )
+    ev.add_argument(
+        "--suite",
+        action="append",
+        required=True,
+        metavar="SUITE",
+        help=f"suite to run (repeatable): {', '.join(SUITES)}, or all",
+    )
+    ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    ev.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="documents / queries / sequences per suite (default: each suite's)",
+    )
+    ev.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ev.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="SUITE.KEY=VALUE",
+        help="suite option, value as YAML (repeatable), e.g. icl.shots=2 or perplexity.corpora=[c4]",
+    )
+    ev.set_defaults(func=cmd_eval)

@@ -1,0 +1,93 @@
+"""Load a trained run for evaluation: the model at a checkpoint, its tokenizer and its resolved config.
+
+Evaluations read only the run directory (config.yaml, tokenizer/, checkpoints/), never the sweep file,
+so any run, launched by any means, can be evaluated and the result tied to the exact weights it used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.configs import ConfigError
+from harness.data.tokenizer import Tokenizer, load_tokenizer
+from harness.model.lm import HybridLM
+from harness.training.checkpoint import PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint
+from harness.training.config import RunConfig, config_hash, load_run_config
+from harness.training.rundir import RunDir
+
+
+@dataclass
+class LoadedRun:
+    """A model ready for evaluation and the facts every result records about where it came from."""
+
+    run: RunDir
+    config: RunConfig
+    model: HybridLM
+    tokenizer: Tokenizer
+    step: int
+    checkpoint: str
+    config_hash: str
+    device: torch.device
+
+    @property
+    def seq_len(self) -> int:
+        """The context the model was trained with (evaluations never feed it more at once)."""
+        return self.config.train.seq_len
+
+    def provenance(self) -> dict:
+        return {
+            "run_dir": str(self.run.root),
+            "run_name": self.config.name,
+            "checkpoint": self.checkpoint,
+            "step": self.step,
+            "config_hash": self.config_hash,
+            "pattern": self.model.cfg.pattern,
+        }
+
+
+def resolve_eval_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_run(run_dir: str | Path, step: int | None = None, device: str = "auto") -> LoadedRun:
+    """The run's model at checkpoint ``step`` (default: the latest), in eval mode on ``device``.
+
+    Raises ConfigError (a user mistake, reported without a traceback) when the directory is not a run,
+    has no checkpoint yet, or lacks the asked-for step.
+    """
+    run = RunDir(run_dir)
+    if not run.config.exists():
+        raise ConfigError(
+            f"{run.root} is not a run directory (no config.yaml); pass a directory made by "
+            "`ablate train` or `ablate sweep launch`"
+        )
+    cfg = load_run_config(run.config)
+    if step is None:
+        ckpt = latest_checkpoint(run.checkpoints)
+        if ckpt is None:
+            raise ConfigError(f"{run.root} has no checkpoint yet (state: {run.status().get('state')})")
+    else:
+        ckpt = run.checkpoints / f"{PREFIX}{step:08d}"
+        if ckpt not in list_checkpoints(run.checkpoints):
+            have = [int(p.name[len(PREFIX) :]) for p in list_checkpoints(run.checkpoints)]
+            raise ConfigError(f"{run.root} has no checkpoint at step {step}; it has steps {have}")
+    weights, _, meta = load_checkpoint(ckpt)
+    dev = resolve_eval_device(device)
+    model = HybridLM(cfg.model_config())
+    model.load_state_dict(weights)
+    model.to(dev).eval()
+    return LoadedRun(
+        run=run,
+        config=cfg,
+        model=model,
+        tokenizer=load_tokenizer(run.tokenizer),
+        step=int(meta["step"]),
+        checkpoint=ckpt.name,
+        config_hash=config_hash(cfg),
+        device=dev,
+    )

@@ -1,0 +1,58 @@
+"""One JSON file per suite, ``<run_dir>/evals/<suite>.json``: the only thing the analysis layer reads.
+
+Every result carries its provenance (checkpoint step, config hash, run name), the settings it ran with
+(shots, limits, templates), sample counts and the versions of the libraries that produced it, so a
+number in a table can always be traced back to the weights and code behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from harness.training.rundir import RunDir, atomic_write_text
+
+LIBRARIES = ("jamba-ablate", "torch", "lm_eval", "datasets", "tokenizers", "mamba_ssm", "numpy")
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_result(run: RunDir | str | Path, suite: str, payload: dict[str, Any], provenance: dict) -> Path:
+    """Atomically write ``evals/<suite>.json``; returns its path."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    record = {
+        "suite": suite,
+        **provenance,
+        "created_at": time.time(),
+        "versions": library_versions(),
+        **payload,
+    }
+    path = run.evals / f"{suite}.json"
+    atomic_write_text(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def read_result(run: RunDir | str | Path, suite: str) -> dict[str, Any] | None:
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    path = run.evals / f"{suite}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
