@@ -186,7 +186,12 @@ def run(
         label_mass, label_lift, icl_settings, icl_ids, icl_maps = label_attention_scores(
             loaded, n, seed, icl_options
         )
-    except DataUnavailableError as e:  # no imdb corpus here: the induction scores still stand
+    except (DataUnavailableError, ConfigError) as e:
+        # No imdb corpus here, or (with default prompt settings) a context too short for a few-shot
+        # prompt: the induction scores still stand. Settings the user chose are still checked strictly.
+        user_set = any(v is not None for v in (shots, max_review_tokens, template, labels))
+        if isinstance(e, ConfigError) and user_set:
+            raise
         label_mass, label_lift, icl_ids, icl_maps = {}, {}, None, {}
         icl_settings = {"status": "unavailable", "reason": str(e)}
     heads = []

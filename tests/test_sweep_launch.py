@@ -249,3 +249,37 @@ def test_debug_executor_runs_in_process_and_status_json(tmp_path, capsys):
     (row,) = json.loads(capsys.readouterr().out)
     assert row["state"] == "done" and row["step"] == 5 and row["arm"] == "mamba"
     assert row["run_dir"] == str(root / "dbg" / report.submitted[0].run.dir_name)
+
+
+def test_evals_run_in_the_job_after_training(slurm_cluster, tmp_path):
+    path = sweep_file(tmp_path, name="withevals", arms={"1:7": ARMS["1:7"]}, steps=10)
+    data = yaml.safe_load(path.read_text())
+    data["evals"] = ["perplexity", "induction", "attention"]
+    data["eval_options"] = {
+        "perplexity": {"limit": 3, "corpora": ["c4"], "max_doc_bytes": 4000},
+        "induction": {"limit": 4, "natural_corpus": None},
+        "attention": {"limit": 2, "save_maps": False},
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    root = tmp_path / "runs"
+    launch(path, executor="slurm", root=root)
+    (state,) = wait(path, root=root, poll_s=1, timeout_s=400)
+    assert state.state == "done", state.as_dict()
+    for suite in data["evals"]:
+        result = json.loads((state.dir.evals / f"{suite}.json").read_text())
+        assert result["step"] == 10 and result["config_hash"] == state.run.run_id
+    perplexity = json.loads((state.dir.evals / "perplexity.json").read_text())
+    assert perplexity["limit"] == 3
+    assert launch(path, executor="slurm", root=root).job_ids == []
+
+
+def test_misspelled_eval_option_fails_at_launch(tmp_path):
+    path = sweep_file(tmp_path, name="badopt", arms={"1:7": ARMS["1:7"]})
+    data = yaml.safe_load(path.read_text())
+    data["evals"] = ["icl"]
+    data["eval_options"] = {"icl": {"shotz": 4}}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match="shotz.*Did you mean 'shots'") as err:
+        launch(path, executor="local", root=tmp_path / "runs")
+    assert err.value.key == "eval_options.icl"
+    assert not (tmp_path / "runs").exists()

@@ -57,6 +57,18 @@ def _sweep_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def check_eval_options(sweep: SweepConfig, source: str) -> None:
+    """Misspelled eval options fail at launch, not hours later at the end of training."""
+    from evals.suites import check_options, get_runner
+
+    for suite, options in sweep.eval_options.items():
+        options = {k: v for k, v in options.items() if k != "limit"}
+        try:
+            check_options(suite, get_runner(suite), options)
+        except ConfigError as e:
+            raise ConfigError(e.message, source=source, key=f"eval_options.{suite}") from None
+
+
 def _decide(state: RunState, retry_failed: bool) -> str | None:
     """Why the run is not submitted, or None to submit it."""
     if state.state == "done":
@@ -78,6 +90,7 @@ def launch(
 ) -> LaunchReport:
     sweep = load_sweep(path)
     runs = expand_sweep(sweep, source=str(path))  # validates every run before anything is written
+    check_eval_options(sweep, str(path))
     kind = pick_executor(executor)
     folder = sweep_dir(sweep, root)
     report = LaunchReport(sweep=sweep, executor=kind)
