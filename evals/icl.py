@@ -19,7 +19,7 @@ deterministic from ``seed``; queries and each prompt's demonstrations are label-
 the number of shots is the most that fit the training context (or the ``shots`` asked for, if they fit).
 
 QuAC and NarrativeQA read the hub (``allenai/quac``, ``deepmind/narrativeqa``); no registry package ships
-them (see the data survey), so offline they are reported as unavailable with the reason.
+them, so offline they are reported as unavailable with the reason.
 """
 
 from __future__ import annotations
@@ -493,8 +493,7 @@ def run_qa(loaded: LoadedRun, task: QATask, *, limit: int | None = None, max_new
         return {
             "status": "unavailable offline",
             "reason": f"{task.name} is read from the Hugging Face hub ({where}), which is offline here "
-            "(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE), and no registry package ships it (data survey, "
-            "/work/shared/data.md)",
+            "(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE), and no PyPI, Debian or npm package ships a copy",
             "loader": where,
         }
     try:

