@@ -86,7 +86,7 @@ def test_imdb_three_scores_and_offline_qa(hybrid_run):  # noqa: F811
     for task in ("quac", "narrativeqa"):  # the test session sets HF_DATASETS_OFFLINE
         result = payload["tasks"][task]
         assert result["status"] == "unavailable offline"
-        assert "load_dataset" in result["loader"] and "no registry package" in result["reason"]
+        assert "load_dataset" in result["loader"] and "ships a copy" in result["reason"]
 
 
 def test_untrained_model_loglik_accuracy_is_at_chance(hybrid_run):  # noqa: F811
