@@ -106,8 +106,13 @@ def _cluster_answers(conf: Path) -> bool:
 def run_script(script: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
     """Run start.sh/stop.sh with stdout and stderr merged into ``.stdout``."""
     return subprocess.run(
-        ["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=timeout, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+        ["bash", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -162,16 +167,18 @@ def slurm_session() -> Iterator[SlurmCluster]:
     (root / "log").mkdir(parents=True, exist_ok=True)
     (root / "log" / "pytest-start.log").write_text(proc.stdout)
     print(f"\nSLURM up in {time.monotonic() - t0:.1f}s ({'started' if started_here else 'already running'})")
-    cluster = SlurmCluster(root=root, started_here=started_here, start_output=proc.stdout,
-                           daemons=_daemons(root))
+    cluster = SlurmCluster(
+        root=root, started_here=started_here, start_output=proc.stdout, daemons=_daemons(root)
+    )
     try:
         yield from _with_conf(cluster)
     finally:
         if started_here:
             stop = run_script(STOP, timeout=180)
             if stop.returncode != 0:
-                print(f"scripts/slurm/stop.sh failed (exit {stop.returncode}):\n{stop.stdout}",
-                      file=sys.stderr)
+                print(
+                    f"scripts/slurm/stop.sh failed (exit {stop.returncode}):\n{stop.stdout}", file=sys.stderr
+                )
 
 
 def _with_conf(cluster: SlurmCluster) -> Iterator[SlurmCluster]:
@@ -227,6 +234,7 @@ def wait_state(job, prefix: str, timeout: float, poll: float = 0.3) -> str:
         if state.startswith(prefix):
             return state
         if time.monotonic() > deadline:
-            pytest.fail(f"job {job.job_id}: state {state!r}, not {prefix} after {timeout:.0f}s\n"
-                        f"{_job_logs(job)}")
+            pytest.fail(
+                f"job {job.job_id}: state {state!r}, not {prefix} after {timeout:.0f}s\n{_job_logs(job)}"
+            )
         time.sleep(poll)
