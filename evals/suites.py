@@ -18,7 +18,7 @@ from typing import Any
 
 from evals.loading import LoadedRun, load_run
 from evals.results import write_result
-from harness.configs import ConfigError, nearest
+from harness.configs import ConfigError, did_you_mean
 from harness.sweeps.config import EVAL_SUITES
 
 # suite name -> ("module:runner", "module:summarizer" or None)
@@ -36,10 +36,9 @@ assert tuple(SUITES) == EVAL_SUITES, "evals.suites.SUITES and harness.sweeps.con
 def check_suite(suite: str) -> str:
     """``suite`` if it is a known suite name, else a ConfigError naming it, the valid names and a hint."""
     if suite not in SUITES:
-        hint = nearest(suite, SUITES)
         raise ConfigError(
             f"unknown eval suite '{suite}'."
-            + (f" Did you mean '{hint}'?" if hint else "")
+            + did_you_mean(suite, SUITES)
             + f" Suites: {', '.join(SUITES)} (or 'all')"
         )
     return suite
@@ -79,10 +78,9 @@ def check_options(suite: str, runner: Callable, options: dict[str, Any]) -> None
     ]
     for key in options:
         if key not in valid:
-            hint = nearest(key, valid)
             raise ConfigError(
                 f"eval suite '{suite}' has no option '{key}'."
-                + (f" Did you mean '{hint}'?" if hint else "")
+                + did_you_mean(key, valid)
                 + f" Options: {', '.join(valid) or 'none'}"
             )
 

@@ -42,6 +42,12 @@ def nearest(name: str, candidates: typing.Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
+def did_you_mean(name: str, candidates: typing.Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest candidate, or an empty string when nothing is close."""
+    hint = nearest(name, candidates)
+    return f" Did you mean '{hint}'?" if hint else ""
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -153,8 +159,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            hint = nearest(str(key), fields)
-            suggestion = f" Did you mean '{hint}'?" if hint else ""
+            suggestion = did_you_mean(str(key), fields)
             raise ConfigError(
                 f"unknown key '{key}' in {cls.__name__}.{suggestion} Valid keys: {', '.join(sorted(fields))}",
                 source=source,

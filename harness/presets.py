@@ -39,7 +39,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cache
 
-from harness.configs import ConfigError, nearest
+from harness.configs import ConfigError, did_you_mean
 from harness.model.config import AttentionConfig, LayoutConfig, MambaConfig, ModelConfig, MoEConfig
 
 PAPER_MODELS: dict[str, dict] = {
@@ -218,10 +218,9 @@ def get_preset(name: str) -> ModelConfig:
             "rope" in flags,
             "nonorm" not in flags,
         )
-    hint = nearest(name, preset_names())
     raise ConfigError(
         f"unknown preset '{name}'."
-        + (f" Did you mean '{hint}'?" if hint else "")
+        + did_you_mean(name, preset_names())
         + " Paper models: "
         + ", ".join(PAPER_MODELS)
         + "; ablation presets: <family>-<arm>[-moe][-rope][-nonorm] with family in "

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.configs import ConfigError, deep_merge, from_dict, load_yaml, nearest
+from harness.configs import ConfigError, deep_merge, did_you_mean, from_dict, load_yaml
 from harness.training.config import RunConfig, config_hash, resolve_run_config
 
 EVAL_SUITES = ("perplexity", "ollm", "ablation", "icl", "induction", "attention")
@@ -126,10 +126,9 @@ class SweepConfig:
                 raise ConfigError(f"grid axis '{key}' needs a non-empty list of values", key=f"grid.{key}")
         for suite in self.evals:
             if suite not in EVAL_SUITES:
-                hint = nearest(suite, EVAL_SUITES)
                 raise ConfigError(
                     f"unknown eval suite '{suite}'."
-                    + (f" Did you mean '{hint}'?" if hint else "")
+                    + did_you_mean(suite, EVAL_SUITES)
                     + f" Suites: {', '.join(EVAL_SUITES)}",
                     key="evals",
                 )
