@@ -44,12 +44,6 @@ def write_result(run: RunDir | str | Path, suite: str, payload: dict[str, Any], 
     return path
 
 
-def read_result(run: RunDir | str | Path, suite: str) -> dict[str, Any] | None:
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    path = run.evals / f"{suite}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()

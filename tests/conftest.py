@@ -16,6 +16,16 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: on two cores shared with other processes, more threads spin-wait in
+    OpenMP and run tiny models ~30x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """The real single-node SLURM (scripts/slurm/start.sh), shared by every test module of the session."""

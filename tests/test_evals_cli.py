@@ -17,14 +17,8 @@ from harness.sweeps.config import EVAL_SUITES
 from harness.training.config import config_hash, load_run_config
 from harness.training.rundir import read_jsonl
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ablate_eval(argv: list[str]) -> int:

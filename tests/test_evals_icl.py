@@ -13,14 +13,8 @@ from evals.loading import load_run
 from harness.configs import ConfigError
 from harness.model.lm import HybridLM
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parse_answer():

@@ -14,14 +14,8 @@ from harness.configs import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import resolve
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

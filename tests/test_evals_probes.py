@@ -11,14 +11,8 @@ import torch
 from evals import attention, probes
 from evals.loading import load_run
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_probe_sequences():

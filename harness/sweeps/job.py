@@ -22,6 +22,7 @@ from typing import Any
 
 import submitit
 
+from harness.sweeps.lifecycle import missing_evals
 from harness.training.config import resolve_run_config
 from harness.training.rundir import RunDir
 
@@ -61,10 +62,14 @@ class RunJob(submitit.helpers.Checkpointable):
         if result["state"] == "interrupted":
             return self._requeue(requeue, result)
         if env.global_rank == 0:
-            for suite in self.evals:
-                if self._should_stop():
-                    return self._requeue(requeue, result)
-                self._evaluate(run, suite, result)
+            # Suites written before a requeue, for this very checkpoint, are not run again.
+            missing = missing_evals(run, self.evals, result["step"])
+            loaded = self._load(run, missing) if missing else None
+            if loaded is not None:
+                for suite in missing:
+                    if self._should_stop():
+                        return self._requeue(requeue, result)
+                    self._evaluate(run, loaded, suite)
         return {"run_dir": self.run_dir, "state": "done", "step": result.get("step")}
 
     # ----------------------------------------------------------------------------------- preemption
@@ -98,23 +103,32 @@ class RunJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self)
 
     # ----------------------------------------------------------------------------------- evaluation
-    def _evaluate(self, run: RunDir, suite: str, result: dict[str, Any]) -> None:
-        from evals.results import read_result
-        from evals.suites import run_suite
+    def _load(self, run: RunDir, suites: list[str]):
+        """The final checkpoint, loaded once for every suite (None, with the error recorded, if it fails)."""
+        from evals.loading import load_run
 
-        done = read_result(run, suite)
-        if done is not None and done.get("step") == result.get("step"):
-            return  # written before a requeue, for this very checkpoint
-        options = dict(self.eval_options.get(suite, {}))
-        limit = options.pop("limit", None)
+        try:
+            return load_run(run.root)
+        except Exception as exc:
+            self._record_failure(run, suites, exc, 0.0)
+            return None
+
+    def _evaluate(self, run: RunDir, loaded, suite: str) -> None:
+        from evals.suites import run_loaded_suite
+
         t0 = time.time()
         try:
-            run_suite(run.root, suite, limit=limit, options=options)
+            run_loaded_suite(loaded, suite, options=self.eval_options.get(suite, {}))
         except Exception as exc:  # one failing suite must not cost the others; the error is recorded
-            error = f"{type(exc).__name__}: {exc}"
-            run.event("eval_failed", suite=suite, error=error, seconds=round(time.time() - t0, 1))
-            errors = dict(run.status().get("eval_errors", {}), **{suite: error})
-            run.set_status(eval_errors=errors)
+            self._record_failure(run, [suite], exc, time.time() - t0)
+
+    @staticmethod
+    def _record_failure(run: RunDir, suites: list[str], exc: Exception, seconds: float) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        for suite in suites:
+            run.event("eval_failed", suite=suite, error=error, seconds=round(seconds, 1))
+        errors = dict(run.status().get("eval_errors", {}), **dict.fromkeys(suites, error))
+        run.set_status(eval_errors=errors)
 
 
 def _limit_threads(cpus_per_task: int) -> None:

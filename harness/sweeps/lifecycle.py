@@ -113,7 +113,7 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
     live = live_states([j for j in jobs if j is not None])
     states = []
     for run, d, job in zip(runs, dirs, jobs, strict=True):
-        status = d.status() if d.config.exists() else {"state": "pending"}
+        status = d.status()
         s = RunState(run=run, dir=d, state="not launched", job=job)
         s.step = int(status.get("step", 0))
         s.total_steps = int(status.get("total_steps", run.config.train.total_steps))
