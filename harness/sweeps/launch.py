@@ -75,7 +75,7 @@ def _decide(state: RunState, retry_failed: bool) -> str | None:
         return "done"
     if state.active:
         return f"{state.state} (job {state.job['job_id'] if state.job else '?'})"
-    if state.state == "failed" and state.dir.status().get("state") == "failed" and not retry_failed:
+    if state.state == "failed" and state.trainer_state == "failed" and not retry_failed:
         return f"failed: {state.detail} (relaunch with --retry-failed to resume it)"
     return None
 

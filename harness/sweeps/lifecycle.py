@@ -47,6 +47,7 @@ class RunState:
     state: str
     job: dict[str, Any] | None = None
     scheduler_state: str | None = None
+    trainer_state: str = "pending"  # what status.json says: pending/running/interrupted/done/failed
     step: int = 0
     total_steps: int = 0
     loss: float | None = None
@@ -114,11 +115,13 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
     states = []
     for run, d, job in zip(runs, dirs, jobs, strict=True):
         status = d.status()
-        s = RunState(run=run, dir=d, state="not launched", job=job)
+        s = RunState(
+            run=run, dir=d, state="not launched", job=job, trainer_state=status.get("state", "pending")
+        )
         s.step = int(status.get("step", 0))
         s.total_steps = int(status.get("total_steps", run.config.train.total_steps))
         s.loss = status.get("loss")
-        trained = status.get("state") == "done"
+        trained = s.trainer_state == "done"
         s.evals_missing = missing_evals(d, sweep.evals, s.step) if trained else list(sweep.evals)
         sched = live.get(job["job_id"]) if job else None
         s.scheduler_state = sched
@@ -126,14 +129,14 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
             s.state = "done"
         elif job is None:
             s.state = "interrupted" if d.checkpoints.exists() and any(d.checkpoints.iterdir()) else s.state
-        elif sched in ACTIVE or (job["executor"] == "local" and sched == "RUNNING"):
-            if sched == "RUNNING" or sched == "COMPLETING":
+        elif sched in ACTIVE:  # local jobs report RUNNING while their process lives
+            if sched in ("RUNNING", "COMPLETING"):
                 s.state = "evaluating" if trained else "running"
                 if not trained:
                     s.eta_s = _eta(d, s.step, s.total_steps)
             else:
                 s.state = "requeued" if _last_job_event(d) == "requeue" else "pending"
-        elif status.get("state") == "failed":
+        elif s.trainer_state == "failed":
             s.state, s.detail = "failed", status.get("error", "")
         elif (sched and sched.startswith("CANCELLED")) or _last_job_event(d) == "cancel":
             s.state = "cancelled"
