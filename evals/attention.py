@@ -28,7 +28,7 @@ import torch
 from evals.icl import PromptFormat, imdb_prompts
 from evals.loading import LoadedRun
 from evals.probes import repeated_sequences
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.sources import DataUnavailableError
 
 DEFAULT_LIMIT = 32  # sequences for the induction score and prompts for the label attention

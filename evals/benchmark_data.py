@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.config import resolve_data_dir
 from harness.data.packs import FetchError, Source, _atomic_dir, _lock, _sha256_file, fetch
 from harness.data.sources import hub_offline

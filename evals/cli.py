@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 
 
 def parse_options(items: list[str], suites: list[str]) -> dict[str, dict]:

@@ -49,7 +49,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from evals.loading import LoadedRun, load_run
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 
 log = logging.getLogger("evals")
 

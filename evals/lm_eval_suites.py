@@ -32,7 +32,7 @@ from typing import Any
 from evals import benchmark_data
 from evals.lm_eval_model import JambaAblateLM
 from evals.loading import LoadedRun
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 
 log = logging.getLogger("evals")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.tokenizer import Tokenizer, load_tokenizer
 from harness.model.lm import HybridLM
 from harness.training.checkpoint import PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint

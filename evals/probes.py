@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from evals.loading import LoadedRun
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import DataUnavailableError, resolve
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from evals.loading import LoadedRun, load_run
 from evals.results import write_result
-from harness.configs import ConfigError, did_you_mean
+from harness.config_loader import ConfigError, did_you_mean
 from harness.sweeps.config import EVAL_SUITES
 
 # suite name -> ("module:runner", "module:summarizer" or None)

@@ -14,8 +14,8 @@ Subcommands:
   ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all [--step N] [--limit N]
               [--device D] [--threads N] [--option SUITE.KEY=VALUE]
 
-A user's configuration mistake (:class:`harness.configs.ConfigError`) is printed as one clear message and
-exit status 2, never as a traceback.
+A user's configuration mistake (:class:`harness.config_loader.ConfigError`) is printed as one clear
+message and exit status 2, never as a traceback.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 
 
 def _model_from_args(args: argparse.Namespace) -> list[tuple[str, object, dict]]:
-    from harness.configs import from_dict, load_yaml
+    from harness.config_loader import from_dict, load_yaml
     from harness.model.config import ModelConfig
     from harness.presets import TABLE1, get_preset, paper_cells
 

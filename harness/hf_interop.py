@@ -28,7 +28,8 @@ norm_eps                        rms_norm_eps (every RMSNorm, the inner Mamba one
 tie_embeddings, init_std        tie_word_embeddings, initializer_range
 =============================  ==============================================================
 
-Not representable (:func:`to_hf_config` raises :class:`~harness.configs.ConfigError` naming the feature):
+Not representable (:func:`to_hf_config` raises :class:`~harness.config_loader.ConfigError` naming the
+feature):
 
 * layouts without attention (pure Mamba). A ``JambaConfig`` can express one (an offset beyond the last
   layer) and ``JambaForCausalLM`` runs it with ``use_cache=False``, but its default forward
@@ -98,7 +99,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.model.config import FFNS, MIXERS, AttentionConfig, MambaConfig, ModelConfig, MoEConfig
 from harness.model.lm import HybridLM
 

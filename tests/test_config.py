@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.configs import ConfigError, from_dict, load_yaml
+from harness.config_loader import ConfigError, from_dict, load_yaml
 from harness.model.config import (
     LayoutConfig,
     ModelConfig,

@@ -12,7 +12,7 @@ import torch
 
 from evals.cli import add_eval_commands, selected_suites
 from evals.suites import SUITES, run_suite
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.sweeps.config import EVAL_SUITES
 from harness.training.config import config_hash, load_run_config
 from harness.training.rundir import read_jsonl

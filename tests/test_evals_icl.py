@@ -10,7 +10,7 @@ import torch
 
 from evals import icl
 from evals.loading import load_run
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.model.lm import HybridLM
 
 # Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).

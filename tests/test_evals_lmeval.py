@@ -20,7 +20,7 @@ from evals import benchmark_data
 from evals.lm_eval_model import MODEL_NAME, JambaAblateLM
 from evals.lm_eval_suites import ABLATION, OLLM, run_ablation, run_ollm
 from evals.loading import load_run
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

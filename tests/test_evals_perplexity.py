@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from evals import perplexity
 from evals.loading import load_run
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import resolve
 

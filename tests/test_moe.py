@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from harness.configs import from_dict
+from harness.config_loader import from_dict
 from harness.model import ModelConfig
 from harness.model.ffn import MoE, load_balancing_loss
 

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from harness.cli import main
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.packs import prepare
 from harness.sweeps.config import expand_sweep, load_sweep
 from harness.sweeps.launch import cancel, launch, wait

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.presets import FAMILIES
 from harness.sweeps.config import expand_sweep, load_sweep
 from harness.sweeps.plan import run_costs

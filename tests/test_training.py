@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.training.checkpoint import list_checkpoints
 from harness.training.config import load_run_config
 from harness.training.rundir import read_jsonl

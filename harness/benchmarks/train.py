@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.accounting import plan_model
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.model import HybridLM
 from harness.presets import get_preset
 from harness.training.trainer import peak_flops

@@ -33,7 +33,7 @@ _LAZY = {
     "PackedDataset": "harness.data.loader",
     "resolve": "harness.data.sources",
     "DataUnavailableError": "harness.data.sources",
-    "NAMED_CORPORA": "harness.data.sources",
+    "NAMED_CORPORA": "harness.data.corpora",
     "prepare": "harness.data.packs",
     "write_pack": "harness.data.packs",
 }

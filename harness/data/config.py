@@ -1,6 +1,6 @@
 """Data configuration: corpora (by name or as explicit hub/file specs), mixtures and the tokenizer.
 
-A YAML ``data:`` section, built with :func:`harness.configs.from_dict` (strict: unknown keys and wrong
+A YAML ``data:`` section, built with :func:`harness.config_loader.from_dict` (strict: unknown keys and wrong
 types fail with the key path and the nearest valid key)::
 
     data:
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
+from harness.data.corpora import all_corpus_names, canonical_name, suggest_corpus
 
 DEFAULT_DATA_DIR = "~/.cache/jamba-ablate/data"
 DATA_DIR_ENV = "ABLATE_DATA_DIR"
@@ -35,7 +36,7 @@ class CorpusSpec:
     """One corpus of a mixture.
 
     ``name`` is a named corpus (``c4``/``web``, ``books``/``pg19``, ``code``, ``imdb``: see
-    :data:`harness.data.sources.NAMED_CORPORA`), or any label when the corpus is given explicitly by
+    :data:`harness.data.corpora.NAMED_CORPORA`), or any label when the corpus is given explicitly by
     ``hub_path`` (a Hugging Face dataset), ``data_files`` (your own local files) or ``source: local`` (a
     pack of that name under the data dir, e.g. one written with :func:`harness.data.packs.write_pack`).
 
@@ -59,8 +60,6 @@ class CorpusSpec:
     )
 
     def __post_init__(self):
-        from harness.data.sources import all_corpus_names, canonical_name, suggest_corpus
-
         if not self.name:
             raise ConfigError("a corpus needs a name", key="name")
         if not (self.weight > 0):

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.config import DataConfig
 
 log = logging.getLogger("harness.data")

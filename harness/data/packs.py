@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data import formats
 from harness.data.sources import packs_dir, read_manifest
 
@@ -776,7 +776,7 @@ def prepare(
     packs = list(packs)
     unknown = [p for p in packs if p not in PACKS]
     if unknown:
-        from harness.configs import nearest
+        from harness.config_loader import nearest
 
         hints = [f"{u} (did you mean {nearest(u, PACKS)}?)" if nearest(u, PACKS) else u for u in unknown]
         raise ConfigError(f"unknown pack(s) {', '.join(hints)}; packs: {', '.join(PACKS)}")

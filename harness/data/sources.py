@@ -1,18 +1,4 @@
-"""Named corpora and how a corpus spec resolves to documents.
-
-Named corpora (hub datasets chosen because they load with plain ``datasets.load_dataset``, without a
-loading script, which datasets >= 4 no longer runs):
-
-========  ==============================================  ==========  =================================
-name      hub dataset (config) -> train / held-out split   text field  local pack (``ablate data prepare``)
-========  ==============================================  ==========  =================================
-c4, web   ``allenai/c4`` (``en``) -> train / validation    text        ``web``
-books,    ``emozilla/pg19`` (parquet copy of DeepMind's     text        ``books``
-pg19      PG-19) -> train / validation
-code      ``codeparrot/codeparrot-clean-train`` -> train;   content     ``code``
-          ``codeparrot/codeparrot-clean-valid`` -> train
-imdb      ``stanfordnlp/imdb`` -> train / test              text        ``imdb`` (not for pretraining)
-========  ==============================================  ==========  =================================
+"""How a corpus spec resolves to documents (the named corpora are in :mod:`harness.data.corpora`).
 
 Resolution rule for a corpus spec (``source: auto``, the default):
 
@@ -37,83 +23,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec, DataConfig, resolve_data_dir
+from harness.data.corpora import NAMED_CORPORA, canonical_name
 
 
 class DataUnavailableError(ConfigError):
     """A corpus cannot be read here (no local pack, hub offline or unreachable); says how to fix it."""
 
 
-@dataclass(frozen=True)
-class HubSplit:
-    path: str
-    config: str | None
-    split: str
-
-
-@dataclass(frozen=True)
-class NamedCorpus:
-    """A corpus users refer to by name: its hub dataset per role and its local pack."""
-
-    pack: str
-    text_field: str
-    train: HubSplit
-    validation: HubSplit
-    description: str
-    license: str
-
-
-NAMED_CORPORA: dict[str, NamedCorpus] = {
-    "c4": NamedCorpus(
-        pack="web",
-        text_field="text",
-        train=HubSplit("allenai/c4", "en", "train"),
-        validation=HubSplit("allenai/c4", "en", "validation"),
-        description="C4 English web text (Raffel et al. 2020); offline: the 'web' pack",
-        license="ODC-BY",
-    ),
-    "books": NamedCorpus(
-        pack="books",
-        text_field="text",
-        train=HubSplit("emozilla/pg19", None, "train"),
-        validation=HubSplit("emozilla/pg19", None, "validation"),
-        description="PG-19 books (Rae et al. 2020), parquet copy of deepmind/pg19; offline: the 'books' pack",
-        license="Apache-2.0 (dataset); public-domain texts",
-    ),
-    "code": NamedCorpus(
-        pack="code",
-        text_field="content",
-        train=HubSplit("codeparrot/codeparrot-clean-train", None, "train"),
-        validation=HubSplit("codeparrot/codeparrot-clean-valid", None, "train"),
-        description="CodeParrot clean Python from GitHub (train/valid repos); offline: the 'code' pack",
-        license="per-file licenses (permissive/copyleft mix)",
-    ),
-    "imdb": NamedCorpus(
-        pack="imdb",
-        text_field="text",
-        train=HubSplit("stanfordnlp/imdb", None, "train"),
-        validation=HubSplit("stanfordnlp/imdb", None, "test"),
-        description="IMDB reviews with labels (Maas et al. 2011), for ICL evals, not pretraining",
-        license="research use",
-    ),
-}
-ALIASES = {"web": "c4", "pg19": "books", "pg-19": "books"}
-
-
-def canonical_name(name: str) -> str | None:
-    """The named corpus a name refers to (resolving aliases), or None."""
-    name = ALIASES.get(name, name)
-    return name if name in NAMED_CORPORA else None
-
-
 def spec_for_name(name: str) -> CorpusSpec:
     """A spec for a bare name: the named corpus, or else the local pack of that name."""
     return CorpusSpec(name=name, source="auto" if canonical_name(name) else "local")
-
-
-def all_corpus_names() -> list[str]:
-    return list(NAMED_CORPORA) + list(ALIASES)
 
 
 def hub_offline() -> bool:
@@ -362,11 +283,3 @@ def resolve(spec: CorpusSpec, role: str, data_cfg: DataConfig | None = None) -> 
         streaming=streaming,
         fingerprint=f"{path}|{config}|{split}",
     )
-
-
-def suggest_corpus(name: str) -> str | None:
-    """The closest corpus name (a looser cutoff than config keys: corpus names are short, 'c5' -> 'c4')."""
-    import difflib
-
-    found = difflib.get_close_matches(name.lower(), all_corpus_names(), n=1, cutoff=0.5)
-    return found[0] if found else None

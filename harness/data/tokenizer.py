@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec, DataConfig, TokenizerConfig, resolve_data_dir
 
 log = logging.getLogger("harness.data")

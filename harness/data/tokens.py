@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 
 log = logging.getLogger("harness.data")
 

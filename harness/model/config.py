@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 
 MIXERS = {"*": "attention", "M": "mamba"}
 FFNS = {"-": "mlp", "E": "moe"}

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.configs import ConfigError, deep_merge, did_you_mean, from_dict, load_yaml
+from harness.config_loader import ConfigError, deep_merge, did_you_mean, from_dict, load_yaml
 from harness.training.config import RunConfig, config_hash, resolve_run_config
 
 EVAL_SUITES = ("perplexity", "ollm", "ablation", "icl", "induction", "attention")

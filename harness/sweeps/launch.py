@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.configs import ConfigError, to_dict
+from harness.config_loader import ConfigError, to_dict
 from harness.sweeps.config import SweepConfig, expand_sweep, load_sweep
 from harness.sweeps.job import RunJob
 from harness.sweeps.lifecycle import RunState, run_states, sweep_dir

@@ -22,7 +22,7 @@ from typing import Any
 
 import submitit
 
-from harness.configs import ConfigError
+from harness.config_loader import ConfigError
 from harness.sweeps.config import ResourcesConfig
 from harness.training.rundir import RunDir, atomic_write_text
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.configs import ConfigError, deep_merge, from_dict, load_yaml, to_dict
+from harness.config_loader import ConfigError, deep_merge, from_dict, load_yaml, to_dict
 from harness.data import DataConfig
 from harness.model.config import ModelConfig
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from harness.accounting import GPU_PEAK_FLOPS, plan_model
-from harness.configs import ConfigError, to_dict
+from harness.config_loader import ConfigError, to_dict
 from harness.data import build_tokenizer, load_tokenizer, make_batches
 from harness.model import HybridLM
 from harness.training import distributed as D
