@@ -14,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.training.rundir import RunDir, atomic_write_text
+from harness.atomic import atomic_write_text
+from harness.training.rundir import RunDir
 
 LIBRARIES = ("jamba-ablate", "torch", "lm_eval", "datasets", "tokenizers", "mamba_ssm", "numpy")
 

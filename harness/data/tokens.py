@@ -18,15 +18,15 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from harness.atomic import atomic_directory
 from harness.config_loader import ConfigError
+from harness.locks import file_lock
 
 log = logging.getLogger("harness.data")
 
@@ -78,8 +78,6 @@ def _load(final: Path, key: str) -> TokenArray:
 
 def tokenize_to_cache(src, tok, data_dir, max_tokens: int | None = None) -> TokenArray:
     """The token array of resolved source ``src`` under tokenizer ``tok`` (built on first use)."""
-    from filelock import FileLock
-
     from harness.data.config import resolve_data_dir
 
     root = resolve_data_dir(data_dir) / "tokenized"
@@ -89,18 +87,13 @@ def tokenize_to_cache(src, tok, data_dir, max_tokens: int | None = None) -> Toke
     final = root / f"{safe}-{key}"
     if (final / "index.json").is_file():
         return _load(final, key)
-    with FileLock(str(root / f".{final.name}.lock")):
+    with file_lock(root / f".{final.name}.lock"):
         if (final / "index.json").is_file():
             return _load(final, key)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-        os.chmod(tmp, 0o755)
-        try:
+        with atomic_directory(final) as tmp:
             index = _tokenize(src, tok, tmp / "tokens.bin", max_tokens)
             index["key"] = key
             (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return _load(final, key)
 
 

@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.atomic import atomic_write_text
 from harness.config_loader import ConfigError, to_dict
 from harness.sweeps.config import SweepConfig, expand_sweep, load_sweep
 from harness.sweeps.job import RunJob
 from harness.sweeps.lifecycle import RunState, run_states, sweep_dir
 from harness.sweeps.scheduler import make_executor, pick_executor, write_job
-from harness.training.rundir import atomic_write_text
 from harness.training.trainer import prepare_run_dir
 
 

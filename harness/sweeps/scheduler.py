@@ -22,9 +22,10 @@ from typing import Any
 
 import submitit
 
+from harness.atomic import atomic_write_text
 from harness.config_loader import ConfigError
 from harness.sweeps.config import ResourcesConfig
-from harness.training.rundir import RunDir, atomic_write_text
+from harness.training.rundir import RunDir
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 # squeue states of a job that has not ended (it still holds, or will hold, resources).

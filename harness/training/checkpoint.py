@@ -7,8 +7,9 @@ A checkpoint is a directory ``checkpoints/step_XXXXXXXX/`` holding
   position, the step and token counters;
 * ``meta.json``: step, tokens, time, and the config hash, written last.
 
-It is assembled in a temporary sibling directory and renamed into place only when complete, so a kill
-at any moment during a save leaves the previous checkpoints intact and no half-written one visible.
+It is assembled in a temporary sibling directory and renamed into place only when complete
+(:func:`harness.atomic.atomic_directory`), so a kill at any moment during a save leaves the previous
+checkpoints intact and no half-written one visible.
 Older checkpoints beyond ``keep_last`` are removed after the new one is in place.
 """
 
@@ -26,15 +27,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.atomic import atomic_directory, remove_stale_temporaries
+
 PREFIX = "step_"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict[str, Any]:
@@ -76,12 +71,8 @@ def save_checkpoint(
     keep_last: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` atomically and prune old ones; returns its directory."""
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a save that was killed half way
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(root, f"{PREFIX}*")  # left by saves that were killed half way
     final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    tmp.mkdir()
     # safetensors refuses shared storage (tied embeddings); store each tensor once, contiguous.
     unique: dict[str, torch.Tensor] = {}
     seen: dict[int, str] = {}
@@ -93,17 +84,12 @@ def save_checkpoint(
             continue
         seen[key] = name
         unique[name] = tensor.detach().contiguous().cpu()
-    save_file(unique, str(tmp / "model.safetensors"))
-    torch.save({**state, "aliases": aliases}, tmp / "state.pt")
-    _slow_down_for_tests(step)
-    with open(tmp / "meta.json", "w") as f:
-        json.dump({**meta, "step": step, "saved_at": time.time()}, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    if final.exists():  # re-saving the same step (e.g. a final save right after a periodic one)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
+    # Re-saving a step (a final save right after a periodic one) replaces it.
+    with atomic_directory(final) as tmp:
+        save_file(unique, str(tmp / "model.safetensors"))
+        torch.save({**state, "aliases": aliases}, tmp / "state.pt")
+        _slow_down_for_tests(step)
+        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "saved_at": time.time()}, indent=2))
     for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

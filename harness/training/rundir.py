@@ -10,35 +10,20 @@
       logs/            stdout/stderr of launched jobs
       evals/           <suite>.json results
 
-Every file that is rewritten (config, status) is written atomically: a temporary file in the same
-directory, fsync, then ``os.replace``; JSONL files are append-only, flushed per line.
+Every file that is rewritten (config, status) is written atomically (:mod:`harness.atomic`); JSONL files
+are append-only, flushed per line.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from harness.atomic import atomic_write_text
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
