@@ -27,12 +27,11 @@ import torch
 
 from evals.icl import PromptFormat, imdb_prompts
 from evals.loading import LoadedRun
+from evals.options import AttentionOptions, ImdbPromptOptions
 from evals.probes import repeated_sequences
+from evals.results import ARRAYS_KEY
 from harness.config_loader import ConfigError
 from harness.data.sources import DataUnavailableError
-
-DEFAULT_LIMIT = 32  # sequences for the induction score and prompts for the label attention
-MAPS_FILE = "attention_maps.npz"
 
 
 def attention_blocks(pattern: str) -> list[tuple[int, int]]:
@@ -92,17 +91,12 @@ def prefix_matching_scores(
 
 
 def label_attention_scores(
-    loaded: LoadedRun, n: int, seed: int, icl_options: dict
+    loaded: LoadedRun, n: int, seed: int, prompt: ImdbPromptOptions
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict, list[int], dict[int, torch.Tensor]]:
     """Per block: (heads,) attention mass from the final ':' to the demonstrations' label tokens, its lift
     over uniform attention, the prompt settings, and the first prompt's ids and maps."""
-    fmt = PromptFormat(
-        template=icl_options.pop("template", PromptFormat.template),
-        target_delimiter=icl_options.pop("target_delimiter", PromptFormat.target_delimiter),
-        separator=icl_options.pop("separator", PromptFormat.separator),
-        labels=tuple(icl_options.pop("labels", PromptFormat.labels)),
-    )
-    builder, prompts = imdb_prompts(loaded, n, fmt, seed=seed, **icl_options)
+    fmt = PromptFormat.of(prompt)
+    builder, prompts = imdb_prompts(loaded, n, prompt, seed=seed)
     if builder.shots == 0:
         raise ConfigError(
             "attention: the IMDB prompts have no demonstrations (0 shots fit); lower max_review_tokens"
@@ -148,20 +142,9 @@ def label_attention_scores(
     )
 
 
-def run(
-    loaded: LoadedRun,
-    *,
-    limit: int | None = None,
-    seed: int = 0,
-    half_len: int | None = None,
-    batch_size: int = 8,
-    save_maps: bool = True,
-    shots: int | None = None,
-    max_review_tokens: int | None = None,
-    template: str | None = None,
-    labels: list[str] | None = None,
-) -> dict:
+def run(loaded: LoadedRun, options: AttentionOptions) -> dict:
     """The ``attention`` suite: per-head induction, previous-token and label-attention scores."""
+    o = options
     blocks = attention_blocks(loaded.model.cfg.pattern)
     if not blocks:
         return {
@@ -171,26 +154,18 @@ def run(
             "heads": [],
             "metrics": {},
         }
-    n = limit or DEFAULT_LIMIT
+    n = o.limit
     context = loaded.seq_len
-    half_len = half_len or (context - 1) // 2
+    half_len = o.half_len or (context - 1) // 2
     if not 2 <= half_len <= (context - 1) // 2:
         raise ConfigError(f"attention: half_len must be in [2, {(context - 1) // 2}], got {half_len}")
-    induction, previous, ind_ids, ind_maps = prefix_matching_scores(loaded, n, half_len, seed, batch_size)
-    icl_options: dict = {"shots": shots, "max_review_tokens": max_review_tokens}
-    if template is not None:
-        icl_options["template"] = template
-    if labels is not None:
-        icl_options["labels"] = labels
+    induction, previous, ind_ids, ind_maps = prefix_matching_scores(loaded, n, half_len, o.seed, o.batch_size)
     try:
-        label_mass, label_lift, icl_settings, icl_ids, icl_maps = label_attention_scores(
-            loaded, n, seed, icl_options
-        )
+        label_mass, label_lift, icl_settings, icl_ids, icl_maps = label_attention_scores(loaded, n, o.seed, o)
     except (DataUnavailableError, ConfigError) as e:
         # No imdb corpus here, or (with default prompt settings) a context too short for a few-shot
         # prompt: the induction scores still stand. Settings the user chose are still checked strictly.
-        user_set = any(v is not None for v in (shots, max_review_tokens, template, labels))
-        if isinstance(e, ConfigError) and user_set:
+        if o.prompt_settings_changed():
             raise
         label_mass, label_lift, icl_ids, icl_maps = {}, {}, None, {}
         icl_settings = {"status": "unavailable", "reason": str(e)}
@@ -225,14 +200,13 @@ def run(
         "metrics": metrics,
         "settings": {
             "sequences": n,
-            "limit_default": DEFAULT_LIMIT,
-            "seed": seed,
+            "seed": o.seed,
             "half_len": half_len,
             "induction_chance": "about 1 / query position (uniform causal attention)",
             "imdb": icl_settings,
         },
     }
-    if save_maps:
+    if o.save_maps:  # saved beside the result by evals.runner
         arrays = {"induction_tokens": ind_ids.numpy()}
         for block in ind_maps:
             arrays[f"induction_block{block}"] = ind_maps[block].numpy().astype(np.float16)
@@ -240,10 +214,7 @@ def run(
             arrays["imdb_tokens"] = np.asarray(icl_ids)
             for block in icl_maps:
                 arrays[f"imdb_block{block}"] = icl_maps[block].numpy().astype(np.float16)
-        loaded.run.evals.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(loaded.run.evals / MAPS_FILE, **arrays)
-        payload["maps_file"] = MAPS_FILE
-        payload["maps"] = {k: list(v.shape) for k, v in arrays.items()}
+        payload[ARRAYS_KEY] = arrays
     return payload
 
 

@@ -1,18 +1,22 @@
 """``ablate eval ...``: run evaluation suites on run directories (registered by :func:`add_eval_commands`).
 
 ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all
-            [--step N] [--limit N] [--device D] [--threads N] [--option SUITE.KEY=VALUE ...]
+            [--step N] [--limit N] [--device D] [--scan-backend B] [--threads N]
+            [--option SUITE.KEY=VALUE ...] [--overwrite | --out DIR]
 
-Each run is loaded once (at its latest checkpoint, or ``--step``) and every suite writes
-``<run_dir>/evals/<suite>.json``; a short summary per suite and the path written are printed.
-``--option`` values are parsed as YAML: ``icl.shots=2``, ``perplexity.corpora=[c4,code]``,
-``induction.natural_corpus=null``.
+Each run is loaded once (at its latest checkpoint, or ``--step``). A suite starts from the options the
+run's plan records for it (run.json; the suite's defaults if none) with ``--limit`` and ``--option`` on
+top: the same options write the planned result, ``evals/<suite>.json``; others write beside it, in
+``evals/adhoc/<suite>-<spec hash>.json``, unless ``--overwrite`` (see evals/runner.py). ``--out DIR``
+writes ``DIR/<run dir name>/<suite>.json`` and leaves the run directory untouched. ``--option`` values are
+parsed as YAML: ``icl.shots=2``, ``perplexity.corpora=[c4,code]``, ``induction.natural_corpus=null``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from harness.config_loader import ConfigError
 
@@ -21,7 +25,7 @@ def parse_options(items: list[str], suites: list[str]) -> dict[str, dict]:
     """``SUITE.KEY=VALUE`` strings -> {suite: {key: value}}; values are YAML scalars or lists."""
     import yaml
 
-    from evals.suites import check_suite
+    from evals.suites import get_suite
 
     out: dict[str, dict] = {}
     for item in items:
@@ -29,7 +33,7 @@ def parse_options(items: list[str], suites: list[str]) -> dict[str, dict]:
         suite, dot, key = name.partition(".")
         if not sep or not dot or not key:
             raise ConfigError(f"--option {item!r}: expected SUITE.KEY=VALUE, e.g. icl.shots=2")
-        check_suite(suite)
+        get_suite(suite)
         if suite not in suites:
             raise ConfigError(
                 f"--option {item!r}: suite '{suite}' is not among the suites run ({', '.join(suites)})"
@@ -44,11 +48,11 @@ def parse_options(items: list[str], suites: list[str]) -> dict[str, dict]:
 
 def selected_suites(names: list[str]) -> list[str]:
     """The suites asked for, in order, without repeats; ``all`` is every suite."""
-    from evals.suites import SUITES, check_suite
+    from evals.suites import SUITES, get_suite
 
     out: list[str] = []
     for name in names:
-        for suite in SUITES if name == "all" else [check_suite(name)]:
+        for suite in SUITES if name == "all" else [get_suite(name).name]:
             if suite not in out:
                 out.append(suite)
     return out
@@ -56,27 +60,37 @@ def selected_suites(names: list[str]) -> list[str]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from evals.loading import load_run
-    from evals.suites import check_options, get_runner, run_loaded_suite, summarize
+    from evals.plan import plan_from_record
+    from evals.runner import run_loaded_suite
+    from evals.suites import resolve_options, summarize
+    from harness.config_loader import to_dict
+    from harness.training.rundir import RunDir
 
     suites = selected_suites(args.suite)
-    options = parse_options(args.option, suites)
+    given = parse_options(args.option, suites)
+    if args.limit is not None:
+        for suite in suites:
+            given.setdefault(suite, {})["limit"] = args.limit
     for suite in suites:  # fail on a bad option before any model is loaded
-        check_options(
-            suite, get_runner(suite), {k: v for k, v in options.get(suite, {}).items() if k != "limit"}
-        )
+        resolve_options(suite, given.get(suite))
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     for run_dir in args.run_dirs:
-        loaded = load_run(run_dir, step=args.step, device=args.device)
+        plan = plan_from_record(RunDir(run_dir).read_record())
+        loaded = load_run(run_dir, step=args.step, device=args.device, scan_backend=args.scan_backend)
         print(
             f"{run_dir}: step {loaded.step} ({loaded.checkpoint}), config {loaded.config_hash}, "
             f"pattern {loaded.model.cfg.pattern}, device {loaded.device}"
         )
         for suite in suites:
-            path, record = run_loaded_suite(loaded, suite, limit=args.limit, options=options.get(suite))
-            print(f"  {suite} ({record['elapsed_s']:.1f} s) -> {path}")
+            planned = to_dict(plan[suite]) if suite in plan else {}
+            options = resolve_options(suite, {**planned, **given.get(suite, {})})
+            out = Path(args.out) / Path(run_dir).resolve().name / f"{suite}.json" if args.out else None
+            path, record = run_loaded_suite(loaded, suite, options, overwrite=args.overwrite, out=out)
+            kind = "planned" if record["planned"] else "ad hoc" if "adhoc" in path.parts else "result"
+            print(f"  {suite} ({record['elapsed_s']:.1f} s, {kind}) -> {path}")
             for line in summarize(suite, record):
                 print(f"    {line}")
         sys.stdout.flush()
@@ -111,6 +125,25 @@ def add_eval_commands(subparsers) -> None:
         help="documents / queries / sequences per suite (default: each suite's)",
     )
     ev.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    ev.add_argument(
+        "--scan-backend",
+        choices=("auto", "reference", "cpu", "cuda"),
+        default=None,
+        help="selective-scan implementation (default: auto, the best for --device, whatever the run "
+        "trained with; a run pinned to cuda evaluates on a CPU)",
+    )
+    where = ev.add_mutually_exclusive_group()
+    where.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write evals/<suite>.json even when the options differ from the run's plan",
+    )
+    where.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="write DIR/<run>/<suite>.json; the run directory is untouched",
+    )
     ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ev.add_argument(
         "--option",

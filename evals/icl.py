@@ -35,17 +35,14 @@ from dataclasses import dataclass
 import torch
 
 from evals.loading import LoadedRun
+from evals.options import IMDB_TEMPLATE, IclOptions, ImdbPromptOptions
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import ResolvedSource, hub_offline, resolve
 
-IMDB_TEMPLATE = "Review: {review}\nSentiment:"
-DEFAULT_LABELS = ("Negative", "Positive")  # index = the IMDB label (0 negative, 1 positive)
-DEFAULT_LIMIT = 500  # queries when no limit is given
 DEFAULT_SHOTS_TARGET = 4  # shots the automatic max_review_tokens leaves room for
 MAX_AUTO_REVIEW_TOKENS = 400
 TOKEN_MARGIN = 2  # tokens of slack per piece: BPE merges across piece boundaries can shift counts
-TASKS = ("imdb", "quac", "narrativeqa")
 
 
 # ---------------------------------------------------------------------------------------------- IMDB data
@@ -103,27 +100,16 @@ def balanced_sample(
 
 @dataclass
 class PromptFormat:
-    """How a few-shot prompt is laid out; every field is an option of the suite and saved with results."""
+    """How a few-shot prompt is laid out (validated as :class:`evals.options.ImdbPromptOptions`)."""
 
     template: str = IMDB_TEMPLATE
     target_delimiter: str = " "
     separator: str = "\n\n"
-    labels: tuple[str, ...] = DEFAULT_LABELS
+    labels: tuple[str, ...] = ("Negative", "Positive")  # index = the IMDB label (0 negative, 1 positive)
 
-    def __post_init__(self):
-        try:
-            ok = "{review}" in self.template and self.template.format(review="") is not None
-        except (KeyError, IndexError, ValueError):
-            ok = False
-        if not ok:
-            raise ConfigError(
-                f"icl template must contain '{{review}}' and no other {{fields}} (write literal braces as "
-                f"{{{{ }}}}), got {self.template!r}"
-            )
-        if len(self.labels) != 2 or len(set(self.labels)) != 2 or not all(self.labels):
-            raise ConfigError(
-                f"icl labels must be two different words [negative, positive], got {list(self.labels)}"
-            )
+    @classmethod
+    def of(cls, prompt: ImdbPromptOptions) -> PromptFormat:
+        return cls(prompt.template, prompt.target_delimiter, prompt.separator, tuple(prompt.labels))
 
     def demo(self, review: str, label: int) -> tuple[str, int]:
         """A demonstration's text and the character offset where its label word starts."""
@@ -229,29 +215,20 @@ def sample_prompts(
 
 
 def imdb_prompts(
-    loaded: LoadedRun,
-    n: int,
-    fmt: PromptFormat,
-    *,
-    seed: int = 0,
-    shots: int | None = None,
-    max_shots: int = 8,
-    max_review_tokens: int | None = None,
-    answer_tokens: int = 5,
-    source: str = "auto",
+    loaded: LoadedRun, n: int, prompt: ImdbPromptOptions, *, seed: int = 0, answer_tokens: int = 5
 ) -> tuple[PromptBuilder, list[Prompt]]:
     """``n`` label-balanced few-shot IMDB prompts (held-out queries, train demonstrations)."""
     builder = PromptBuilder(
         loaded,
-        fmt,
-        shots=shots,
-        max_shots=max_shots,
-        max_review_tokens=max_review_tokens,
+        PromptFormat.of(prompt),
+        shots=prompt.shots,
+        max_shots=prompt.max_shots,
+        max_review_tokens=prompt.max_review_tokens,
         answer_tokens=answer_tokens,
     )
-    held_out = by_label(read_labelled("validation", loaded, source))
+    held_out = by_label(read_labelled("validation", loaded, prompt.source))
     queries = balanced_sample(held_out, n, random.Random(f"{seed}/queries"))
-    pool = by_label(read_labelled("train", loaded, source)) if builder.shots else {0: [], 1: []}
+    pool = by_label(read_labelled("train", loaded, prompt.source)) if builder.shots else {0: [], 1: []}
     return builder, sample_prompts(builder, pool, queries, seed)
 
 
@@ -304,47 +281,18 @@ def parse_answer(text: str, labels: tuple[str, ...]) -> tuple[int | None, str]:
     return (hits[0] if len(hits) == 1 else None), first_line
 
 
-def run_imdb(
-    loaded: LoadedRun,
-    *,
-    limit: int | None = None,
-    shots: int | None = None,
-    max_shots: int = 8,
-    max_review_tokens: int | None = None,
-    template: str = IMDB_TEMPLATE,
-    target_delimiter: str = " ",
-    separator: str = "\n\n",
-    labels: tuple[str, ...] | list[str] = DEFAULT_LABELS,
-    seed: int = 0,
-    max_new_tokens: int = 5,
-    source: str = "auto",
-    examples: int = 5,
-) -> dict:
-    """The three IMDB scores on ``limit`` queries (see the module docstring)."""
-    n = limit or DEFAULT_LIMIT
-    if n < 2:
-        raise ConfigError(f"icl: need at least 2 queries (one per label), got limit {n}")
-    if max_new_tokens < 1:
-        raise ConfigError(f"icl: max_new_tokens must be >= 1, got {max_new_tokens}")
-    fmt = PromptFormat(template, target_delimiter, separator, tuple(labels))
-    builder, prompts = imdb_prompts(
-        loaded,
-        n,
-        fmt,
-        seed=seed,
-        shots=shots,
-        max_shots=max_shots,
-        max_review_tokens=max_review_tokens,
-        answer_tokens=max_new_tokens,
-        source=source,
-    )
+def run_imdb(loaded: LoadedRun, options: IclOptions) -> dict:
+    """The three IMDB scores on ``options.limit`` queries (see the module docstring)."""
+    o = options
+    fmt = PromptFormat.of(o)
+    builder, prompts = imdb_prompts(loaded, o.limit, o, seed=o.seed, answer_tokens=o.max_new_tokens)
     tok = loaded.tokenizer
     ll_correct = adherent = gen_correct = predicted_positive = 0
     off_format: collections.Counter[str] = collections.Counter()
     samples = []
     for i, prompt in enumerate(prompts):
         scores, generated = score_prompt(
-            loaded.model, prompt.ids, builder.label_ids, max_new_tokens, loaded.device
+            loaded.model, prompt.ids, builder.label_ids, o.max_new_tokens, loaded.device
         )
         ll_pred = int(scores[1] > scores[0])
         text = tok.decode(generated)
@@ -356,7 +304,7 @@ def run_imdb(
         else:
             adherent += 1
             gen_correct += gen_pred == prompt.label
-        if i < examples:
+        if i < o.examples:
             samples.append(
                 {
                     "prompt_tail": prompt.text[-160:],
@@ -382,21 +330,20 @@ def run_imdb(
         "off_format_count": sum(off_format.values()),
         "examples": samples,
         "settings": {
-            "template": template,
-            "target_delimiter": target_delimiter,
-            "separator": separator,
+            "template": o.template,
+            "target_delimiter": o.target_delimiter,
+            "separator": o.separator,
             "labels": {"0": fmt.labels[0], "1": fmt.labels[1]},
-            "seed": seed,
-            "shots_requested": shots,
-            "max_shots": max_shots,
-            "max_review_tokens_requested": max_review_tokens,
-            "max_new_tokens": max_new_tokens,
+            "seed": o.seed,
+            "shots_requested": o.shots,
+            "max_shots": o.max_shots,
+            "max_review_tokens_requested": o.max_review_tokens,
+            "max_new_tokens": o.max_new_tokens,
             "context": loaded.seq_len,
-            "queries_requested": n,
-            "limit_default": DEFAULT_LIMIT,
+            "queries_requested": o.limit,
             "demonstrations": "imdb train split, label-balanced, drawn per query",
             "queries_split": "imdb held-out split (hub: test; local pack: validation), label-balanced",
-            "source": source,
+            "source": o.source,
             "bos": "EOS token prepended (as in the packed training stream)",
             "loglik": "sum of the label's token log-probs after target_delimiter",
         },
@@ -486,7 +433,7 @@ def _qa_items(task: QATask, rows, limit: int):
                 return
 
 
-def run_qa(loaded: LoadedRun, task: QATask, *, limit: int | None = None, max_new_tokens: int = 24) -> dict:
+def run_qa(loaded: LoadedRun, task: QATask, *, limit: int, max_new_tokens: int = 24) -> dict:
     """Greedy answers and token F1 on a hub QA task; 'unavailable offline' when the hub cannot be read."""
     where = f"datasets.load_dataset({task.hub_path!r}, split={task.split!r}, revision={task.revision!r})"
     if hub_offline():
@@ -500,7 +447,7 @@ def run_qa(loaded: LoadedRun, task: QATask, *, limit: int | None = None, max_new
         import datasets
 
         rows = datasets.load_dataset(task.hub_path, split=task.split, revision=task.revision, streaming=True)
-        items = list(_qa_items(task, rows, limit or DEFAULT_LIMIT))
+        items = list(_qa_items(task, rows, limit))
     except (ConnectionError, OSError) as e:
         return {"status": "unavailable offline", "reason": f"cannot load {where}: {e}", "loader": where}
     tok, model = loaded.tokenizer, loaded.model
@@ -529,53 +476,19 @@ def run_qa(loaded: LoadedRun, task: QATask, *, limit: int | None = None, max_new
 # ---------------------------------------------------------------------------------------------- suite
 
 
-def run(
-    loaded: LoadedRun,
-    *,
-    limit: int | None = None,
-    tasks: list[str] | tuple[str, ...] = TASKS,
-    shots: int | None = None,
-    max_shots: int = 8,
-    max_review_tokens: int | None = None,
-    template: str = IMDB_TEMPLATE,
-    target_delimiter: str = " ",
-    separator: str = "\n\n",
-    labels: tuple[str, ...] | list[str] = DEFAULT_LABELS,
-    seed: int = 0,
-    max_new_tokens: int = 5,
-    source: str = "auto",
-    examples: int = 5,
-    qa_max_new_tokens: int = 24,
-) -> dict:
-    """The ``icl`` suite: IMDB (options as :func:`run_imdb`), then QuAC and NarrativeQA when reachable.
+def run(loaded: LoadedRun, options: IclOptions) -> dict:
+    """The ``icl`` suite: IMDB, then QuAC and NarrativeQA when reachable.
 
     ``limit`` is the number of IMDB queries and of QA questions per task.
     """
-    if isinstance(tasks, str):
-        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ConfigError(f"icl: unknown task(s) {unknown}; tasks: {', '.join(TASKS)}")
     payload: dict = {"tasks": {}, "metrics": {}}
-    for name in tasks:
+    for name in options.tasks:
         if name == "imdb":
-            result = run_imdb(
-                loaded,
-                limit=limit,
-                shots=shots,
-                max_shots=max_shots,
-                max_review_tokens=max_review_tokens,
-                template=template,
-                target_delimiter=target_delimiter,
-                separator=separator,
-                labels=labels,
-                seed=seed,
-                max_new_tokens=max_new_tokens,
-                source=source,
-                examples=examples,
-            )
+            result = run_imdb(loaded, options)
         else:
-            result = run_qa(loaded, QA_TASKS[name], limit=limit, max_new_tokens=qa_max_new_tokens)
+            result = run_qa(
+                loaded, QA_TASKS[name], limit=options.limit, max_new_tokens=options.qa_max_new_tokens
+            )
         payload["tasks"][name] = result
         for key, value in result.get("metrics", {}).items():
             payload["metrics"][f"{name}/{key}"] = value

@@ -32,7 +32,9 @@ from typing import Any
 from evals import benchmark_data
 from evals.lm_eval_model import JambaAblateLM
 from evals.loading import LoadedRun
+from evals.options import LmEvalOptions
 from harness.config_loader import ConfigError
+from harness.data.benchmarks import benchmarks_dir
 
 log = logging.getLogger("evals")
 
@@ -66,18 +68,23 @@ AVERAGES = {
 }
 
 
-def run_ollm(
-    loaded: LoadedRun, *, limit: int | None = None, batch_size: int = 8, offline: bool | None = None
-) -> dict:
+def run_ollm(loaded: LoadedRun, options: LmEvalOptions) -> dict:
     """The Open LLM Leaderboard v1 suite; returns the JSON-able payload for ``evals/ollm.json``."""
-    return run_suite(loaded, "ollm", OLLM, limit=limit, batch_size=batch_size, offline=offline)
+    return run_suite(
+        loaded, "ollm", OLLM, limit=options.limit, batch_size=options.batch_size, offline=options.offline
+    )
 
 
-def run_ablation(
-    loaded: LoadedRun, *, limit: int | None = None, batch_size: int = 8, offline: bool | None = None
-) -> dict:
+def run_ablation(loaded: LoadedRun, options: LmEvalOptions) -> dict:
     """The paper's ablation benchmarks; returns the JSON-able payload for ``evals/ablation.json``."""
-    return run_suite(loaded, "ablation", ABLATION, limit=limit, batch_size=batch_size, offline=offline)
+    return run_suite(
+        loaded,
+        "ablation",
+        ABLATION,
+        limit=options.limit,
+        batch_size=options.batch_size,
+        offline=options.offline,
+    )
 
 
 def run_suite(
@@ -123,7 +130,7 @@ def run_suite(
         "settings": {
             "offline": offline,
             "data": (
-                f"local copies in {benchmark_data.benchmarks_dir()} (python -m evals.benchmark_data show)"
+                f"local copies in {benchmarks_dir()} (ablate data show)"
                 if offline
                 else "Hugging Face hub datasets named by lm-eval's task configs"
             ),

@@ -6,6 +6,7 @@ so any run, launched by any means, can be evaluated and the result tied to the e
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from harness.config_loader import ConfigError
 from harness.data.tokenizer import Tokenizer, load_tokenizer
+from harness.devices import resolve_device
 from harness.model.lm import HybridLM
 from harness.training.checkpoint import PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint
 from harness.training.config import RunConfig, config_hash, load_run_config
@@ -48,17 +50,15 @@ class LoadedRun:
         }
 
 
-def resolve_eval_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_run(run_dir: str | Path, step: int | None = None, device: str = "auto") -> LoadedRun:
+def load_run(
+    run_dir: str | Path, step: int | None = None, device: str = "auto", scan_backend: str | None = None
+) -> LoadedRun:
     """The run's model at checkpoint ``step`` (default: the latest), in eval mode on ``device``.
 
-    Raises ConfigError (a user mistake, reported without a traceback) when the directory is not a run,
-    has no checkpoint yet, or lacks the asked-for step.
+    ``scan_backend`` is the selective-scan implementation to evaluate with (a run-time choice: the one the
+    run trained with, e.g. ``cuda``, may not exist on this machine); default ``auto``, the best one for
+    ``device``. Raises ConfigError (a user mistake, reported without a traceback) when the directory is not
+    a run, has no checkpoint yet, or lacks the asked-for step.
     """
     run = RunDir(run_dir)
     if not run.config.exists():
@@ -77,8 +77,10 @@ def load_run(run_dir: str | Path, step: int | None = None, device: str = "auto")
             have = [int(p.name[len(PREFIX) :]) for p in list_checkpoints(run.checkpoints)]
             raise ConfigError(f"{run.root} has no checkpoint at step {step}; it has steps {have}")
     weights, _, meta = load_checkpoint(ckpt)
-    dev = resolve_eval_device(device)
-    model = HybridLM(cfg.model_config())
+    dev = resolve_device(device)
+    model_cfg = cfg.model_config()
+    model_cfg.mamba = dataclasses.replace(model_cfg.mamba, scan_backend=scan_backend or "auto")
+    model = HybridLM(model_cfg)
     model.load_state_dict(weights)
     model.to(dev).eval()
     return LoadedRun(

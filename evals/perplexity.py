@@ -27,12 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from evals.loading import LoadedRun
+from evals.options import PerplexityOptions
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import resolve
-
-DEFAULT_CORPORA = ("c4", "books", "code")
-DEFAULT_LIMIT = 100  # documents per corpus when no limit is given
 
 
 @dataclass
@@ -146,38 +144,22 @@ def score_texts(
     }
 
 
-def run(
-    loaded: LoadedRun,
-    *,
-    limit: int | None = None,
-    corpora: list[str] | tuple[str, ...] = DEFAULT_CORPORA,
-    window: int | None = None,
-    stride: int | None = None,
-    batch_size: int = 16,
-    max_doc_bytes: int | None = None,
-    source: str = "auto",
-) -> dict:
-    """Log-prob per byte on the validation split of each corpus (``limit`` documents each).
+def run(loaded: LoadedRun, options: PerplexityOptions) -> dict:
+    """Log-prob per byte on the validation split of each corpus (``options.limit`` documents each).
 
     ``window`` (default: the training context) and ``stride`` (default: window // 2) set the sliding
     window; ``max_doc_bytes`` cuts each document to its first N bytes (for quick runs on long books);
     ``source`` is the corpus resolution (auto/hub/local, see harness.data.sources).
     """
-    if isinstance(corpora, str):
-        corpora = [c.strip() for c in corpora.split(",") if c.strip()]
-    if not corpora:
-        raise ConfigError("perplexity: no corpora given; e.g. corpora: [c4, books, code]")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"perplexity: limit must be >= 1 document per corpus, got {limit}")
-    window = window or loaded.seq_len
-    stride = stride or max(1, window // 2)
-    n_docs = limit or DEFAULT_LIMIT
+    o = options
+    window = o.window or loaded.seq_len
+    stride = o.stride or max(1, window // 2)
     results: dict[str, dict] = {}
     metrics: dict[str, float] = {}
-    for name in corpora:
-        src = resolve(CorpusSpec(name=name, source=source), "validation", loaded.config.data)
-        texts = [truncate_utf8(t, max_doc_bytes) for t in itertools.islice(src.iter_texts(), n_docs)]
-        scored = score_texts(loaded, texts, window=window, stride=stride, batch_size=batch_size)
+    for name in o.corpora:
+        src = resolve(CorpusSpec(name=name, source=o.source), "validation", loaded.config.data)
+        texts = [truncate_utf8(t, o.max_doc_bytes) for t in itertools.islice(src.iter_texts(), o.limit)]
+        scored = score_texts(loaded, texts, window=window, stride=stride, batch_size=o.batch_size)
         scored.pop("doc_logprobs")
         results[name] = {"source": src.describe(), **scored}
         metrics[f"{name}/logprob_per_byte"] = scored["logprob_per_byte"]
@@ -186,15 +168,14 @@ def run(
         "metrics": metrics,
         "corpora": results,
         "settings": {
-            "corpora": list(corpora),
+            "corpora": list(o.corpora),
             "split": "validation (hub) / held-out split (local packs)",
-            "documents_per_corpus": n_docs,
-            "limit_default": DEFAULT_LIMIT,
+            "documents_per_corpus": o.limit,
             "window": window,
             "stride": stride,
-            "batch_size": batch_size,
-            "max_doc_bytes": max_doc_bytes,
-            "source": source,
+            "batch_size": o.batch_size,
+            "max_doc_bytes": o.max_doc_bytes,
+            "source": o.source,
             "log_base": "e (logprob_per_byte, nats_per_byte); 2 (bits_per_byte)",
             "document_prefix": "EOS token (as in the packed training stream); not scored",
             "aggregation": "total log-prob / total UTF-8 bytes over the documents",

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from evals.loading import LoadedRun
+from evals.options import InductionOptions
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import DataUnavailableError, resolve
 
-DEFAULT_LIMIT = 128  # sequences per probe
 OLSSON_CONTEXT, OLSSON_EARLY, OLSSON_LATE = 512, 50, 500
 
 
@@ -238,37 +238,25 @@ def mqar_probe(loaded: LoadedRun, *, n: int, seed: int, num_pairs: int | None, b
     }
 
 
-def run(
-    loaded: LoadedRun,
-    *,
-    limit: int | None = None,
-    seed: int = 0,
-    half_len: int | None = None,
-    num_pairs: int | None = None,
-    natural_corpus: str | None = "c4",
-    batch_size: int = 16,
-    band: int | None = None,
-    token_pool: int | None = None,
-) -> dict:
+def run(loaded: LoadedRun, options: InductionOptions) -> dict:
     """The ``induction`` suite: induction probe, natural-text ICL score and MQAR (see the module docstring).
 
     ``band`` averages the early/late losses over +-band positions (default context // 64) so that the
     score is stable with a hundred sequences; ``natural_corpus: null`` skips the natural-text score;
     ``token_pool`` draws the induction tokens from the first N ids instead of the whole vocabulary.
     """
-    n = limit or DEFAULT_LIMIT
-    if n < 1:
-        raise ConfigError(f"induction: limit must be >= 1 sequence, got {n}")
-    band = band if band is not None else max(1, loaded.seq_len // 64)
+    o = options
+    n, seed, batch_size = o.limit, o.seed, o.batch_size
+    band = o.band if o.band is not None else max(1, loaded.seq_len // 64)
     induction = induction_probe(
-        loaded, n=n, seed=seed, half_len=half_len, batch_size=batch_size, band=band, token_pool=token_pool
+        loaded, n=n, seed=seed, half_len=o.half_len, batch_size=batch_size, band=band, token_pool=o.token_pool
     )
     natural = (
-        natural_icl_score(loaded, corpus=natural_corpus, n=n, batch_size=batch_size, band=band)
-        if natural_corpus
+        natural_icl_score(loaded, corpus=o.natural_corpus, n=n, batch_size=batch_size, band=band)
+        if o.natural_corpus
         else {"status": "skipped"}
     )
-    mqar = mqar_probe(loaded, n=n, seed=seed, num_pairs=num_pairs, batch_size=batch_size)
+    mqar = mqar_probe(loaded, n=n, seed=seed, num_pairs=o.num_pairs, batch_size=batch_size)
     metrics = {
         "induction/loss_first_half": induction["loss_first_half"],
         "induction/loss_second_half": induction["loss_second_half"],
@@ -287,12 +275,11 @@ def run(
         "mqar": mqar,
         "settings": {
             "sequences": n,
-            "limit_default": DEFAULT_LIMIT,
             "seed": seed,
             "half_len": induction["half_len"],
-            "token_pool": token_pool,
+            "token_pool": o.token_pool,
             "num_pairs": mqar["num_pairs"],
-            "natural_corpus": natural_corpus,
+            "natural_corpus": o.natural_corpus,
             "band": band,
             "context": loaded.seq_len,
             "losses": "nats, next-token cross-entropy",

@@ -1,4 +1,5 @@
-"""One JSON file per suite, ``<run_dir>/evals/<suite>.json``: the only thing the analysis layer reads.
+"""One JSON file per suite result (``<run_dir>/evals/<suite>.json`` for planned results, see
+:mod:`evals.runner`): what the analysis layer reads.
 
 Every result carries its provenance (checkpoint step, config hash, run name), the settings it ran with
 (shots, limits, templates), sample counts and the versions of the libraries that produced it, so a
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.atomic import atomic_write_text
-from harness.training.rundir import RunDir
 
+ARRAYS_KEY = "_arrays"  # a payload's numpy arrays: saved beside the result as <result stem>_maps.npz
 LIBRARIES = ("jamba-ablate", "torch", "lm_eval", "datasets", "tokenizers", "mamba_ssm", "numpy")
 
 
@@ -30,9 +31,8 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_result(run: RunDir | str | Path, suite: str, payload: dict[str, Any], provenance: dict) -> Path:
-    """Atomically write ``evals/<suite>.json``; returns its path."""
-    run = run if isinstance(run, RunDir) else RunDir(run)
+def write_result(path: Path, suite: str, payload: dict[str, Any], provenance: dict) -> Path:
+    """Atomically write the result of ``suite`` to ``path``; returns it."""
     record = {
         "suite": suite,
         **provenance,
@@ -40,7 +40,6 @@ def write_result(run: RunDir | str | Path, suite: str, payload: dict[str, Any], 
         "versions": library_versions(),
         **payload,
     }
-    path = run.evals / f"{suite}.json"
     atomic_write_text(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
     return path
 

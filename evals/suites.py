@@ -1,50 +1,129 @@
-"""The evaluation suites by name, and running one on a run directory.
+"""The evaluation suites by name: the one registry that sweep files, ``ablate eval`` and the job use.
 
-A suite is a function ``run(loaded, *, limit=None, **options) -> dict`` whose payload is JSON-able;
-:func:`run_suite` loads the run, calls it, writes ``<run_dir>/evals/<suite>.json`` (provenance, settings,
-elapsed time, library versions) and logs an ``eval`` event in the run's ``events.jsonl``. The names are the
-ones sweep files use (``harness.sweeps.config.EVAL_SUITES``). Runners are imported only when a suite runs,
-so ``ablate eval --suite perplexity`` never imports lm-evaluation-harness.
+A suite is a runner ``run(loaded, options) -> dict`` (a JSON-able payload with ``metrics``), its options
+dataclass (:mod:`evals.options`) and an optional summarizer for the terminal. Runners are imported only
+when a suite runs, so checking a sweep file or ``ablate eval --suite perplexity`` never imports
+lm-evaluation-harness. A *spec* is a suite with resolved options; its hash (run-time fields left out) is
+what ties a result to the plan that asked for it (:mod:`evals.plan`).
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from evals.loading import LoadedRun, load_run
-from evals.results import write_result
-from harness.config_loader import ConfigError, did_you_mean
-from harness.sweeps.config import EVAL_SUITES
+from evals.options import (
+    AttentionOptions,
+    IclOptions,
+    InductionOptions,
+    LmEvalOptions,
+    PerplexityOptions,
+)
+from harness.config_loader import (
+    ConfigError,
+    did_you_mean,
+    from_dict,
+    identity,
+    short_hash,
+    to_dict,
+)
 
-# suite name -> ("module:runner", "module:summarizer" or None)
-SUITES: dict[str, tuple[str, str | None]] = {
-    "perplexity": ("evals.perplexity:run", "evals.perplexity:summarize"),
-    "ollm": ("evals.lm_eval_suites:run_ollm", None),
-    "ablation": ("evals.lm_eval_suites:run_ablation", None),
-    "icl": ("evals.icl:run", "evals.icl:summarize"),
-    "induction": ("evals.probes:run", "evals.probes:summarize"),
-    "attention": ("evals.attention:run", "evals.attention:summarize"),
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    options: type  # the options dataclass
+    runner: str  # "module:function"
+    summarizer: str | None  # "module:function", or None: the metrics are printed
+    what: str  # one line for help texts
+
+
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite(
+            "perplexity",
+            PerplexityOptions,
+            "evals.perplexity:run",
+            "evals.perplexity:summarize",
+            "log-prob per byte on C4 / books / code held-out text",
+        ),
+        Suite(
+            "ollm",
+            LmEvalOptions,
+            "evals.lm_eval_suites:run_ollm",
+            None,
+            "Open LLM Leaderboard v1 benchmarks through lm-eval",
+        ),
+        Suite(
+            "ablation",
+            LmEvalOptions,
+            "evals.lm_eval_suites:run_ablation",
+            None,
+            "the paper's ablation benchmarks (HellaSwag, WinoGrande, NQ) through lm-eval",
+        ),
+        Suite(
+            "icl", IclOptions, "evals.icl:run", "evals.icl:summarize", "IMDB-format ICL, QuAC, NarrativeQA"
+        ),
+        Suite(
+            "induction",
+            InductionOptions,
+            "evals.probes:run",
+            "evals.probes:summarize",
+            "induction and associative-recall probes",
+        ),
+        Suite(
+            "attention",
+            AttentionOptions,
+            "evals.attention:run",
+            "evals.attention:summarize",
+            "per-head induction, previous-token and label-attention scores",
+        ),
+    )
 }
-assert tuple(SUITES) == EVAL_SUITES, "evals.suites.SUITES and harness.sweeps.config.EVAL_SUITES must agree"
 
 
-def check_suite(suite: str) -> str:
-    """``suite`` if it is a known suite name, else a ConfigError naming it, the valid names and a hint."""
-    if suite not in SUITES:
+def get_suite(name: str) -> Suite:
+    """The suite called ``name``, or a ConfigError naming it, the valid names and the nearest."""
+    if name not in SUITES:
         raise ConfigError(
-            f"unknown eval suite '{suite}'."
-            + did_you_mean(suite, SUITES)
-            + f" Suites: {', '.join(SUITES)} (or 'all')"
+            f"unknown eval suite '{name}'." + did_you_mean(name, SUITES) + f" Suites: {', '.join(SUITES)}"
         )
-    return suite
+    return SUITES[name]
 
 
-def _resolve(target: str, suite: str) -> Callable:
+def resolve_options(suite: str, raw: dict[str, Any] | None = None, *, source: str | None = None) -> Any:
+    """``raw`` (from a sweep file, the command line or code) as the suite's options, strictly.
+
+    A misspelled option names the suite and the nearest valid option; a wrong type or value, the key."""
+    options_type = get_suite(suite).options
+    raw = dict(raw or {})
+    valid = list(options_type.__dataclass_fields__)
+    for key in raw:
+        if key not in valid:
+            raise ConfigError(
+                f"eval suite '{suite}' has no option '{key}'."
+                + did_you_mean(str(key), valid)
+                + f" Options: {', '.join(valid)}",
+                source=source,
+                key=f"eval_options.{suite}" if source else None,
+            )
+    return from_dict(options_type, raw, source=source, path=f"eval_options.{suite}" if source else suite)
+
+
+def spec_hash(suite: str, options: Any) -> str:
+    """Fingerprint of a suite and its options without their run-time fields (batch sizes and the like)."""
+    return short_hash({"suite": suite, "options": identity(options)})
+
+
+def spec_record(suite: str, options: Any) -> dict[str, Any]:
+    """How a spec is written into run.json and into each result."""
+    return {"options": to_dict(options), "hash": spec_hash(suite, options)}
+
+
+def _import(target: str, suite: str) -> Callable:
     module_name, attr = target.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -56,84 +135,13 @@ def _resolve(target: str, suite: str) -> Callable:
 
 
 def get_runner(suite: str) -> Callable[..., dict]:
-    return _resolve(SUITES[check_suite(suite)][0], suite)
+    return _import(get_suite(suite).runner, suite)
 
 
 def summarize(suite: str, payload: dict) -> list[str]:
     """Short human-readable lines for a suite's payload (its metrics, for suites without a summarizer)."""
-    target = SUITES[check_suite(suite)][1]
+    target = get_suite(suite).summarizer
     if target is not None:
-        return _resolve(target, suite)(payload)
+        return _import(target, suite)(payload)
     metrics = payload.get("metrics") or {}
     return [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()]
-
-
-def check_options(suite: str, runner: Callable, options: dict[str, Any]) -> None:
-    """Unknown option names fail before any work, with the valid ones and the nearest match."""
-    params = inspect.signature(runner).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return  # the runner validates its own pass-through options
-    valid = [
-        name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "limit"
-    ]
-    for key in options:
-        if key not in valid:
-            raise ConfigError(
-                f"eval suite '{suite}' has no option '{key}'."
-                + did_you_mean(key, valid)
-                + f" Options: {', '.join(valid) or 'none'}"
-            )
-
-
-def run_loaded_suite(
-    loaded: LoadedRun, suite: str, *, limit: int | None = None, options: dict | None = None
-) -> tuple[Path, dict]:
-    """Run ``suite`` on an already loaded run, write its result and log the event; returns (path, record).
-
-    ``limit`` may also come as ``options["limit"]`` (a sweep's ``eval_options``); the argument wins."""
-    runner = get_runner(suite)
-    options = dict(options or {})
-    option_limit = options.pop("limit", None)  # sweep files may put it among a suite's eval_options
-    limit = limit if limit is not None else option_limit
-    check_options(suite, runner, options)
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {limit}")
-    t0 = time.time()
-    payload = runner(loaded, limit=limit, **options)
-    elapsed = time.time() - t0
-    record = {
-        **payload,
-        "limit": limit,
-        "options": options,
-        "device": str(loaded.device),
-        "elapsed_s": round(elapsed, 3),
-    }
-    path = write_result(loaded.run, suite, record, loaded.provenance())
-    loaded.run.event(
-        "eval",
-        suite=suite,
-        step=loaded.step,
-        checkpoint=loaded.checkpoint,
-        config_hash=loaded.config_hash,
-        path=str(path),
-        elapsed_s=round(elapsed, 3),
-        metrics={k: v for k, v in (payload.get("metrics") or {}).items() if isinstance(v, (int, float))},
-    )
-    return path, record
-
-
-def run_suite(
-    run_dir: str | Path,
-    suite: str,
-    *,
-    step: int | None = None,
-    limit: int | None = None,
-    device: str = "auto",
-    options: dict | None = None,
-) -> Path:
-    """Load ``run_dir`` at ``step`` (default: its latest checkpoint), run ``suite`` and write
-    ``evals/<suite>.json``; returns the path written."""
-    runner = get_runner(suite)  # a wrong name or option fails before the model is loaded
-    check_options(suite, runner, {k: v for k, v in (options or {}).items() if k != "limit"})
-    loaded = load_run(run_dir, step=step, device=device)
-    return run_loaded_suite(loaded, suite, limit=limit, options=options)[0]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import types
 import typing
 from pathlib import Path
@@ -181,7 +183,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
 
 
 def to_dict(obj: Any) -> Any:
-    """Plain-data form of a (nested) dataclass config, suitable for YAML/JSON and hashing."""
+    """Plain-data form of a (nested) dataclass config, suitable for YAML/JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -189,6 +191,38 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def runtime_field(default: Any, **kwargs: Any) -> Any:
+    """A config field that says *how* something runs (device, kernel backend, compile flag, an evaluation's
+    batch size), not *what* runs: :func:`identity` treats it as if it had its default, so changing it never
+    makes a new experiment (a run trained on a GPU keeps its id when resumed or evaluated on a CPU)."""
+    return dataclasses.field(default=default, metadata={"runtime": True}, **kwargs)
+
+
+def is_runtime(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("runtime"))
+
+
+def identity(obj: Any) -> Any:
+    """:func:`to_dict` with every :func:`runtime_field` at its default: what makes two configs the same
+    experiment (the input of run ids and evaluation-spec hashes)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: to_dict(f.default) if is_runtime(f) else identity(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+        }
+    if isinstance(obj, (list, tuple)):
+        return [identity(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: identity(v) for k, v in obj.items()}
+    return obj
+
+
+def short_hash(data: Any) -> str:
+    """A stable 12-hex-digit fingerprint of plain data (sorted keys)."""
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

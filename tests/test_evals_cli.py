@@ -1,5 +1,6 @@
-"""``ablate eval``: suites write self-describing evals/*.json and log events; user mistakes are one clear
-ConfigError before any model is loaded; the registry matches the sweep schema's suite names."""
+"""``ablate eval``: suites write self-describing evals/*.json and log events; ad-hoc settings never replace
+a planned result; a run pinned to the CUDA scan evaluates on a CPU; user mistakes are one clear ConfigError
+before any model is loaded."""
 
 import argparse
 import json
@@ -11,11 +12,13 @@ import pytest
 import torch
 
 from evals.cli import add_eval_commands, selected_suites
-from evals.suites import SUITES, run_suite
+from evals.plan import plan_record, resolve_plan
+from evals.runner import run_suite
+from evals.suites import SUITES
 from harness.config_loader import ConfigError
-from harness.sweeps.config import EVAL_SUITES
 from harness.training.config import config_hash, load_run_config
-from harness.training.rundir import read_jsonl
+from harness.training.record import build_record
+from harness.training.rundir import RunDir, read_jsonl
 
 # Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,9 +39,8 @@ def run_copy(hybrid_run, tmp_path):  # noqa: F811
     return shutil.copytree(hybrid_run, tmp_path / "run")
 
 
-def test_registry_matches_sweep_suites():
-    assert tuple(SUITES) == EVAL_SUITES
-    assert selected_suites(["all"]) == list(EVAL_SUITES)
+def test_selected_suites():
+    assert selected_suites(["all"]) == list(SUITES)
     assert selected_suites(["icl", "perplexity", "icl"]) == ["icl", "perplexity"]
 
 
@@ -58,10 +60,11 @@ def test_eval_writes_results_with_provenance(run_copy, capsys):
         assert record["config_hash"] == config_hash(cfg) and record["pattern"] == "M-M-M-M-*-M-M-M-"
         assert record["versions"]["torch"] == torch.__version__ and "python" in record["versions"]
         assert record["limit"] == 4 and record["elapsed_s"] > 0 and record["device"] == "cpu"
-        assert record["metrics"]
+        assert record["metrics"] and record["spec"]["limit"] == 4 and len(record["spec_hash"]) == 12
+        assert record["planned"] is False  # a run of `ablate train` has no plan
     ppl = json.loads((run_copy / "evals" / "perplexity.json").read_text())
     assert {r["documents"] for r in ppl["corpora"].values()} == {4}
-    assert ppl["options"] == {"max_doc_bytes": 1500}
+    assert ppl["spec"]["max_doc_bytes"] == 1500 and ppl["spec"]["corpora"] == ["c4", "books", "code"]
     icl = json.loads((run_copy / "evals" / "icl.json").read_text())
     assert (
         icl["queries"] == 4 and icl["shots"] >= 1 and icl["tasks"]["imdb"]["settings"]["max_new_tokens"] == 3
@@ -82,12 +85,102 @@ def test_run_suite_api_takes_limit_from_options(run_copy):
     assert record["induction"]["sequences"] == 2 and record["natural_text"] == {"status": "skipped"}
 
 
+def _plan(run_dir, suites, options):
+    """Give a trained run the plan a sweep would have recorded in its run.json."""
+    run = RunDir(run_dir)
+    cfg = load_run_config(run.config)
+    plan = resolve_plan(suites, options)
+    run.write_record(build_record(cfg, created_by="test", eval_plan=plan_record(plan)))
+    return plan
+
+
+def test_adhoc_settings_never_replace_the_planned_result(run_copy, capsys):
+    """`ablate eval RUN --suite perplexity --limit 5` after a sweep leaves the planned result unchanged."""
+    _plan(run_copy, ["perplexity"], {"perplexity": {"limit": 3, "corpora": ["c4"], "max_doc_bytes": 2000}})
+    base = [str(run_copy), "--suite", "perplexity", "--device", "cpu"]
+    assert ablate_eval(base) == 0  # the plan's own options: the planned result
+    planned = run_copy / "evals" / "perplexity.json"
+    first = planned.read_bytes()
+    record = json.loads(first)
+    assert record["planned"] is True and record["spec"]["limit"] == 3 and record["limit"] == 3
+    assert "planned" in capsys.readouterr().out
+
+    assert ablate_eval([*base, "--limit", "5"]) == 0
+    assert planned.read_bytes() == first  # untouched
+    (adhoc,) = (run_copy / "evals" / "adhoc").glob("perplexity-*.json")
+    extra = json.loads(adhoc.read_text())
+    assert extra["planned"] is False and extra["limit"] == 5 and extra["spec"]["corpora"] == ["c4"]
+    assert adhoc.name == f"perplexity-{extra['spec_hash']}.json" and "ad hoc" in capsys.readouterr().out
+
+    # A batch size is a run-time setting: the same spec, so the planned result is rewritten, not an ad hoc.
+    assert ablate_eval([*base, "-o", "perplexity.batch_size=2"]) == 0
+    assert json.loads(planned.read_text())["spec_hash"] == record["spec_hash"]
+    assert len(list((run_copy / "evals" / "adhoc").glob("*.json"))) == 1
+
+    assert ablate_eval([*base, "--limit", "2", "--overwrite"]) == 0
+    assert json.loads(planned.read_text())["limit"] == 2  # asked for explicitly
+
+    out = run_copy.parent / "elsewhere"
+    before = sorted(p.name for p in (run_copy / "evals").rglob("*"))
+    events = len(read_jsonl(run_copy / "events.jsonl"))
+    assert ablate_eval([*base, "--limit", "1", "--out", str(out)]) == 0
+    assert json.loads((out / run_copy.name / "perplexity.json").read_text())["limit"] == 1
+    assert sorted(p.name for p in (run_copy / "evals").rglob("*")) == before
+    assert len(read_jsonl(run_copy / "events.jsonl")) == events
+
+
+def test_run_pinned_to_cuda_scan_evaluates_on_cpu(run_copy):
+    """The scan backend is a run-time setting: a config that pins `cuda` keeps its run id and evaluates on
+    a machine without CUDA with --scan-backend (or the default, auto)."""
+    import yaml
+
+    config = yaml.safe_load((run_copy / "config.yaml").read_text())
+    before = config_hash(load_run_config(run_copy / "config.yaml"))
+    config["model"]["mamba"]["scan_backend"] = "cuda"
+    (run_copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert config_hash(load_run_config(run_copy / "config.yaml")) == before
+    argv = [str(run_copy), "--suite", "induction", "--device", "cpu", "--limit", "2"]
+    assert ablate_eval([*argv, "-o", "induction.natural_corpus=null", "--scan-backend", "cpu"]) == 0
+    result = json.loads((run_copy / "evals" / "induction.json").read_text())
+    assert result["config_hash"] == before and result["device"] == "cpu"
+
+
+def test_eval_refuses_a_run_directory_in_use(run_copy):
+    """One writer per run directory: while another process holds it, `ablate eval` is refused at once,
+    naming the holder (pid, host); --out still works (it writes elsewhere)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from harness.training.rundir import RunDir; "
+            "lock = RunDir(sys.argv[1]).lock('train'); lock.__enter__(); print('held', flush=True); "
+            "time.sleep(60)",
+            str(run_copy),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=rf"in use by train \(pid {holder.pid} on "):
+            ablate_eval([str(run_copy), "--suite", "induction", "--device", "cpu", "--limit", "2"])
+        argv = [str(run_copy), "--suite", "induction", "--limit", "2", "--out", str(run_copy.parent / "o")]
+        assert ablate_eval([*argv, "-o", "induction.natural_corpus=null"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_user_mistakes_are_config_errors_before_loading(tmp_path):
     missing = str(tmp_path / "no-such-run")
     with pytest.raises(ConfigError, match="unknown eval suite 'perplexty'. Did you mean 'perplexity'"):
         ablate_eval([missing, "--suite", "perplexty"])
     with pytest.raises(ConfigError, match="no option 'shot'. Did you mean 'shots'"):
         ablate_eval([missing, "--suite", "icl", "-o", "icl.shot=2"])
+    with pytest.raises(ConfigError, match="key 'icl.shots': expected an integer, got str 'many'"):
+        ablate_eval([missing, "--suite", "icl", "-o", "icl.shots=many"])
+    with pytest.raises(ConfigError, match="key 'icl.max_new_tokens': must be >= 1, got 0"):
+        ablate_eval([missing, "--suite", "icl", "-o", "icl.max_new_tokens=0"])
     with pytest.raises(ConfigError, match="SUITE.KEY=VALUE"):
         ablate_eval([missing, "--suite", "icl", "-o", "shots=2"])
     with pytest.raises(ConfigError, match="not among the suites run"):

@@ -10,6 +10,7 @@ import torch
 
 from evals import icl
 from evals.loading import load_run
+from evals.options import IMDB_TEMPLATE, IclOptions, ImdbPromptOptions
 from harness.config_loader import ConfigError
 from harness.model.lm import HybridLM
 
@@ -35,7 +36,7 @@ def test_token_f1():
 
 def test_prompts_fit_are_balanced_and_reproducible(hybrid_run):  # noqa: F811
     loaded = load_run(hybrid_run, device="cpu")
-    fmt = icl.PromptFormat()
+    fmt = ImdbPromptOptions()
     builder, prompts = icl.imdb_prompts(loaded, 20, fmt, seed=3)
     assert builder.shots >= 2 and builder.max_review_tokens > 10
     assert collections.Counter(p.label for p in prompts) == {0: 10, 1: 10}
@@ -54,14 +55,14 @@ def test_prompts_fit_are_balanced_and_reproducible(hybrid_run):  # noqa: F811
 def test_too_many_shots_is_a_config_error(hybrid_run):  # noqa: F811
     loaded = load_run(hybrid_run, device="cpu")
     with pytest.raises(ConfigError, match="lower shots or max_review_tokens"):
-        icl.run(loaded, limit=2, tasks=["imdb"], shots=20, max_review_tokens=40)
+        icl.run(loaded, IclOptions(limit=2, tasks=["imdb"], shots=20, max_review_tokens=40))
     with pytest.raises(ConfigError, match="unknown task"):
-        icl.run(loaded, limit=2, tasks=["imbd"])
+        IclOptions(limit=2, tasks=["imbd"])
 
 
 def test_imdb_three_scores_and_offline_qa(hybrid_run):  # noqa: F811
     loaded = load_run(hybrid_run, device="cpu")
-    payload = icl.run(loaded, limit=24, max_new_tokens=4)
+    payload = icl.run(loaded, IclOptions(limit=24, max_new_tokens=4))
     imdb = payload["tasks"]["imdb"]
     for key in ("loglik_accuracy", "format_adherence", "generation_accuracy"):
         assert 0.0 <= imdb["metrics"][key] <= 1.0
@@ -72,7 +73,7 @@ def test_imdb_three_scores_and_offline_qa(hybrid_run):  # noqa: F811
     assert len(off) <= 10 and all(isinstance(a, str) and c >= 1 for a, c in off)
     assert imdb["off_format_count"] == round(24 * (1 - imdb["metrics"]["format_adherence"]))
     settings = imdb["settings"]
-    assert settings["template"] == icl.IMDB_TEMPLATE and settings["labels"] == {
+    assert settings["template"] == IMDB_TEMPLATE and settings["labels"] == {
         "0": "Negative",
         "1": "Positive",
     }
@@ -87,7 +88,7 @@ def test_untrained_model_loglik_accuracy_is_at_chance(hybrid_run):  # noqa: F811
     loaded = load_run(hybrid_run, device="cpu")
     torch.manual_seed(1)
     untrained = dataclasses.replace(loaded, model=HybridLM(loaded.config.model_config()).eval())
-    payload = icl.run(untrained, limit=100, tasks=["imdb"], max_new_tokens=1, examples=0)
+    payload = icl.run(untrained, IclOptions(limit=100, tasks=["imdb"], max_new_tokens=1, examples=0))
     imdb = payload["tasks"]["imdb"]
     assert imdb["queries"] == 100
     assert 0.35 <= imdb["metrics"]["loglik_accuracy"] <= 0.65

@@ -20,6 +20,7 @@ from evals import benchmark_data
 from evals.lm_eval_model import MODEL_NAME, JambaAblateLM
 from evals.lm_eval_suites import ABLATION, OLLM, run_ablation, run_ollm
 from evals.loading import load_run
+from evals.options import LmEvalOptions
 from harness.config_loader import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +173,7 @@ def test_bad_arguments_are_config_errors(loaded, hybrid_run):  # noqa: F811
     with pytest.raises(ConfigError, match="unsupported generation settings"):
         lm.generate_until([_req("generate_until", "Hi", {"until": ["\n"], "num_beams": 4})])
     with pytest.raises(ConfigError, match="limit"):
-        run_ablation(loaded, limit=0, offline=True)
+        run_ablation(loaded, LmEvalOptions(limit=0, offline=True))
 
 
 # ------------------------------------------------------------------------------------ lm-eval wiring
@@ -245,7 +246,7 @@ def test_offline_copies_keep_lm_eval_prompts_and_never_show_a_question_its_own_a
 
 
 def test_ollm_offline_reports_what_ran_and_a_partial_average(loaded):
-    payload = run_ollm(loaded, limit=2, batch_size=8, offline=True)
+    payload = run_ollm(loaded, LmEvalOptions(limit=2, batch_size=8, offline=True))
     json.dumps(payload, allow_nan=False)
     tasks = payload["tasks"]
     assert list(tasks) == [t.task for t in OLLM]
@@ -274,7 +275,9 @@ def test_ollm_offline_reports_what_ran_and_a_partial_average(loaded):
 
 
 def test_ablation_suite_on_pure_mamba(mamba_run):  # noqa: F811
-    payload = run_ablation(load_run(mamba_run, device="cpu"), limit=3, batch_size=4, offline=True)
+    payload = run_ablation(
+        load_run(mamba_run, device="cpu"), LmEvalOptions(limit=3, batch_size=4, offline=True)
+    )
     assert [t.task for t in ABLATION] == list(payload["tasks"]) and payload["missing"] == []
     assert all(
         e["status"] == "ok" and e["n"] == 3 and 0.0 <= e["value"] <= 1.0 for e in payload["tasks"].values()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from evals import perplexity
 from evals.loading import load_run
+from evals.options import PerplexityOptions
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import resolve
@@ -93,7 +94,7 @@ def test_sliding_window_on_a_document_longer_than_the_window(hybrid_run):  # noq
 
 def test_perplexity_on_the_three_held_out_packs(hybrid_run):  # noqa: F811
     loaded = load_run(hybrid_run, device="cpu")
-    payload = perplexity.run(loaded, limit=3, max_doc_bytes=3000)
+    payload = perplexity.run(loaded, PerplexityOptions(limit=3, max_doc_bytes=3000))
     assert set(payload["corpora"]) == {"c4", "books", "code"}
     for name, r in payload["corpora"].items():
         assert r["source"].startswith("local pack") and "[validation]" in r["source"]
@@ -112,6 +113,6 @@ def test_perplexity_on_the_three_held_out_packs(hybrid_run):  # noqa: F811
 def test_unknown_corpus_and_oversized_window_are_config_errors(hybrid_run):  # noqa: F811
     loaded = load_run(hybrid_run, device="cpu")
     with pytest.raises(ConfigError, match="c4"):
-        perplexity.run(loaded, corpora=["c5"], limit=1)
+        perplexity.run(loaded, PerplexityOptions(corpora=["c5"], limit=1))
     with pytest.raises(ConfigError, match="training context"):
-        perplexity.run(loaded, corpora=["c4"], limit=1, window=loaded.seq_len + 1)
+        perplexity.run(loaded, PerplexityOptions(corpora=["c4"], limit=1, window=loaded.seq_len + 1))

@@ -10,6 +10,8 @@ import torch
 
 from evals import attention, probes
 from evals.loading import load_run
+from evals.options import AttentionOptions, InductionOptions
+from evals.results import ARRAYS_KEY
 
 # Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,7 +37,7 @@ def test_probe_sequences():
 @pytest.mark.parametrize("arm", ["hybrid", "mamba"])
 def test_induction_probe_on_both_arms(arm, hybrid_run, mamba_run):  # noqa: F811
     loaded = load_run(hybrid_run if arm == "hybrid" else mamba_run, device="cpu")
-    payload = probes.run(loaded, limit=6)
+    payload = probes.run(loaded, InductionOptions(limit=6))
     ind, mqar, natural = payload["induction"], payload["mqar"], payload["natural_text"]
     half = (loaded.seq_len - 1) // 2
     assert ind["half_len"] == half and len(ind["loss_curve"]) == 2 * half and ind["sequences"] == 6
@@ -111,8 +113,7 @@ def test_head_score_arithmetic():
 
 def test_attention_scores_for_every_head_of_the_hybrid(hybrid_run, tmp_path):  # noqa: F811
     loaded = load_run(hybrid_run, device="cpu")
-    loaded = dataclasses.replace(loaded, run=type(loaded.run)(tmp_path))  # maps go to a scratch evals/
-    payload = attention.run(loaded, limit=4)
+    payload = attention.run(loaded, AttentionOptions(limit=4))
     n_heads = loaded.model.cfg.attention.n_heads
     assert payload["status"] == "ok" and payload["attention_layers"] == [4]
     assert payload["n_heads"] == n_heads == len(payload["heads"])
@@ -124,7 +125,7 @@ def test_attention_scores_for_every_head_of_the_hybrid(hybrid_run, tmp_path):  #
         assert h["label_attention_lift"] > 0
     imdb = payload["settings"]["imdb"]
     assert imdb["shots"] >= 1 and imdb["final_token"] == ":" and imdb["prompts"] == 4
-    maps = np.load(tmp_path / "evals" / payload["maps_file"])
+    maps = payload[ARRAYS_KEY]  # evals.runner saves them beside the result (tested in test_evals_cli)
     t = 1 + 2 * payload["settings"]["half_len"]
     assert maps["induction_block8"].shape == (n_heads, t, t)
     assert maps["imdb_block8"].shape[0] == n_heads
@@ -132,6 +133,6 @@ def test_attention_scores_for_every_head_of_the_hybrid(hybrid_run, tmp_path):  #
 
 
 def test_attention_on_pure_mamba_is_an_explicit_empty_result(mamba_run):  # noqa: F811
-    payload = attention.run(load_run(mamba_run, device="cpu"), limit=2)
+    payload = attention.run(load_run(mamba_run, device="cpu"), AttentionOptions(limit=2))
     assert payload["status"] == "no attention layers" and payload["heads"] == []
     assert "pure Mamba" in payload["reason"]

@@ -283,3 +283,135 @@ def test_misspelled_eval_option_fails_at_launch(tmp_path):
         launch(path, executor="local", root=tmp_path / "runs")
     assert err.value.key == "eval_options.icl"
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------ run record, eval plan
+def test_run_record_and_edited_eval_plan(tmp_path, capsys):
+    """run.json holds the arm verbatim (`1:7+moe`), the sweep, grid point, seed and plan; editing one eval
+    option after the runs finished re-runs exactly that suite for every run, and nothing else."""
+    arms = {"1:7+moe": {"model": {"preset": "tiny-1to7-moe"}}, "mamba": ARMS["mamba"]}
+    path = sweep_file(tmp_path, name="plan", arms=arms, steps=4)
+    data = yaml.safe_load(path.read_text())
+    data["evals"] = ["perplexity", "induction"]
+    data["eval_options"] = {
+        "perplexity": {"limit": 2, "corpora": ["c4"], "max_doc_bytes": 2000},
+        "induction": {"limit": 2, "natural_corpus": None},
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    root = tmp_path / "runs"
+    first = launch(path, executor="debug", root=root)
+    assert len(first.job_ids) == 2
+    sweep = load_sweep(path)
+    states = run_states(sweep, expand_sweep(sweep), root)
+    assert [s.state for s in states] == ["done", "done"]
+    record = json.loads((states[0].dir.root / "run.json").read_text())
+    assert record["arm"] == "1:7+moe" and record["sweep"]["name"] == "plan" and record["seed"] == 0
+    assert record["run_id"] == states[0].run.run_id and record["grid_point"] == {}
+    assert record["created_by"] == "ablate sweep launch" and record["model"]["pattern"].count("E") == 4
+    assert list(record["eval_plan"]["suites"]) == ["perplexity", "induction"]
+    assert states[0].dir.root.name == f"1to7+moe-{record['run_id']}"
+    before = {s.run.arm: _snapshot(s.dir.root) for s in states}
+
+    data["eval_options"]["induction"]["seed"] = 1
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    sweep = load_sweep(path)
+    states = run_states(sweep, expand_sweep(sweep), root)
+    assert [s.run.run_id for s in states] == [s.run.run_id for s in first.submitted]  # same runs
+    assert [s.evals_missing for s in states] == [{"induction": "options changed: seed 0 -> 1"}] * 2
+    capsys.readouterr()
+    assert main(["sweep", "status", str(path), "--root", str(root)]) == 0
+    assert "induction: options changed: seed 0 -> 1" in capsys.readouterr().out
+
+    again = launch(path, executor="debug", root=root)
+    assert len(again.job_ids) == 2
+    for s in run_states(sweep, expand_sweep(sweep), root):
+        assert s.state == "done"
+        after = _snapshot(s.dir.root)
+        old = before[s.run.arm]
+        assert after["evals/perplexity.json"] == old["evals/perplexity.json"]  # not run again
+        assert after["evals/induction.json"] != old["evals/induction.json"]
+        assert json.loads(after["evals/induction.json"])["spec"]["seed"] == 1
+        for name in ("metrics.jsonl", "config.yaml", "checkpoints"):
+            assert after[name] == old[name]  # training was not repeated
+        events = [e["event"] for e in read_jsonl(s.dir.events)]
+        assert events.count("start") == 1 and "resume" not in events
+        assert (
+            json.loads((s.dir.root / "run.json").read_text())["eval_plan"]["suites"]["induction"]["options"][
+                "seed"
+            ]
+            == 1
+        )
+    assert launch(path, executor="debug", root=root).job_ids == []
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes | list[str]]:
+    files = {
+        name: (run_dir / name).read_bytes()
+        for name in ("evals/perplexity.json", "evals/induction.json", "metrics.jsonl", "config.yaml")
+    }
+    files["checkpoints"] = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    return files
+
+
+# ------------------------------------------------------------------------------ killed launcher
+_REFERENCE: dict[str, list[tuple[int, float]]] = {}
+
+
+def _reference_losses(state, tmp_path: Path) -> list[tuple[int, float]]:
+    """Losses of the same run trained without any interruption, in process (one per arm and session)."""
+    if state.run.arm not in _REFERENCE:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the job ran (cpus_per_task: 1)
+        try:
+            ref = tmp_path / f"reference-{state.run.arm.replace(':', '')}"
+            train(resolve_run_config(yaml.safe_load(state.dir.config.read_text())), ref)
+        finally:
+            torch.set_num_threads(threads)
+        _REFERENCE[state.run.arm] = losses(ref)
+    return _REFERENCE[state.run.arm]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["before_submit", "after_submit", "mid_record"])
+def test_launcher_killed_while_submitting(slurm_cluster, tmp_path, point):
+    """SIGKILL the launcher at each point of its submit path, then relaunch: no run gets a second job,
+    every run ends done with exactly one metrics record per step and the losses of an uninterrupted run,
+    and no submitit file is left that no run records."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = sweep_file(
+        tmp_path, name=f"kill-{point.replace('_', '-')}", arms={k: ARMS[k] for k in ("attention", "1:7")}
+    )
+    root = tmp_path / "runs"
+    killed = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "sweep", "launch", str(path), "--executor", "slurm"]
+        + ["--root", str(root)],
+        env={**os.environ, "ABLATE_TEST_KILL_LAUNCH": point},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    folder = root / path.stem
+    assert (folder / ".launch-intent.json").exists()
+
+    report = launch(path, executor="slurm", root=root)
+    assert not (folder / ".launch-intent.json").exists()
+    if point == "before_submit":  # nothing reached SLURM: both runs are submitted now
+        assert len(report.job_ids) == 2 and not any("recorded job" in r for r in report.reconciled)
+    else:  # both jobs reached SLURM: recorded, and not submitted again
+        assert report.job_ids == [] and len(report.skipped) == 2
+        assert sum("recorded job" in r for r in report.reconciled) == (2 if point == "after_submit" else 1)
+    states = wait(path, root=root, poll_s=1, timeout_s=300)
+    assert [s.state for s in states] == ["done", "done"], [s.as_dict() for s in states]
+    jobs = set()
+    for s in states:
+        record = json.loads((s.dir.root / "job.json").read_text())
+        jobs |= {record["job_id"], *(h["job_id"] for h in record["history"])}
+        assert losses(s.dir.root) == _reference_losses(s, tmp_path)  # one record per step, same losses
+        assert [e["event"] for e in read_jsonl(s.dir.events)].count("start") == 1
+    assert {p.name for p in (folder / ".submitit").iterdir()} == jobs
+    assert launch(path, executor="slurm", root=root).job_ids == []

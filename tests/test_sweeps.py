@@ -106,3 +106,63 @@ def test_broken_sweep_files_name_the_key(tmp_path, capsys, mutate, key, fragment
     assert main(["sweep", "plan", str(path)]) == 2
     assert fragment in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]  # nothing written
+
+
+def test_arms_that_differ_only_in_unsafe_characters(tmp_path):
+    """`1:3` and `1;3` get two run directories (named after the arm, plus the run id); `1:3` and `1to3`,
+    which no path-safe name tells apart, are refused before anything is written."""
+    data = dict(TINY, grid={}, seeds=[0])
+    data["arms"] = {"1:3": {"model": {"preset": "tiny-1to3"}}, "1;3": {"model": {"preset": "tiny-1to3"}}}
+    runs = expand_sweep(load_sweep(write(tmp_path, data)))
+    assert [r.dir_name.split("-")[0] for r in runs] == ["1to3", "1_3"]
+    assert len({r.dir_name for r in runs}) == 2 and len({r.run_id for r in runs}) == 2
+    data["arms"] = {"1:3": {"model": {"preset": "tiny-1to3"}}, "1to3": {"model": {"preset": "tiny-1to3"}}}
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError, match="arms '1:3' and '1to3'.*would share the run directory") as err:
+        expand_sweep(load_sweep(path), source=str(path))
+    assert err.value.key == "arms.1to3" and str(path) in str(err.value)
+
+
+def test_runtime_settings_keep_the_run_id(tmp_path):
+    """Kernel backend, device, compile, distribution strategy and loader workers are how a run runs, not
+    what it is: changing only them keeps every run id (a run moves between GPU and CPU machines)."""
+    before = [r.run_id for r in expand_sweep(load_sweep(write(tmp_path, TINY)))]
+    data = dict(TINY, base={**TINY["base"]})
+    data["base"]["model"] = {"preset": "tiny-1to7", "mamba": {"scan_backend": "cuda"}}
+    data["base"]["train"] = {**TINY["base"]["train"], "device": "cuda", "compile": True, "num_workers": 2}
+    data["base"]["train"]["distributed"] = "fsdp"
+    after = expand_sweep(load_sweep(write(tmp_path, data)))
+    assert [r.run_id for r in after] == before
+    assert after[0].config.model["mamba"]["scan_backend"] == "cuda"  # still what the run will use
+    data["base"]["train"]["seq_len"] = 32  # an experiment setting does change it
+    assert [r.run_id for r in expand_sweep(load_sweep(write(tmp_path, data)))] != before
+
+
+def test_eval_plan_is_checked_with_the_sweep_and_not_part_of_run_ids(tmp_path):
+    data = dict(TINY, evals=["perplexity", "icl"], eval_options={"icl": {"shots": 4}})
+    sweep = load_sweep(write(tmp_path, data))
+    plan = sweep.eval_plan()
+    assert list(plan) == ["perplexity", "icl"] and plan["icl"].shots == 4 and plan["icl"].limit == 500
+    before = [r.run_id for r in expand_sweep(sweep)]
+    data["eval_options"] = {"icl": {"shots": 8}}
+    assert [r.run_id for r in expand_sweep(load_sweep(write(tmp_path, data)))] == before
+    for options, key, fragment in (
+        ({"icl": {"shotz": 4}}, "eval_options.icl", "Did you mean 'shots'"),
+        ({"icl": {"shots": "four"}}, "eval_options.icl.shots", "expected an integer"),
+        ({"icl": {"labels": ["Good"]}}, "eval_options.icl.labels", "two different words"),
+        ({"ollm": {"limit": 5}}, "eval_options.ollm", "not in evals"),
+    ):
+        path = write(tmp_path, dict(data, eval_options=options))
+        with pytest.raises(ConfigError, match=fragment) as err:
+            load_sweep(path)
+        assert err.value.key == key and str(path) in str(err.value)
+
+
+def test_compare_names_existing_arms(tmp_path):
+    data = dict(
+        TINY, compare=[{"table": "table4", "baseline": "attention", "rows": {"1:7": "Jamba a:m=1:7"}}]
+    )
+    assert load_sweep(write(tmp_path, data)).compare[0].rows == {"1:7": "Jamba a:m=1:7"}
+    data["compare"] = [{"table": "table4", "baseline": "atention"}]
+    with pytest.raises(ConfigError, match="arm 'atention' is not one of the sweep's arms"):
+        load_sweep(write(tmp_path, data))

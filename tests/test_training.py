@@ -15,6 +15,7 @@ import yaml
 
 from harness.config_loader import ConfigError
 from harness.training.checkpoint import list_checkpoints
+from harness.training.config import config_hash as run_dir_hash
 from harness.training.config import load_run_config
 from harness.training.rundir import read_jsonl
 from harness.training.trainer import TrainingError, train
@@ -122,13 +123,37 @@ def test_tiny_run_trains_and_logs(tmp_path, corpus):
     assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["step_00000020", "step_00000030"]
     assert (run_dir / "tokenizer" / "tokenizer.json").exists()
     events = [e["event"] for e in read_jsonl(run_dir / "events.jsonl")]
-    assert events[0] == "start" and events[-1] == "finish" and events.count("eval") == 3
+    assert events[0] == "start" and events[-1] == "finish" and events.count("heldout_loss") == 3
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["created_by"] == "ablate train" and record["sweep"] is None and record["arm"] is None
+    assert record["run_id"] == record["config_hash"] == run_dir_hash(cfg) and record["seed"] == 0
+    assert record["eval_plan"]["suites"] == {} and record["train"]["steps"] == 30
 
     # Re-running a finished run does nothing; a different config in the same directory is refused.
     assert train(cfg, run_dir)["skipped"]
     other = load_run_config(write_config(tmp_path, corpus, steps=31))
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="different config.*differences: train.steps: 30 -> 31"):
         train(other, run_dir)
+
+
+def test_second_trainer_on_a_live_run_directory_is_refused(tmp_path, corpus):
+    """One writer per run directory: a second `ablate train` on a directory that a live trainer holds fails
+    at once (exit 2, one line naming the holder's pid and host), and writes nothing there."""
+    config = write_config(tmp_path, corpus, steps=100_000)
+    run_dir = tmp_path / "run"
+    first = ablate("train", str(config), "--run-dir", str(run_dir))
+    try:
+        wait_for(lambda: len(losses(run_dir)) >= 2, 180, first)
+        second = ablate("train", str(config), "--run-dir", str(run_dir))
+        out, _ = second.communicate(timeout=120)
+        assert second.returncode == 2, out
+        assert f"is in use by train (pid {first.pid} on " in out and "Traceback" not in out
+        assert first.poll() is None  # the holder trains on
+        events = [e["event"] for e in read_jsonl(run_dir / "events.jsonl")]
+        assert events.count("start") == 1
+    finally:
+        first.kill()
+        first.wait()
 
 
 def test_exact_resume_after_sigkill(tmp_path, corpus):

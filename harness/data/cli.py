@@ -1,7 +1,7 @@
 """``ablate data ...`` and ``ablate tokenizer ...`` subcommands (registered by :func:`add_data_commands`).
 
-ablate data prepare [--data-dir DIR] [--packs web,books,code,imdb,gpt2] [--max-mb N] [--force]
-                    [--allow-missing] [--json]
+ablate data prepare [--data-dir DIR] [--packs web,books,code,imdb,gpt2] [--benchmarks] [--max-mb N]
+                    [--force] [--allow-missing] [--json]
 ablate data show [--data-dir DIR] [--json]
 ablate tokenizer train --corpus web[,books,...] --vocab-size N --out DIR [--max-mb N] [--data-dir DIR]
 """
@@ -74,14 +74,21 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     root = packs_dir(args.data_dir)
     names = sorted(set(PACKS) | ({p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()))
     manifests = {n: m for n in names if not n.startswith(".") and (m := read_manifest(args.data_dir, n))}
+    from harness.data.benchmarks import benchmark_summary, read_benchmark_manifest
+
+    benchmarks = read_benchmark_manifest(args.data_dir)
     if args.json:
-        print(json.dumps(manifests, indent=2))
+        print(json.dumps({**manifests, **({"benchmarks": benchmarks} if benchmarks else {})}, indent=2))
         return 0
     if not manifests:
         print(f"no packs under {root}: run `ablate data prepare`")
-        return 0
-    print(f"packs under {root}\n")
-    print(manifest_summary(manifests))
+    else:
+        print(f"packs under {root}\n")
+        print(manifest_summary(manifests))
+    if benchmarks:
+        print("\nbenchmark copies:\n" + benchmark_summary(benchmarks))
+    else:
+        print("\nno benchmark copies: run `ablate data prepare --benchmarks`")
     return 0
 
 
@@ -145,7 +152,9 @@ def add_data_commands(subparsers) -> None:
     prep.add_argument("--json", action="store_true", help="print the manifests as JSON")
     prep.set_defaults(func=cmd_data_prepare)
 
-    show = data_sub.add_parser("show", help="print the manifests of the packs under the data dir")
+    show = data_sub.add_parser(
+        "show", help="print the manifests of the packs and benchmark copies under the data dir"
+    )
     show.add_argument("--data-dir", default=None)
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_data_show)

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.config_loader import ConfigError
+from harness.config_loader import ConfigError, runtime_field
 
 MIXERS = {"*": "attention", "M": "mamba"}
 FFNS = {"-": "mlp", "E": "moe"}
@@ -82,8 +82,9 @@ class MambaConfig:
     dt_min: float = 0.001
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
-    # Which selective-scan implementation to run (harness/kernels/selective_scan.py).
-    scan_backend: Literal["auto", "reference", "cpu", "cuda"] = "auto"
+    # Which selective-scan implementation runs (harness/kernels/selective_scan.py): a run-time choice, not
+    # part of the architecture, so it is left out of run ids.
+    scan_backend: Literal["auto", "reference", "cpu", "cuda"] = runtime_field("auto")
 
     def __post_init__(self) -> None:
         for name in ("d_state", "d_conv", "expand"):

@@ -13,15 +13,19 @@ arms:                                  # named variants, each merged onto base
 grid:                                  # optional axes: dotted key -> values (cartesian product)
   optim.lr: [3.0e-4, 6.0e-4]
 seeds: [0]
-evals: [perplexity, ablation, icl]     # suites run after training, in the same job
-eval_options: {ablation: {limit: 1000}} # per-suite settings
+evals: [perplexity, ablation, icl]     # suites run after training, in the same job (evals/suites.py)
+eval_options: {ablation: {limit: 1000}} # per-suite settings (evals/options.py)
 resources: {nodes: 4, gpus_per_node: 8, cpus_per_task: 12, time: "72:00:00", partition: gpu}
+compare:                               # which paper tables the runs reproduce (for `ablate report`)
+  - {table: table4, baseline: attention, rows: {attention: Attention, "1:7": "Jamba a:m=1:7"}}
 ```
 
 Every run is ``base`` <- ``arms[arm]`` <- one grid point <- ``train.seed``, validated strictly as a run
-config. Its ``run_id`` is a hash of the resolved config, so an edited arm gets a new id (and a new run
-directory) while untouched arms keep theirs. Errors name the sweep file, the key path (``arms.mamba.model.
-d_ff``) and the offending value, and suggest the nearest valid key.
+config. Its ``run_id`` is a hash of the resolved config (run-time settings aside), so an edited arm gets a
+new id (and a new run directory, ``<arm>-<run_id>``) while untouched arms keep theirs. The evaluation plan
+(``evals`` + ``eval_options``) is not part of the run id: editing it re-runs just the affected suites.
+Errors name the sweep file, the key path (``arms.mamba.model.d_ff``) and the offending value, and suggest
+the nearest valid key.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config_loader import ConfigError, deep_merge, did_you_mean, from_dict, load_yaml
+from evals.plan import resolve_plan
+from evals.suites import get_suite
+from harness.config_loader import ConfigError, deep_merge, from_dict, load_yaml
 from harness.training.config import RunConfig, config_hash, resolve_run_config
-
-EVAL_SUITES = ("perplexity", "ollm", "ablation", "icl", "induction", "attention")
 
 
 @dataclass
@@ -104,6 +108,16 @@ class ResourcesConfig:
 
 
 @dataclass
+class CompareConfig:
+    """One paper table (or figure) that this sweep's runs reproduce; ``ablate report`` puts the paper's
+    values beside ours (the tables are defined in analysis/)."""
+
+    table: str  # e.g. table4, table6, table7, table8, fig8
+    baseline: str | None = None  # the arm that deltas are computed against
+    rows: dict[str, str] = field(default_factory=dict)  # arm -> the paper's row name (default: by arm name)
+
+
+@dataclass
 class SweepConfig:
     name: str
     base: dict[str, Any]
@@ -115,6 +129,7 @@ class SweepConfig:
     # Per-suite settings passed to the evaluation, e.g. {ollm: {limit: 50}, icl: {shots: 4}}.
     eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    compare: list[CompareConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
@@ -124,22 +139,26 @@ class SweepConfig:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid axis '{key}' needs a non-empty list of values", key=f"grid.{key}")
-        for suite in self.evals:
-            if suite not in EVAL_SUITES:
-                raise ConfigError(
-                    f"unknown eval suite '{suite}'."
-                    + did_you_mean(suite, EVAL_SUITES)
-                    + f" Suites: {', '.join(EVAL_SUITES)}",
-                    key="evals",
-                )
         for suite, options in self.eval_options.items():
-            if suite not in self.evals:
-                raise ConfigError(
-                    f"options for suite '{suite}', which is not in evals ({', '.join(self.evals) or 'none'})",
-                    key=f"eval_options.{suite}",
-                )
             if not isinstance(options, dict):
                 raise ConfigError("must be a mapping of option -> value", key=f"eval_options.{suite}")
+        arms = set(self.arms) or {""}
+        for i, cmp in enumerate(self.compare):
+            for arm in [cmp.baseline, *cmp.rows] if cmp.baseline is not None else list(cmp.rows):
+                if arm not in arms:
+                    raise ConfigError(
+                        f"arm '{arm}' is not one of the sweep's arms ({', '.join(sorted(arms))})",
+                        key=f"compare[{i}]",
+                    )
+
+    def eval_plan(self, source: str | None = None) -> dict[str, Any]:
+        """The evaluation plan: ``{suite: resolved options}`` (evals.plan), checked strictly."""
+        for suite in self.evals:
+            try:
+                get_suite(suite)
+            except ConfigError as e:
+                raise ConfigError(e.message, source=source, key="evals") from None
+        return resolve_plan(self.evals, self.eval_options, source=source)
 
 
 @dataclass
@@ -161,8 +180,9 @@ class SweepRun:
 
     @property
     def dir_name(self) -> str:
-        safe_arm = re.sub(r"[^A-Za-z0-9._-]", "to", self.arm) if self.arm else "run"
-        return f"{safe_arm}-{self.run_id}"
+        """``<arm>-<run_id>``, the arm made safe for a path (:func:`arm_slug`); the arm itself, verbatim,
+        is in the run's run.json."""
+        return f"{arm_slug(self.arm) if self.arm else 'run'}-{self.run_id}"
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -178,7 +198,10 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
-    return from_dict(SweepConfig, load_yaml(path), source=str(path))
+    """Read and check a sweep file: its schema, and its evaluation plan (suite names and options)."""
+    sweep = from_dict(SweepConfig, load_yaml(path), source=str(path))
+    sweep.eval_plan(source=str(path))
+    return sweep
 
 
 def expand_sweep(sweep: SweepConfig, source: str | None = None) -> list[SweepRun]:
@@ -199,7 +222,7 @@ def expand_sweep(sweep: SweepConfig, source: str | None = None) -> list[SweepRun
                     data = _set_dotted(data, key, value)
                 data = _set_dotted(data, "train.seed", seed)
                 data["name"] = "-".join(
-                    p for p in (sweep.name, _slug(arm), *_grid_slugs(grid_point), f"s{seed}") if p
+                    p for p in (sweep.name, arm_slug(arm), *_grid_slugs(grid_point), f"s{seed}") if p
                 )
                 try:
                     cfg = resolve_run_config(data)
@@ -208,12 +231,31 @@ def expand_sweep(sweep: SweepConfig, source: str | None = None) -> list[SweepRun
                     key = e.key if not arm or not e.key else f"arms.{arm}.{e.key}"
                     raise ConfigError(f"{e.message} (in {where})", source=source, key=key) from None
                 runs.append(SweepRun(arm, grid_point, seed, cfg, config_hash(cfg)))
+    _refuse_collisions(runs, source)
     return runs
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "to", text)
+def arm_slug(text: str) -> str:
+    """A name safe in paths and job names: ``:`` reads as ``to`` (``1:7`` -> ``1to7``), letters, digits,
+    ``.``, ``_``, ``+`` and ``-`` stay, anything else becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text.replace(":", "to"))
 
 
 def _grid_slugs(point: dict[str, Any]) -> list[str]:
-    return [f"{k.split('.')[-1]}{_slug(str(v))}" for k, v in point.items()]
+    return [f"{k.split('.')[-1]}{arm_slug(str(v))}" for k, v in point.items()]
+
+
+def _refuse_collisions(runs: list[SweepRun], source: str | None) -> None:
+    """Two distinct runs never share a directory: arms whose names differ only in characters the slug
+    replaces (``1:3`` and ``1;3``) would, so they are refused here, before anything is written."""
+    seen: dict[str, SweepRun] = {}
+    for run in runs:
+        other = seen.setdefault(run.dir_name, run)
+        if other is not run:
+            raise ConfigError(
+                f"arms '{other.arm}' and '{run.arm}' ({other.label} / {run.label}) would share the run "
+                f"directory '{run.dir_name}': their names differ only in characters that are not safe in "
+                "paths. Rename one of them",
+                source=source,
+                key=f"arms.{run.arm}",
+            )

@@ -8,12 +8,18 @@ then is submitit's handler called to requeue. The requeued job runs this same ob
 resumes from that checkpoint exactly (same data order, RNG and optimizer state), and evaluation suites
 that already wrote their result for the final checkpoint are not run twice.
 
+The evaluation plan is read from the run directory's ``run.json`` (the launcher writes it before
+submitting), not carried in the pickled job: the directory is the one record of what the run is to do.
+Rank 0 holds the run directory's lock from start to end; a job that finds it held by a live process (a
+duplicate submission, a trainer started by hand) leaves the directory alone and ends, saying who holds it.
+
 Several processes per node (one per GPU) join torch.distributed through the environment that
 ``submitit.helpers.TorchDistributedEnvironment`` exports, the same variables torchrun sets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,26 +28,19 @@ from typing import Any
 
 import submitit
 
-from harness.sweeps.lifecycle import missing_evals
+from evals.plan import missing_suites, plan_from_record
+from harness.locks import LockBusy
 from harness.training.config import resolve_run_config
 from harness.training.rundir import RunDir
 
 
 class RunJob(submitit.helpers.Checkpointable):
-    """Train the run in ``run_dir`` from its resolved config, then run ``evals`` (suite names)."""
+    """Train the run in ``run_dir`` from its resolved config (run-time settings included), then run the
+    evaluation plan its ``run.json`` records."""
 
-    def __init__(
-        self,
-        run_dir: str,
-        config: dict[str, Any],
-        evals: list[str],
-        eval_options: dict[str, dict[str, Any]] | None = None,
-        cpus_per_task: int = 1,
-    ):
+    def __init__(self, run_dir: str, config: dict[str, Any], cpus_per_task: int = 1):
         self.run_dir = str(run_dir)
         self.config = config
-        self.evals = list(evals)
-        self.eval_options = dict(eval_options or {})
         self.cpus_per_task = cpus_per_task
         self._stop_requested = False
 
@@ -53,23 +52,32 @@ class RunJob(submitit.helpers.Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         _limit_threads(self.cpus_per_task)
         run = RunDir(self.run_dir)
-        if env.global_rank == 0:
-            run.event("job_start", job_id=env.job_id, host=socket.gethostname(), tasks=env.num_tasks)
+        with contextlib.ExitStack() as held:
+            if env.global_rank == 0:
+                try:
+                    held.enter_context(run.lock(f"sweep job {env.job_id}"))
+                except LockBusy as e:
+                    print(f"{e}; this job leaves it alone", flush=True)
+                    return {"run_dir": self.run_dir, "state": "busy", "holder": e.holder}
+                run.event("job_start", job_id=env.job_id, host=socket.gethostname(), tasks=env.num_tasks)
+            return self._train_and_evaluate(run, env.global_rank, requeue)
 
+    def _train_and_evaluate(self, run: RunDir, rank: int, requeue) -> dict[str, Any]:
         from harness.training.trainer import train
 
         result = train(resolve_run_config(self.config), self.run_dir, should_stop=self._should_stop)
         if result["state"] == "interrupted":
             return self._requeue(requeue, result)
-        if env.global_rank == 0:
-            # Suites written before a requeue, for this very checkpoint, are not run again.
-            missing = missing_evals(run, self.evals, result["step"])
+        if rank == 0:
+            # Suites written before a requeue, for this very checkpoint and plan, are not run again.
+            plan = plan_from_record(run.read_record())
+            missing = list(missing_suites(run.evals, plan, result["step"]))
             loaded = self._load(run, missing) if missing else None
             if loaded is not None:
                 for suite in missing:
                     if self._should_stop():
                         return self._requeue(requeue, result)
-                    self._evaluate(run, loaded, suite)
+                    self._evaluate(run, loaded, suite, plan[suite])
         return {"run_dir": self.run_dir, "state": "done", "step": result.get("step")}
 
     # ----------------------------------------------------------------------------------- preemption
@@ -113,12 +121,12 @@ class RunJob(submitit.helpers.Checkpointable):
             self._record_failure(run, suites, exc, 0.0)
             return None
 
-    def _evaluate(self, run: RunDir, loaded, suite: str) -> None:
-        from evals.suites import run_loaded_suite
+    def _evaluate(self, run: RunDir, loaded, suite: str, options: Any) -> None:
+        from evals.runner import run_loaded_suite
 
         t0 = time.time()
         try:
-            run_loaded_suite(loaded, suite, options=self.eval_options.get(suite, {}))
+            run_loaded_suite(loaded, suite, options)
         except Exception as exc:  # one failing suite must not cost the others; the error is recorded
             self._record_failure(run, [suite], exc, time.time() - t0)
 

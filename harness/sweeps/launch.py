@@ -2,34 +2,60 @@
 
 Launching is idempotent, so after a crash, a preemption or an edit the same command does the right thing:
 
-* a finished run (trained, every eval suite written) is skipped;
-* a run whose job is queued or running is left alone;
+* a finished run (trained, and every suite of the current evaluation plan answered) is skipped;
+* a run whose job is queued or running, or whose directory some live process holds, is left alone;
 * an interrupted, cancelled or failed-by-the-scheduler run is resubmitted and resumes from its latest
-  checkpoint (evaluation suites already written for the final checkpoint are not run again);
+  checkpoint (evaluation suites already written for the final checkpoint and plan are not run again);
 * a run the trainer itself failed (non-finite loss) is reported and resubmitted only with ``retry_failed``;
-* an edited arm has a new config hash, hence a new run id and directory: the old result is never touched.
+* an edited arm has a new config hash, hence a new run id and directory: the old result is never touched;
+* an edited evaluation plan keeps the run id: only the suites whose options changed run again.
 
-Everything is validated (the whole sweep expands into run configs) before any directory is written or any
-job submitted. Run directories are created before submission, so a queued run already shows in
-``ablate sweep status``. A lock file keeps two launches of one sweep from racing.
+Everything is validated (the whole sweep expands into run configs and its plan resolves) before any
+directory is written or any job submitted. One launcher at a time holds the sweep's lock.
+
+A launcher killed at any instant never leads to a second job for a run that has a live one. Before
+submitting it writes its intent (``.launch-intent.json``: which runs, which executor); submitit files each
+submission (``.submitit/<job id>/<job id>_submitted.pkl``, naming the run directory) before the launcher
+records it in the run's ``job.json``. A relaunch that finds an intent left behind reconciles: every filed
+job that no ``job.json`` records is recorded (its scheduler state then decides, as for any job); array
+jobs whose submission was never filed are cancelled; and submitit files that no run records and no
+scheduler runs are removed. Independently, a job that starts while its run directory is held by a live
+process leaves it alone (:mod:`harness.sweeps.job`).
 """
 
 from __future__ import annotations
 
-import fcntl
+import json
+import os
+import signal
+import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evals.plan import plan_record
 from harness.atomic import atomic_write_text
-from harness.config_loader import ConfigError, to_dict
-from harness.sweeps.config import SweepConfig, expand_sweep, load_sweep
+from harness.config_loader import to_dict
+from harness.locks import exclusive
+from harness.sweeps.config import SweepConfig, SweepRun, expand_sweep, load_sweep
 from harness.sweeps.job import RunJob
 from harness.sweeps.lifecycle import RunState, run_states, sweep_dir
-from harness.sweeps.scheduler import make_executor, pick_executor, write_job
-from harness.training.trainer import prepare_run_dir
+from harness.sweeps.scheduler import (
+    cancel_jobs,
+    make_executor,
+    pick_executor,
+    recorded_job_ids,
+    remove_orphans,
+    submitted_jobs,
+    unfiled_array_jobs,
+    write_job,
+)
+from harness.training.record import build_record, prepare_run_dir
+from harness.training.rundir import RunDir
+
+INTENT_FILE = ".launch-intent.json"
+LOCK_FILE = ".launch.lock"
 
 
 @dataclass
@@ -39,34 +65,7 @@ class LaunchReport:
     submitted: list[RunState] = field(default_factory=list)
     skipped: list[tuple[RunState, str]] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
-
-
-@contextmanager
-def _sweep_lock(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".launch.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another `ablate sweep launch` of this sweep is running (lock {folder / '.launch.lock'})"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def check_eval_options(sweep: SweepConfig, source: str) -> None:
-    """Misspelled eval options fail at launch, not hours later at the end of training."""
-    from evals.suites import check_options, get_runner
-
-    for suite, options in sweep.eval_options.items():
-        options = {k: v for k, v in options.items() if k != "limit"}
-        try:
-            check_options(suite, get_runner(suite), options)
-        except ConfigError as e:
-            raise ConfigError(e.message, source=source, key=f"eval_options.{suite}") from None
+    reconciled: list[str] = field(default_factory=list)
 
 
 def _decide(state: RunState, retry_failed: bool) -> str | None:
@@ -74,10 +73,66 @@ def _decide(state: RunState, retry_failed: bool) -> str | None:
     if state.state == "done":
         return "done"
     if state.active:
-        return f"{state.state} (job {state.job['job_id'] if state.job else '?'})"
+        who = f"job {state.job['job_id']}" if state.job and not state.holder else state.detail
+        return f"{state.state} ({who or 'job ?'})"
     if state.state == "failed" and state.trainer_state == "failed" and not retry_failed:
         return f"failed: {state.detail} (relaunch with --retry-failed to resume it)"
     return None
+
+
+def _crash_point(name: str) -> None:
+    """Fault injection for the launcher-kill test: ``ABLATE_TEST_KILL_LAUNCH=<name>`` kills this process
+    (SIGKILL, as a node failure or an OOM killer would) at that point of the submit path."""
+    if os.environ.get("ABLATE_TEST_KILL_LAUNCH") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_record(sweep: SweepConfig, run: SweepRun, source: str, plan: dict) -> dict:
+    """The run.json the launcher writes for ``run`` (its sweep, arm verbatim, grid point and plan)."""
+    return build_record(
+        run.config,
+        created_by="ablate sweep launch",
+        sweep={
+            "name": sweep.name,
+            "file": str(Path(source).resolve()),
+            "description": sweep.description,
+            "compare": to_dict(sweep.compare),
+        },
+        arm=run.arm or None,
+        grid_point=run.grid_point,
+        eval_plan=plan_record(plan),
+    )
+
+
+def reconcile(sweep: SweepConfig, folder: Path, echo: Callable[[str], None] = print) -> list[str]:
+    """Finish what a killed launcher left undone (see the module docstring); returns what it did. The
+    caller holds the sweep's launch lock."""
+    intent_path = folder / INTENT_FILE
+    submitit_folder = folder / ".submitit"
+    run_dirs = [p for p in folder.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
+    done: list[str] = []
+    if intent_path.exists():
+        intent = json.loads(intent_path.read_text())
+        recorded = recorded_job_ids(run_dirs)
+        for job_id, run_dir in submitted_jobs(submitit_folder).items():
+            if job_id in recorded or not Path(run_dir).is_dir():
+                continue
+            write_job(
+                RunDir(run_dir), intent["executor"], job_id, submitit_folder / "%j", intent["started_at"]
+            )
+            done.append(f"recorded job {job_id} for {Path(run_dir).name}")
+        if intent["executor"] == "slurm":
+            unfiled = unfiled_array_jobs(sweep.name, submitit_folder)
+            if unfiled:
+                cancel_jobs([{"executor": "slurm", "job_id": j} for j in unfiled])
+                done.append(f"cancelled jobs {', '.join(unfiled)}, whose submission was never filed")
+        intent_path.unlink()
+    removed = remove_orphans(submitit_folder, recorded_job_ids(run_dirs))
+    if removed:
+        done.append(f"removed {len(removed)} orphaned submitit file(s): {', '.join(removed[:5])}")
+    for line in done:
+        echo(f"reconcile: {line}")
+    return done
 
 
 def launch(
@@ -88,54 +143,72 @@ def launch(
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
 ) -> LaunchReport:
+    source = str(path)
     sweep = load_sweep(path)
-    runs = expand_sweep(sweep, source=str(path))  # validates every run before anything is written
-    check_eval_options(sweep, str(path))
+    runs = expand_sweep(sweep, source=source)  # validates every run before anything is written
+    plan = sweep.eval_plan(source)
     kind = pick_executor(executor)
     folder = sweep_dir(sweep, root)
     report = LaunchReport(sweep=sweep, executor=kind)
-    with _sweep_lock(folder):
-        for state in run_states(sweep, runs, root):
-            reason = _decide(state, retry_failed)
-            if reason is None:
-                report.submitted.append(state)
-            else:
-                report.skipped.append((state, reason))
-        for state, reason in report.skipped:
-            echo(f"skip   {state.run.label:<26} {state.run.run_id}  {reason}")
-        if dry_run or not report.submitted:
-            for state in report.submitted:
-                echo(f"would submit {state.run.label:<26} {state.run.run_id}  ({state.state})")
-            if not report.submitted:
-                echo(f"nothing to submit: all {len(runs)} runs are done or in progress")
+    if dry_run:  # decides, writes nothing (not even the lock)
+        _sort(report, run_states(sweep, runs, root), retry_failed, echo)
+        for state in report.submitted:
+            echo(f"would submit {state.run.label:<26} {state.run.run_id}  ({state.state})")
+        return report
+
+    with exclusive(folder / LOCK_FILE, "ablate sweep launch"):
+        report.reconciled = reconcile(sweep, folder, echo)
+        _sort(report, run_states(sweep, runs, root), retry_failed, echo)
+        if not report.submitted:
+            echo(f"nothing to submit: all {len(runs)} runs are done or in progress")
             return report
 
         atomic_write_text(folder / "sweep.yaml", Path(path).read_text())
         for state in report.submitted:
-            prepare_run_dir(state.run.config, state.dir)
-        executor_ = make_executor(kind, folder / ".submitit" / "%j", sweep.resources, sweep.name)
+            with state.dir.lock("ablate sweep launch"):
+                prepare_run_dir(
+                    state.run.config, state.dir, record=run_record(sweep, state.run, source, plan)
+                )
+        intent = {
+            "started_at": time.time(),
+            "executor": kind,
+            "runs": [state.dir.root.name for state in report.submitted],
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        atomic_write_text(folder / INTENT_FILE, json.dumps(intent, indent=2))
+        _crash_point("before_submit")
+        submitit_folder = folder / ".submitit" / "%j"
+        executor_ = make_executor(kind, submitit_folder, sweep.resources, sweep.name)
         jobs = []
-        submitted_at = time.time()
         with executor_.batch():
             for state in report.submitted:
-                job = RunJob(
-                    str(state.dir.root),
-                    to_dict(state.run.config),
-                    sweep.evals,
-                    sweep.eval_options,
-                    cpus_per_task=sweep.resources.cpus_per_task,
-                )
+                job = RunJob(str(state.dir.root), to_dict(state.run.config), sweep.resources.cpus_per_task)
                 jobs.append(executor_.submit(job))
-        for state, job in zip(report.submitted, jobs, strict=True):
-            state.job = write_job(state.dir, kind, job, submitted_at)
+        _crash_point("after_submit")
+        for i, (state, job) in enumerate(zip(report.submitted, jobs, strict=True)):
+            if i == 1:
+                _crash_point("mid_record")
+            state.job = write_job(state.dir, kind, str(job.job_id), submitit_folder, intent["started_at"])
             state.dir.event("submitted", executor=kind, job_id=str(job.job_id), resumes_from=state.step)
             report.job_ids.append(str(job.job_id))
             verb = "resume" if state.step else "submit"
             echo(f"{verb:<6} {state.run.label:<26} {state.run.run_id}  job {job.job_id}  -> {state.dir.root}")
-        if kind == "debug":
-            for job in jobs:
-                job.result()  # the debug executor runs each job here, in this process
-        return report
+        (folder / INTENT_FILE).unlink()
+    if kind == "debug":
+        for job in jobs:
+            job.result()  # the debug executor runs each job here, in this process
+    return report
+
+
+def _sort(report: LaunchReport, states: list[RunState], retry_failed: bool, echo) -> None:
+    for state in states:
+        reason = _decide(state, retry_failed)
+        if reason is None:
+            report.submitted.append(state)
+        else:
+            report.skipped.append((state, reason))
+            echo(f"skip   {state.run.label:<26} {state.run.run_id}  {reason}")
 
 
 def wait(
@@ -170,8 +243,6 @@ def cancel(
     path: str | Path, root: str | Path = "runs", echo: Callable[[str], None] = print
 ) -> list[RunState]:
     """Cancel the queued and running jobs of the sweep; their checkpoints stay for a later relaunch."""
-    from harness.sweeps.scheduler import cancel_jobs
-
     sweep = load_sweep(path)
     runs = expand_sweep(sweep, source=str(path))
     active = [s for s in run_states(sweep, runs, root) if s.active and s.job]

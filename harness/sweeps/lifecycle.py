@@ -2,15 +2,17 @@
 and ``ablate sweep cancel``, and the facts ``ablate sweep launch`` decides by.
 
 A run's state combines what the trainer wrote (``status.json``: pending / running / interrupted / done /
-failed, step, loss), which evaluation results exist for its final checkpoint, and the live state of its
-last job (``job.json`` + squeue/sacct):
+failed, step, loss), whether the evaluation results answer the sweep's *current* plan (the final checkpoint,
+the same options: :mod:`evals.plan`), who holds the run directory's lock, and the live state of its last
+job (``job.json`` + squeue/sacct):
 
 =============  ==============================================================================
 not launched   no job was ever submitted for this run
 pending        its job waits in the queue and the run has not started
 requeued       its job was requeued after a time-out or preemption and waits to resume
-running        training (``evaluating`` once training is done and the suites run)
-done           trained, and every suite of the sweep has a result for the final checkpoint
+running        training (``evaluating`` once training is done and the suites run), or some process holds
+               the run directory (e.g. ``ablate train`` or ``ablate eval`` by hand)
+done           trained, and every suite of the sweep's plan has a result for the final checkpoint
 failed         the trainer failed (e.g. a non-finite loss), or the job ended without finishing
 cancelled      the job was cancelled (``ablate sweep cancel``); a relaunch resumes it
 interrupted    the job ended (time-out, node failure) without requeueing; a relaunch resumes it
@@ -19,15 +21,17 @@ interrupted    the job ended (time-out, node failure) without requeueing; a rela
 
 from __future__ import annotations
 
-import json
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.plan import missing_suites
+from harness.locks import describe_holder, read_holder
 from harness.sweeps.config import SweepConfig, SweepRun
 from harness.sweeps.scheduler import ACTIVE, live_states, read_job
-from harness.training.rundir import RunDir, read_jsonl
+from harness.training.rundir import LOCK_FILE, RunDir, read_jsonl
 
 ACTIVE_STATES = ("pending", "requeued", "running", "evaluating")
 
@@ -52,7 +56,8 @@ class RunState:
     total_steps: int = 0
     loss: float | None = None
     eta_s: float | None = None
-    evals_missing: list[str] = field(default_factory=list)
+    evals_missing: dict[str, str] = field(default_factory=dict)  # suite -> why its result does not count
+    holder: dict[str, Any] | None = None  # who holds the run directory's lock now
     detail: str = ""
 
     @property
@@ -73,22 +78,9 @@ class RunState:
             "loss": self.loss,
             "eta_s": self.eta_s,
             "evals_missing": self.evals_missing,
+            "holder": self.holder,
             "detail": self.detail,
         }
-
-
-def missing_evals(run: RunDir, suites: list[str], step: int) -> list[str]:
-    """Suites without a result for checkpoint ``step``."""
-    missing = []
-    for suite in suites:
-        path = run.evals / f"{suite}.json"
-        try:
-            if json.loads(path.read_text()).get("step") == step:
-                continue
-        except (OSError, json.JSONDecodeError):
-            pass
-        missing.append(suite)
-    return missing
 
 
 def _eta(run: RunDir, step: int, total: int) -> float | None:
@@ -109,11 +101,14 @@ def _last_job_event(run: RunDir) -> str | None:
 
 
 def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> list[RunState]:
+    plan = sweep.eval_plan()
     dirs = [run_dir(sweep, run, root) for run in runs]
     jobs = [read_job(d) for d in dirs]
-    live = live_states([j for j in jobs if j is not None])
+    recorded = [read_holder(d.root / LOCK_FILE) for d in dirs]
+    remote = [{"executor": "slurm", "job_id": r["job_id"]} for r in recorded if _elsewhere(r)]
+    live = live_states([j for j in jobs if j is not None] + remote)
     states = []
-    for run, d, job in zip(runs, dirs, jobs, strict=True):
+    for run, d, job, rec in zip(runs, dirs, jobs, recorded, strict=True):
         status = d.status()
         s = RunState(
             run=run, dir=d, state="not launched", job=job, trainer_state=status.get("state", "pending")
@@ -122,10 +117,20 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
         s.total_steps = int(status.get("total_steps", run.config.train.total_steps))
         s.loss = status.get("loss")
         trained = s.trainer_state == "done"
-        s.evals_missing = missing_evals(d, sweep.evals, s.step) if trained else list(sweep.evals)
+        s.evals_missing = (
+            missing_suites(d.evals, plan, s.step) if trained else dict.fromkeys(plan, "not trained yet")
+        )
         sched = live.get(job["job_id"]) if job else None
         s.scheduler_state = sched
-        if trained and not s.evals_missing:
+        # flock says who holds it; a holder on another node whose SLURM job is alive holds it too (where
+        # the shared filesystem's flock does not reach across nodes).
+        s.holder = d.holder() or (rec if _elsewhere(rec) and live.get(rec["job_id"]) in ACTIVE else None)
+        if s.holder and sched not in ACTIVE:
+            # Someone writes the directory outside the sweep's recorded job (a job a killed launcher never
+            # recorded, `ablate train` or `ablate eval` by hand): it is active, and never submitted twice.
+            s.state = "evaluating" if trained else "running"
+            s.detail = f"held by {describe_holder(s.holder)}"
+        elif trained and not s.evals_missing:
             s.state = "done"
         elif job is None:
             s.state = "interrupted" if d.checkpoints.exists() and any(d.checkpoints.iterdir()) else s.state
@@ -143,7 +148,7 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
         elif trained:
             errors = status.get("eval_errors", {})
             s.state = "failed"
-            s.detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) or (
+            s.detail = "; ".join(f"{k}: {v}" for k, v in errors.items() if k in s.evals_missing) or (
                 f"job ended ({sched}) before evals {', '.join(s.evals_missing)}"
             )
         elif sched in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"):
@@ -152,6 +157,11 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
             s.state, s.detail = "interrupted", f"job {sched or 'ended'} at step {s.step}"
         states.append(s)
     return states
+
+
+def _elsewhere(holder: dict[str, Any]) -> bool:
+    """A lock record left by a SLURM job on another host (only the scheduler can say if it is alive)."""
+    return bool(holder.get("job_id")) and holder.get("host") != socket.gethostname()
 
 
 def stale_run_dirs(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> list[Path]:
@@ -193,6 +203,9 @@ def print_status(sweep: SweepConfig, states: list[RunState], root: str | Path) -
         )
         if s.detail:
             print(f"{'':<26} {s.detail}")
+        if s.trainer_state == "done":  # why a suite's result does not count (yet)
+            for suite, why in s.evals_missing.items():
+                print(f"{'':<26} {suite}: {why}")
     counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.core.utils import DelayedSubmission, JobPaths
 
 from harness.atomic import atomic_write_text
 from harness.config_loader import ConfigError
@@ -104,18 +105,23 @@ def read_job(run: RunDir) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def write_job(run: RunDir, executor: str, job: submitit.Job, submitted_at: float) -> dict[str, Any]:
+def write_job(
+    run: RunDir, executor: str, job_id: str, submitit_folder: Path, submitted_at: float
+) -> dict[str, Any]:
+    """Record job ``job_id`` (its submitit paths under ``submitit_folder``) as the run's current job; the
+    previous one moves to ``history``."""
     previous = read_job(run)
     history = []
     if previous is not None:
         history = previous.pop("history", []) + [previous]
+    paths = JobPaths(submitit_folder, job_id=job_id)
     record = {
         "executor": executor,
-        "job_id": str(job.job_id),
+        "job_id": job_id,
         "submitted_at": submitted_at,
-        "folder": str(job.paths.folder),
-        "stdout": str(job.paths.stdout),
-        "stderr": str(job.paths.stderr),
+        "folder": str(paths.folder),
+        "stdout": str(paths.stdout),
+        "stderr": str(paths.stderr),
         "history": history,
     }
     atomic_write_text(run.root / JOB_FILE, json.dumps(record, indent=2))
@@ -130,6 +136,61 @@ def _link_logs(run: RunDir, record: dict[str, Any]) -> None:
         link = run.logs / f"job-{record['job_id']}.{suffix}"
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(record[stream], run.logs))
+
+
+def recorded_job_ids(run_dirs: list[Path]) -> set[str]:
+    """Every job id the run directories record, current and earlier."""
+    ids: set[str] = set()
+    for d in run_dirs:
+        record = read_job(RunDir(d))
+        if record:
+            ids.update(str(r["job_id"]) for r in [record, *record.get("history", [])])
+    return ids
+
+
+def submitted_jobs(submitit_folder: Path) -> dict[str, str]:
+    """``job id -> run directory`` of every job whose submission submitit filed under ``submitit_folder``
+    (``<id>/<id>_submitted.pkl``, which holds the :class:`RunJob` and so its run directory): the ground
+    truth of what reached the scheduler, whatever happened to the launcher afterwards."""
+    jobs = {}
+    for pickle in sorted(submitit_folder.glob("*/*_submitted.pkl")):
+        try:
+            run_dir = getattr(DelayedSubmission.load(pickle).function, "run_dir", None)
+        except Exception:  # unreadable (a foreign or truncated file): not ours to interpret
+            continue
+        if run_dir:
+            jobs[pickle.name[: -len("_submitted.pkl")]] = str(run_dir)
+    return jobs
+
+
+def unfiled_array_jobs(job_name: str, submitit_folder: Path) -> list[str]:
+    """Active SLURM jobs named ``job_name`` whose submission submitit never filed (their launcher died
+    between sbatch and moving the pickles into place): they would fail after a minute without running."""
+    if not shutil.which("squeue"):
+        return []
+    out = _query(["squeue", "-h", "-r", "-o", "%i", "--name", job_name])
+    ids = [line.strip() for line in out.splitlines() if line.strip()]
+    return [j for j in ids if not JobPaths(submitit_folder, job_id=j).submitted_pickle.exists()]
+
+
+def remove_orphans(submitit_folder: Path, keep: set[str]) -> list[str]:
+    """Remove the submitit folders of jobs that no run records and that no longer run (on SLURM or as a
+    local process), and the temporary pickles of a submission that never completed; returns their names.
+    The caller holds the sweep's launch lock and has recorded every job it wants to keep."""
+    if not submitit_folder.is_dir():
+        return []
+    unkept = [e for e in submitit_folder.iterdir() if e.is_dir() and e.name not in keep]
+    slurm = _slurm_states([e.name for e in unkept]) if unkept and shutil.which("squeue") else {}
+    removed = []
+    for entry in unkept:
+        alive = slurm.get(entry.name) in ACTIVE or (entry.name.isdigit() and _pid_alive(int(entry.name)))
+        if not alive:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    for pickle in submitit_folder.glob("*.pkl"):
+        pickle.unlink(missing_ok=True)
+        removed.append(pickle.name)
+    return removed
 
 
 # ------------------------------------------------------------------------------------------ live states

@@ -16,13 +16,20 @@ experiment.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.config_loader import ConfigError, deep_merge, from_dict, load_yaml, to_dict
+from harness.config_loader import (
+    ConfigError,
+    deep_merge,
+    from_dict,
+    identity,
+    load_yaml,
+    runtime_field,
+    short_hash,
+    to_dict,
+)
 from harness.data import DataConfig
 from harness.model.config import ModelConfig
 
@@ -79,8 +86,9 @@ class LoopConfig:
     seed: int = 0
     # auto: bf16 autocast on CUDA, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: bool = False
-    device: str = "auto"
+    # Run-time settings (not part of the run id): torch.compile the model, and the device to train on.
+    compile: bool = runtime_field(False)
+    device: str = runtime_field("auto")
     log_every: int = 1
     # 0 means only at the end of training.
     eval_every: int = 0
@@ -91,8 +99,10 @@ class LoopConfig:
     spike_factor: float = 1.5
     spike_ema: float = 0.98
     spike_warmup: int = 20
-    distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
-    num_workers: int = 0
+    # Run-time settings too: how several ranks split the model (the losses agree within float tolerance)
+    # and data-loader worker processes (the batches are identical for any count).
+    distributed: Literal["auto", "none", "ddp", "fsdp"] = runtime_field("auto")
+    num_workers: int = runtime_field(0)
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "global_batch", "micro_batch", "log_every", "eval_batches"):
@@ -159,7 +169,15 @@ def load_run_config(path: str | Path) -> RunConfig:
     return resolve_run_config(load_yaml(path), source=str(path))
 
 
+def config_identity(cfg: RunConfig) -> dict[str, Any]:
+    """What makes a run the experiment it is: the resolved config with run-time settings (device, scan
+    backend, compile, distribution strategy, loader workers) at their defaults."""
+    data = identity(cfg)
+    data["model"] = identity(cfg.model_config())
+    return data
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """Stable fingerprint of a resolved run config (12 hex digits)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """The run id: a fingerprint (12 hex digits) of :func:`config_identity`. Two runs with equal hashes are
+    the same experiment; one trained on a GPU and resumed or evaluated on a CPU keeps its id."""
+    return short_hash(config_identity(cfg))

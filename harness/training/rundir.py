@@ -1,6 +1,8 @@
 """One self-describing directory per run, shared by the trainer, the launcher, evaluations and analysis.
 
     <run_dir>/
+      run.json         what the run is: run id, sweep, arm (verbatim), grid point, seed, model facts, and
+                       the evaluation plan with its hash (harness/training/record.py)
       config.yaml      the fully resolved run config (model pattern expanded, every default filled in)
       status.json      state (pending/running/done/failed/stopped), step, tokens, last loss, updated_at
       metrics.jsonl    one JSON object per logged training step
@@ -8,7 +10,8 @@
       checkpoints/     step_XXXXXXXX/ directories, each complete or absent (atomic rename)
       tokenizer/       the tokenizer the run trained with
       logs/            stdout/stderr of launched jobs
-      evals/           <suite>.json results
+      evals/           <suite>.json results of the planned evaluations; adhoc/ for others
+      .lock            held by the one process writing the directory (trainer, evaluation, launcher)
 
 Every file that is rewritten (config, status) is written atomically (:mod:`harness.atomic`); JSONL files
 are append-only, flushed per line.
@@ -16,6 +19,7 @@ are append-only, flushed per line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,6 +28,9 @@ from typing import Any
 import yaml
 
 from harness.atomic import atomic_write_text
+from harness.locks import current_holder, exclusive
+
+LOCK_FILE = ".lock"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -48,6 +55,10 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "run.json"
 
     @property
     def status_file(self) -> Path:
@@ -86,6 +97,28 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         return yaml.safe_load(self.config.read_text())
+
+    def lock(self, purpose: str) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        """Hold the directory's one-writer lock, or raise :class:`harness.locks.LockBusy` naming the live
+        holder (re-entrant within a process; released however the holder dies)."""
+        return exclusive(self.root / LOCK_FILE, purpose)
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the directory's lock right now (None: nobody)."""
+        return current_holder(self.root / LOCK_FILE)
+
+    def read_record(self) -> dict[str, Any] | None:
+        """run.json, or None for directories written before runs recorded themselves."""
+        if not self.record.exists():
+            return None
+        return json.loads(self.record.read_text())
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Write run.json (keeping the first ``created_at``)."""
+        old = self.read_record() or {}
+        now = time.time()
+        full = {**record, "created_at": old.get("created_at", now), "updated_at": now}
+        atomic_write_text(self.record, json.dumps(full, indent=2) + "\n")
 
     def status(self) -> dict[str, Any]:
         if not self.status_file.exists():

@@ -9,8 +9,14 @@ One loop serves a CPU test, a single GPU and many GPUs under torchrun or SLURM. 
   config, or a finished run, is never overwritten.
 * **Telemetry.** ``metrics.jsonl`` gets step, tokens, loss (total, cross-entropy, MoE aux), lr, grad
   norm, tokens/s, MFU (from the accounting's FLOPs per token), peak memory and per-expert load;
-  ``events.jsonl`` gets loss spikes (loss above ``spike_factor`` x its EMA), evaluations, checkpoints,
-  resumes and a clean stop on a non-finite loss.
+  ``events.jsonl`` gets loss spikes (loss above ``spike_factor`` x its EMA), held-out losses,
+  checkpoints, resumes and a clean stop on a non-finite loss.
+* **One writer.** Rank 0 holds the run directory's lock for the whole run, so a second trainer (or an
+  evaluation, or a relaunch) on the same directory is refused at once, naming the holder.
+
+The loop reads top to bottom: :func:`train` checks the directory and takes its lock, :func:`_start` builds
+the tokenizer, model, optimizer and data (resuming from the latest checkpoint), :func:`_optimizer_step`
+runs one step over the micro-batches, :func:`_record_step` logs it, and :func:`_save` checkpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +34,10 @@ import torch
 from torch import nn
 
 from harness.accounting import GPU_PEAK_FLOPS, plan_model
-from harness.config_loader import ConfigError, to_dict
+from harness.config_loader import ConfigError
 from harness.data import build_tokenizer, load_tokenizer, make_batches
+from harness.devices import resolve_device
+from harness.locks import LockBusy
 from harness.model import HybridLM
 from harness.training import distributed as D
 from harness.training.checkpoint import (
@@ -40,18 +49,13 @@ from harness.training.checkpoint import (
 )
 from harness.training.config import RunConfig, config_hash
 from harness.training.optim import build_optimizer, build_scheduler
+from harness.training.record import prepare_run_dir
 from harness.training.rundir import RunDir
 from harness.training.spikes import SpikeDetector
 
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (e.g. a non-finite loss); no traceback needed."""
-
-
-def resolve_device(name: str, info: D.DistInfo) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -82,30 +86,30 @@ def _load_full_state(
     )
 
 
-def _unwrap(model: nn.Module) -> HybridLM:
-    return model.module if hasattr(model, "module") else model
+@dataclass
+class _Session:
+    """What one call of :func:`train` works with, built by :func:`_start`."""
 
-
-def prepare_run_dir(cfg: RunConfig, run: RunDir, info: D.DistInfo | None = None) -> None:
-    """Create the run directory, or check that an existing one holds this very config.
-
-    The sweep launcher calls this too, before submitting, so a queued run already has its directory."""
-    info = info or D.DistInfo()
-    resolved = to_dict(cfg)
-    digest = config_hash(cfg)
-    if run.config.exists():
-        stored = run.read_config()
-        if stored != resolved:
-            raise ConfigError(
-                f"{run.root} already holds a run with a different config (its hash "
-                f"{run.status().get('config_hash', '?')}, this one {digest}); finished or interrupted runs "
-                "are never overwritten: choose another run directory",
-                source=str(run.config),
-            )
-    elif info.is_main:
-        run.create()
-        run.write_config(resolved)
-        run.set_status(state="pending", config_hash=digest, name=cfg.name)
+    cfg: RunConfig
+    run: RunDir
+    info: D.DistInfo
+    device: torch.device
+    model: HybridLM
+    wrapped: nn.Module  # the model as DDP / FSDP2 wrapped it (the model itself on one process)
+    forward: nn.Module  # what is called: ``wrapped``, compiled or not
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    tokenizer: Any
+    batches: Any
+    spikes: SpikeDetector
+    autocast: Any
+    micro_steps: int
+    total_steps: int
+    flops_per_token: float
+    peak: float | None
+    step: int = 0
+    tokens: int = 0
+    lr: float = 0.0  # the learning rate of the last step
 
 
 def train(
@@ -117,17 +121,31 @@ def train(
     pre-timeout signal). When it turns true on any rank, every rank stops at the same step, a checkpoint
     of that step is written, and the run returns ``state: "interrupted"``; the next call resumes exactly.
     """
-    model_cfg = cfg.model_config()
-    loop = cfg.train
-    device = resolve_device(loop.device, D.DistInfo())
-    info = D.init_distributed(device.type)
-    device = resolve_device(loop.device, info)
+    info = D.init_distributed(resolve_device(cfg.train.device).type)
+    device = resolve_device(cfg.train.device, info.local_rank)
     run = RunDir(run_dir)
-    prepare_run_dir(cfg, run, info)
-    D.barrier(info)
-    if run.status().get("state") == "done":
-        return {"state": "done", "skipped": True, **run.status()}
+    with contextlib.ExitStack() as held:
+        busy = None
+        if info.is_main:
+            try:
+                held.enter_context(run.lock("train"))
+            except LockBusy as e:
+                busy = e
+        if D.any_rank(busy is not None, info, device):
+            D.shutdown(info)
+            raise busy or LockBusy(f"{run.root} is in use (rank 0 could not take its lock)", {})
+        prepare_run_dir(cfg, run, write=info.is_main)
+        D.barrier(info)
+        if run.status().get("state") == "done":
+            return {"state": "done", "skipped": True, **run.status()}
+        session = _start(cfg, run, info, device)
+        return _loop(session, should_stop)
 
+
+def _start(cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device) -> _Session:
+    """Tokenizer, model, optimizer, schedule and data, resumed from the latest checkpoint if there is one."""
+    loop = cfg.train
+    model_cfg = cfg.model_config()
     micro_steps = loop.global_batch // (loop.micro_batch * info.world_size)
     if micro_steps < 1 or micro_steps * loop.micro_batch * info.world_size != loop.global_batch:
         raise ConfigError(
@@ -135,7 +153,6 @@ def train(
             f"{loop.micro_batch} x {info.world_size}",
             key="train.global_batch",
         )
-    total_steps = loop.total_steps
     use_bf16 = loop.precision == "bf16" or (loop.precision == "auto" and device.type == "cuda")
 
     # The tokenizer is part of the run: built once by rank 0, then always loaded from the run directory.
@@ -155,12 +172,13 @@ def train(
     wrapped = D.wrap_model(model, loop.distributed, info, device)
     # After wrapping: FSDP2 replaces parameters with sharded DTensors, which the optimizer must hold.
     optimizer = build_optimizer(model, cfg.optim, device)
-    scheduler = build_scheduler(optimizer, total_steps, cfg.schedule)
-    forward = torch.compile(wrapped) if loop.compile else wrapped
+    scheduler = build_scheduler(optimizer, loop.total_steps, cfg.schedule)
 
     step, tokens, data_state = 0, 0, None
     spikes = SpikeDetector(loop.spike_factor, loop.spike_ema, loop.spike_warmup)
     ckpt = latest_checkpoint(run.checkpoints)
+    runtime = {"device": str(device), "world_size": info.world_size, "compile": loop.compile}
+    runtime["scan_backend"] = model_cfg.mamba.scan_backend
     if ckpt is not None:
         weights, state, meta = load_checkpoint(ckpt)
         _load_full_state(wrapped, optimizer, weights, state["optimizer"])
@@ -170,13 +188,11 @@ def train(
         spikes.ema = state.get("spike_ema")
         if info.is_main:
             run.truncate_metrics_after(step)
-            run.event("resume", step=step, checkpoint=ckpt.name)
+            run.event("resume", step=step, checkpoint=ckpt.name, **runtime)
     elif info.is_main:
-        run.event(
-            "start", step=0, world_size=info.world_size, device=str(device), params=model.num_parameters()
-        )
+        run.event("start", step=0, params=model.num_parameters(), **runtime)
     if info.is_main:
-        run.set_status(state="running", step=step, total_steps=total_steps, world_size=info.world_size)
+        run.set_status(state="running", step=step, total_steps=loop.total_steps, world_size=info.world_size)
 
     batches = make_batches(
         cfg.data,
@@ -189,131 +205,169 @@ def train(
         seed=loop.seed,
         num_workers=loop.num_workers,
         state=data_state,  # the loader checks that data, tokenizer, seq_len and seed are unchanged
-        num_samples=total_steps * loop.global_batch,
+        num_samples=loop.total_steps * loop.global_batch,
     )
-    flops_per_token = plan_model(model_cfg, context=loop.seq_len).flops_per_token
-    peak = peak_flops(device)
+    return _Session(
+        cfg=cfg,
+        run=run,
+        info=info,
+        device=device,
+        model=model,
+        wrapped=wrapped,
+        forward=torch.compile(wrapped) if loop.compile else wrapped,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        tokenizer=tokenizer,
+        batches=batches,
+        spikes=spikes,
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext(),
+        micro_steps=micro_steps,
+        total_steps=loop.total_steps,
+        flops_per_token=plan_model(model_cfg, context=loop.seq_len).flops_per_token,
+        peak=peak_flops(device),
+        step=step,
+        tokens=tokens,
+    )
+
+
+def _loop(s: _Session, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    loop, run, info = s.cfg.train, s.run, s.info
     progress = None
     if info.is_main and sys.stderr.isatty():
         from tqdm import tqdm
 
-        progress = tqdm(total=total_steps, initial=step, desc=cfg.name, unit="step")
-
-    def save(at_step: int) -> None:
-        weights, optim_state = _full_state(wrapped, optimizer)
-        if info.is_main:
-            state = {
-                "optimizer": optim_state,
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "data": batches.state_dict(),
-                "spike_ema": spikes.ema,
-            }
-            meta = {"tokens": tokens, "config_hash": config_hash(cfg)}
-            path = save_checkpoint(run.checkpoints, at_step, weights, state, meta, keep_last=loop.keep_last)
-            run.event("checkpoint", step=at_step, path=path.name)
-        D.barrier(info)
-
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-    wrapped.train()
-    while step < total_steps:
+        progress = tqdm(total=s.total_steps, initial=s.step, desc=s.cfg.name, unit="step")
+    s.wrapped.train()
+    while s.step < s.total_steps:
         t0 = time.perf_counter()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        sums = torch.zeros(3, device=device)  # loss, ce, aux
-        counts = None
-        for micro in range(micro_steps):
-            batch = next(batches)
-            ids, targets = batch["input_ids"].to(device), batch["targets"].to(device)
-            sync = micro == micro_steps - 1 or not hasattr(wrapped, "no_sync")
-            ctx = contextlib.nullcontext() if sync else wrapped.no_sync()
-            with ctx, autocast:
-                out = forward(ids, targets=targets)
-                (out.loss / micro_steps).backward()
-            sums += torch.stack([out.loss.detach(), out.ce_loss.detach(), out.aux_loss.detach().float()])
-            if out.expert_counts is not None:
-                counts = out.expert_counts if counts is None else counts + out.expert_counts
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            wrapped.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-        )
-        loss, ce, aux = (D.all_reduce_mean(sums / micro_steps, info)).tolist()
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            if info.is_main:
-                run.event("nonfinite", step=step + 1, loss=loss, grad_norm=grad_norm)
-                run.set_status(state="failed", step=step, error=f"non-finite loss {loss} at step {step + 1}")
-            raise TrainingError(
-                f"loss became {loss} (grad norm {grad_norm}) at step {step + 1}; stopped without updating "
-                f"the weights. The last good checkpoint is in {run.checkpoints}. Lower the learning rate or "
-                "enable mamba.inner_rmsnorm."
-            )
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens += loop.tokens_per_step
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - t0
-        tokens_per_s = loop.tokens_per_step / elapsed
-        spike = spikes.update(step, loss)
+        loss, ce, aux, grad_norm, counts = _optimizer_step(s)
+        if s.device.type == "cuda":
+            torch.cuda.synchronize(s.device)
+        tokens_per_s = loop.tokens_per_step / (time.perf_counter() - t0)
+        spike = s.spikes.update(s.step, loss)
         if spike and info.is_main:
             run.event("loss_spike", **spike)
-
-        if info.is_main and (step % loop.log_every == 0 or step == total_steps):
-            record = {
-                "step": step,
-                "tokens": tokens,
-                "time": time.time(),
-                "loss": loss,
-                "ce_loss": ce,
-                "aux_loss": aux,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tokens_per_s": tokens_per_s,
-                "mfu": flops_per_token * tokens_per_s * info.world_size / peak if peak else None,
-                "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30
-                if device.type == "cuda"
-                else None,
-            }
-            if counts is not None:
-                load = counts.float() / counts.sum(-1, keepdim=True)
-                record["expert_load"] = [[round(x, 4) for x in row] for row in load.tolist()]
-                record["expert_load_max_over_mean"] = float((load.max(-1).values * load.shape[-1]).max())
-            run.append(run.metrics, record)
-            run.set_status(state="running", step=step, tokens=tokens, loss=loss, total_steps=total_steps)
+        if info.is_main and (s.step % loop.log_every == 0 or s.step == s.total_steps):
+            _record_step(s, loss, ce, aux, grad_norm, counts, tokens_per_s)
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
 
-        if step == total_steps or (loop.eval_every and step % loop.eval_every == 0):
-            val = evaluate(forward, cfg, tokenizer, info, device, autocast)
+        if s.step == s.total_steps or (loop.eval_every and s.step % loop.eval_every == 0):
+            val = heldout_loss(s.forward, s.cfg, s.tokenizer, info, s.device, s.autocast)
             if info.is_main:
-                run.event("eval", step=step, val_loss=val)
-                run.append(run.metrics, {"step": step, "tokens": tokens, "val_loss": val})
-        if step == total_steps or (loop.checkpoint_every and step % loop.checkpoint_every == 0):
-            save(step)
-        elif should_stop is not None and D.any_rank(should_stop(), info, device):
-            save(step)
+                run.event("heldout_loss", step=s.step, val_loss=val)
+                run.append(run.metrics, {"step": s.step, "tokens": s.tokens, "val_loss": val})
+        if s.step == s.total_steps or (loop.checkpoint_every and s.step % loop.checkpoint_every == 0):
+            _save(s)
+        elif should_stop is not None and D.any_rank(should_stop(), info, s.device):
+            _save(s)
             if info.is_main:
-                run.event("interrupted", step=step, tokens=tokens)
-                run.set_status(state="interrupted", step=step, tokens=tokens, total_steps=total_steps)
+                run.event("interrupted", step=s.step, tokens=s.tokens)
+                run.set_status(state="interrupted", step=s.step, tokens=s.tokens, total_steps=s.total_steps)
             D.shutdown(info)
-            return {"state": "interrupted", "step": step, "tokens": tokens, "run_dir": str(run.root)}
+            return {"state": "interrupted", "step": s.step, "tokens": s.tokens, "run_dir": str(run.root)}
 
     if progress is not None:
         progress.close()
     if info.is_main:
-        run.event("finish", step=step, tokens=tokens)
-        run.set_status(state="done", step=step, tokens=tokens, total_steps=total_steps)
+        run.event("finish", step=s.step, tokens=s.tokens)
+        run.set_status(state="done", step=s.step, tokens=s.tokens, total_steps=s.total_steps)
     D.barrier(info)
     D.shutdown(info)
-    return {"state": "done", "step": step, "tokens": tokens, "run_dir": str(run.root)}
+    return {"state": "done", "step": s.step, "tokens": s.tokens, "run_dir": str(run.root)}
+
+
+def _optimizer_step(s: _Session) -> tuple[float, float, float, float, torch.Tensor | None]:
+    """One optimizer step over ``micro_steps`` micro-batches; returns loss, CE, aux loss, grad norm and the
+    tokens routed to each expert (MoE only). A non-finite loss stops the run before the weights change."""
+    if s.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(s.device)
+    sums = torch.zeros(3, device=s.device)  # loss, ce, aux
+    counts = None
+    for micro in range(s.micro_steps):
+        batch = next(s.batches)
+        ids, targets = batch["input_ids"].to(s.device), batch["targets"].to(s.device)
+        sync = micro == s.micro_steps - 1 or not hasattr(s.wrapped, "no_sync")
+        ctx = contextlib.nullcontext() if sync else s.wrapped.no_sync()
+        with ctx, s.autocast:
+            out = s.forward(ids, targets=targets)
+            (out.loss / s.micro_steps).backward()
+        sums += torch.stack([out.loss.detach(), out.ce_loss.detach(), out.aux_loss.detach().float()])
+        if out.expert_counts is not None:
+            counts = out.expert_counts if counts is None else counts + out.expert_counts
+    clip = s.cfg.optim.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.wrapped.parameters(), clip if clip > 0 else float("inf"))
+    loss, ce, aux = (D.all_reduce_mean(sums / s.micro_steps, s.info)).tolist()
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        if s.info.is_main:
+            s.run.event("nonfinite", step=s.step + 1, loss=loss, grad_norm=grad_norm)
+            s.run.set_status(
+                state="failed", step=s.step, error=f"non-finite loss {loss} at step {s.step + 1}"
+            )
+        raise TrainingError(
+            f"loss became {loss} (grad norm {grad_norm}) at step {s.step + 1}; stopped without updating "
+            f"the weights. The last good checkpoint is in {s.run.checkpoints}. Lower the learning rate or "
+            "enable mamba.inner_rmsnorm."
+        )
+    s.lr = s.scheduler.get_last_lr()[0]
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.step += 1
+    s.tokens += s.cfg.train.tokens_per_step
+    return loss, ce, aux, grad_norm, counts
+
+
+def _record_step(
+    s: _Session, loss: float, ce: float, aux: float, grad_norm: float, counts, tokens_per_s: float
+) -> None:
+    """One line of metrics.jsonl and the status (rank 0)."""
+    record = {
+        "step": s.step,
+        "tokens": s.tokens,
+        "time": time.time(),
+        "loss": loss,
+        "ce_loss": ce,
+        "aux_loss": aux,
+        "lr": s.lr,
+        "grad_norm": grad_norm,
+        "tokens_per_s": tokens_per_s,
+        "mfu": s.flops_per_token * tokens_per_s * s.info.world_size / s.peak if s.peak else None,
+        "peak_mem_gib": torch.cuda.max_memory_allocated(s.device) / 2**30
+        if s.device.type == "cuda"
+        else None,
+    }
+    if counts is not None:
+        load = counts.float() / counts.sum(-1, keepdim=True)
+        record["expert_load"] = [[round(x, 4) for x in row] for row in load.tolist()]
+        record["expert_load_max_over_mean"] = float((load.max(-1).values * load.shape[-1]).max())
+    s.run.append(s.run.metrics, record)
+    s.run.set_status(state="running", step=s.step, tokens=s.tokens, loss=loss, total_steps=s.total_steps)
+
+
+def _save(s: _Session) -> None:
+    """A checkpoint of the current step: weights, optimizer, schedule, RNGs, data position (rank 0 writes)."""
+    weights, optim_state = _full_state(s.wrapped, s.optimizer)
+    if s.info.is_main:
+        state = {
+            "optimizer": optim_state,
+            "scheduler": s.scheduler.state_dict(),
+            "rng": rng_state(),
+            "data": s.batches.state_dict(),
+            "spike_ema": s.spikes.ema,
+        }
+        meta = {"tokens": s.tokens, "config_hash": config_hash(s.cfg)}
+        path = save_checkpoint(
+            s.run.checkpoints, s.step, weights, state, meta, keep_last=s.cfg.train.keep_last
+        )
+        s.run.event("checkpoint", step=s.step, path=path.name)
+    D.barrier(s.info)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, cfg: RunConfig, tokenizer, info: D.DistInfo, device, autocast) -> float:
+def heldout_loss(model: nn.Module, cfg: RunConfig, tokenizer, info: D.DistInfo, device, autocast) -> float:
     """Mean held-out cross-entropy over the first ``eval_batches`` validation batches (same every time)."""
     model.eval()
     batches = make_batches(

@@ -1,0 +1,158 @@
+"""The settings of every evaluation suite, declared once, as strict dataclasses.
+
+A sweep's ``eval_options``, ``ablate eval -o SUITE.KEY=VALUE`` and the Python API all go through these
+classes (:func:`evals.suites.resolve_options`), so a misspelled or mistyped option fails before any model
+is loaded, naming the file, the key and the nearest valid key. The resolved options are written into every
+result (``spec``) and hashed (``spec_hash``) without the run-time fields (batch sizes, whether to save
+attention maps): a result counts for a sweep's plan only when its hash matches the plan's.
+
+This module imports neither torch nor lm-eval: sweep files are checked against it at ``ablate sweep plan``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from harness.config_loader import ConfigError, runtime_field
+
+IMDB_TEMPLATE = "Review: {review}\nSentiment:"
+ICL_TASKS = ("imdb", "quac", "narrativeqa")
+CorpusSource = Literal["auto", "hub", "local"]
+
+
+def _at_least(owner: object, name: str, minimum: int) -> None:
+    value = getattr(owner, name)
+    if value is not None and value < minimum:
+        raise ConfigError(f"must be >= {minimum}, got {value}", key=name)
+
+
+@dataclass
+class PerplexityOptions:
+    """Log-prob per byte on held-out text (evals/perplexity.py)."""
+
+    limit: int = 100  # documents per corpus
+    corpora: list[str] = field(default_factory=lambda: ["c4", "books", "code"])  # named corpora
+    window: int | None = None  # tokens scored at once; default: the training context
+    stride: int | None = None  # window step; default: window // 2 (each token scored once)
+    max_doc_bytes: int | None = None  # cut each document to its first N bytes (quick runs on long books)
+    source: CorpusSource = "auto"  # corpus resolution: hub on a cluster, local packs offline
+    batch_size: int = runtime_field(16)  # windows per forward pass
+
+    def __post_init__(self) -> None:
+        for name in ("limit", "window", "stride", "max_doc_bytes", "batch_size"):
+            _at_least(self, name, 1)
+        if not self.corpora:
+            raise ConfigError("no corpora given; e.g. corpora: [c4, books, code]", key="corpora")
+
+
+@dataclass
+class LmEvalOptions:
+    """The lm-evaluation-harness suites ``ollm`` and ``ablation`` (evals/lm_eval_suites.py)."""
+
+    limit: int | None = None  # first N documents of each task (and of each MMLU subject); None: all
+    offline: bool | None = None  # local benchmark copies (True), the hub (False), or auto (None)
+    batch_size: int = runtime_field(8)  # requests per forward pass
+
+    def __post_init__(self) -> None:
+        _at_least(self, "limit", 1)
+        _at_least(self, "batch_size", 1)
+
+
+@dataclass
+class ImdbPromptOptions:
+    """How a few-shot IMDB prompt is laid out and sampled (shared by the ``icl`` and ``attention`` suites).
+
+    The paper publishes neither shots nor template, so both are options, recorded with every result."""
+
+    shots: int | None = None  # demonstrations per prompt; default: as many as fit (up to max_shots)
+    max_shots: int = 8
+    max_review_tokens: int | None = None  # reviews cut to this; default: room for ~4 shots, at most 400
+    template: str = IMDB_TEMPLATE  # must hold {review}
+    target_delimiter: str = " "  # between the template and the label word
+    separator: str = "\n\n"  # between demonstrations
+    labels: list[str] = field(default_factory=lambda: ["Negative", "Positive"])  # [label 0, label 1]
+    source: CorpusSource = "auto"  # where the imdb corpus comes from
+
+    def __post_init__(self) -> None:
+        _at_least(self, "shots", 0)
+        _at_least(self, "max_shots", 0)
+        _at_least(self, "max_review_tokens", 1)
+        try:
+            ok = "{review}" in self.template and self.template.format(review="") is not None
+        except (KeyError, IndexError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                "the template must contain '{review}' and no other {fields} (write literal braces as "
+                f"{{{{ }}}}), got {self.template!r}",
+                key="template",
+            )
+        if len(self.labels) != 2 or len(set(self.labels)) != 2 or not all(self.labels):
+            raise ConfigError(
+                f"labels must be two different words [negative, positive], got {list(self.labels)}",
+                key="labels",
+            )
+
+    def prompt_settings_changed(self) -> bool:
+        """Whether any prompt setting differs from its default (the user chose the prompt)."""
+        default = ImdbPromptOptions()
+        return any(getattr(self, f) != getattr(default, f) for f in ImdbPromptOptions.__dataclass_fields__)
+
+
+@dataclass
+class IclOptions(ImdbPromptOptions):
+    """In-context learning tasks of Table 6 (evals/icl.py): IMDB in the few-shot format, QuAC, NarrativeQA."""
+
+    limit: int = 500  # IMDB queries, and questions per QA task
+    tasks: list[str] = field(default_factory=lambda: list(ICL_TASKS))
+    seed: int = 0  # queries and demonstrations are drawn from it
+    max_new_tokens: int = 5  # greedy tokens generated per IMDB answer
+    qa_max_new_tokens: int = 24
+    examples: int = 5  # prompts and generations kept in the result, for reading
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(self, "limit", 2)  # one query per label
+        _at_least(self, "max_new_tokens", 1)
+        _at_least(self, "qa_max_new_tokens", 1)
+        _at_least(self, "examples", 0)
+        unknown = [t for t in self.tasks if t not in ICL_TASKS]
+        if unknown or not self.tasks:
+            raise ConfigError(f"unknown task(s) {unknown}; tasks: {', '.join(ICL_TASKS)}", key="tasks")
+
+
+@dataclass
+class InductionOptions:
+    """Synthetic in-context probes every architecture can take (evals/probes.py)."""
+
+    limit: int = 128  # sequences per probe
+    seed: int = 0
+    half_len: int | None = None  # random tokens before the repeat; default: half the context
+    num_pairs: int | None = None  # MQAR key-value pairs; default: min(64, context // 8)
+    natural_corpus: str | None = "c4"  # held-out text for Olsson's score on natural text; null skips it
+    band: int | None = None  # positions averaged around the early/late points; default: context // 64
+    token_pool: int | None = None  # draw induction tokens from the first N ids (default: whole vocabulary)
+    batch_size: int = runtime_field(16)
+
+    def __post_init__(self) -> None:
+        for name in ("limit", "band", "token_pool", "batch_size", "num_pairs"):
+            _at_least(self, name, 1)
+        _at_least(self, "half_len", 2)
+
+
+@dataclass
+class AttentionOptions(ImdbPromptOptions):
+    """Per-head induction, previous-token and label-attention scores (evals/attention.py)."""
+
+    limit: int = 32  # sequences for the induction score, prompts for the label attention
+    seed: int = 0
+    half_len: int | None = None  # random tokens before the repeat; default: half the context
+    batch_size: int = runtime_field(8)
+    save_maps: bool = runtime_field(True)  # example attention maps beside the result (for figures)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(self, "limit", 1)
+        _at_least(self, "half_len", 2)
+        _at_least(self, "batch_size", 1)
