@@ -413,5 +413,50 @@ def test_launcher_killed_while_submitting(slurm_cluster, tmp_path, point):
         jobs |= {record["job_id"], *(h["job_id"] for h in record["history"])}
         assert losses(s.dir.root) == _reference_losses(s, tmp_path)  # one record per step, same losses
         assert [e["event"] for e in read_jsonl(s.dir.events)].count("start") == 1
-    assert {p.name for p in (folder / ".submitit").iterdir()} == jobs
+    filed = {p.name for p in (folder / ".submitit").iterdir() if p.is_dir() and "_" in p.name}
+    assert filed == jobs  # every array task folder belongs to a recorded job, and only those remain
+    arrays = {j.split("_")[0] for j in jobs}
+    assert {p.name for p in (folder / ".submitit").iterdir() if p.is_dir() and "_" not in p.name} <= arrays
     assert launch(path, executor="slurm", root=root).job_ids == []
+
+
+def test_reconcile_cancels_jobs_whose_submission_was_never_filed(slurm_cluster, tmp_path):
+    """A launcher killed between sbatch and filing the submissions leaves an array that would fail after a
+    minute without running: the next launch cancels it (and records nothing for it)."""
+    import subprocess
+
+    path = sweep_file(tmp_path, name="unfiled", arms={"attention": ARMS["attention"]})
+    sweep = load_sweep(path)
+    folder = tmp_path / "runs" / sweep.name
+    folder.mkdir(parents=True)
+    (folder / ".launch-intent.json").write_text(json.dumps({"started_at": time.time(), "executor": "slurm"}))
+    out = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--job-name",
+            sweep.name,
+            "--array=0-1",
+            "--begin=now+120",
+            "--wrap",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    array = out.strip().split(";")[0]
+    from harness.sweeps.launch import reconcile
+
+    done = reconcile(sweep, folder, echo=lambda s: None)
+    assert any(f"cancelled jobs {array}" in line for line in done), done
+    deadline = time.monotonic() + 30
+    while True:
+        state = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-o", "State", "-j", array], capture_output=True, text=True
+        )
+        if state.stdout.strip().startswith("CANCELLED"):
+            break
+        assert time.monotonic() < deadline, state.stdout
+        time.sleep(0.5)
+    assert not (folder / ".launch-intent.json").exists()

@@ -164,13 +164,16 @@ def submitted_jobs(submitit_folder: Path) -> dict[str, str]:
 
 
 def unfiled_array_jobs(job_name: str, submitit_folder: Path) -> list[str]:
-    """Active SLURM jobs named ``job_name`` whose submission submitit never filed (their launcher died
-    between sbatch and moving the pickles into place): they would fail after a minute without running."""
+    """This user's active SLURM jobs named ``job_name`` none of whose tasks submitit filed a submission for
+    (their launcher died between sbatch and moving the pickles into place): they would fail after a
+    minute without running. squeue prints a pending array as ``<id>_[0-3]``, so jobs are compared by their
+    array id."""
     if not shutil.which("squeue"):
         return []
-    out = _query(["squeue", "-h", "-r", "-o", "%i", "--name", job_name])
-    ids = [line.strip() for line in out.splitlines() if line.strip()]
-    return [j for j in ids if not JobPaths(submitit_folder, job_id=j).submitted_pickle.exists()]
+    out = _query(["squeue", "--me", "-h", "-r", "-o", "%i", "--name", job_name])
+    filed = {job.split("_")[0] for job in submitted_jobs(submitit_folder)}
+    ids = {line.strip().split("_")[0] for line in out.splitlines() if line.strip()}
+    return sorted(i for i in ids if i not in filed)
 
 
 def remove_orphans(submitit_folder: Path, keep: set[str]) -> list[str]:
@@ -179,7 +182,8 @@ def remove_orphans(submitit_folder: Path, keep: set[str]) -> list[str]:
     The caller holds the sweep's launch lock and has recorded every job it wants to keep."""
     if not submitit_folder.is_dir():
         return []
-    unkept = [e for e in submitit_folder.iterdir() if e.is_dir() and e.name not in keep]
+    arrays = {job.split("_")[0] for job in keep}  # an array's own folder holds its sbatch script
+    unkept = [e for e in submitit_folder.iterdir() if e.is_dir() and e.name not in keep | arrays]
     slurm = _slurm_states([e.name for e in unkept]) if unkept and shutil.which("squeue") else {}
     removed = []
     for entry in unkept:
