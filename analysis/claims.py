@@ -85,7 +85,7 @@ def _row_estimates(
     paper_row: str, metric: str, compare: Compare, measures: pd.DataFrame
 ) -> tuple[list[tuple[str, Estimate]], str | None]:
     """Our estimates for the arms (one per grid point) that reproduce ``paper_row``, or the reason."""
-    mine = measures[(measures["metric"] == metric) & (measures["arm"].map(compare.rows.get) == paper_row)]
+    mine = measures[(measures["metric"] == metric) & (measures["arm"].map(compare.row_of) == paper_row)]
     have, reasons = [], []
     for label, values in mine.groupby("label", sort=False):
         est, missing, _ = arm_estimate(values)

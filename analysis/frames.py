@@ -135,7 +135,7 @@ def _read_evals(run: RunInfo) -> dict[str, dict]:
     return out
 
 
-def run_row(run: RunInfo, steps: list[dict], suites: list[str]) -> dict:
+def _run_row(run: RunInfo, steps: list[dict], suites: list[str]) -> dict:
     row = {k: v for k, v in asdict(run).items() if k not in ("grid_point", "eval_errors", "compare", "path")}
     last_tokens = max((s["tokens"] or 0 for s in steps), default=0)
     row.update(
@@ -158,7 +158,7 @@ def load_frames(runs: list[RunInfo]) -> Frames:
     for run in runs:
         steps = _steps(run) if run.path.is_dir() else []
         payloads = _read_evals(run) if run.path.is_dir() else {}
-        run_rows.append(run_row(run, steps, list(payloads)))
+        run_rows.append(_run_row(run, steps, list(payloads)))
         step_rows += steps
         load += _expert_load(steps)
         event_rows += _events(run) if run.path.is_dir() else []

@@ -51,12 +51,12 @@ def _measure_eval(metric: Metric, run: pd.Series, evals: dict, hashes: dict) -> 
     reasons = []
     for key in metric.eval:
         suite, task, name = key.split("/")
-        rows = evals.get((suite, task, name)) or evals.get((suite, task, ""))
-        if rows is None:
+        # a task that did not run has one status row without a metric name
+        row = evals.get((suite, task, name)) or evals.get((suite, task, ""))
+        if row is None:
             have_suite = any(k[0] == suite for k in evals)
             reasons.append(f"{task}: not in the {suite} result" if have_suite else suite_reason(run, suite))
             continue
-        row = rows
         if row["status"] != "ok" or not math.isfinite(row["value"]):
             reasons.append(f"{task}: {row['status']}" + (f" ({row['note']})" if row.get("note") else ""))
             continue

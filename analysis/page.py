@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,47 @@ from analysis import render
 from analysis.claims import ClaimResult
 from analysis.measure import run_state_reason
 from analysis.paper import DAGGER, load_paper
-from analysis.report import Report, SweepReport
+from analysis.tables import Table
+
+
+@dataclass
+class TableOut:
+    table: Table
+    caption: str
+    claims: list[ClaimResult] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FigureOut:
+    id: str
+    title: str
+    caption: str
+    paper_claim: str
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def png(self) -> str:
+        return next(f for f in self.files if f.endswith(".png"))
+
+
+@dataclass
+class SweepReport:
+    name: str
+    description: str
+    runs: pd.DataFrame
+    tables: list[TableOut] = field(default_factory=list)
+    figures: list[FigureOut] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    out: Path
+    sources: list[str]
+    created: str
+    sweeps: list[SweepReport]
+    data_files: list[str]
+
 
 VERDICT_MARK = {
     "supported": "✔ supported",
@@ -120,6 +161,7 @@ CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } h3 { margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 12.5px; margin: .6em 0; }
+.scroll { overflow-x: auto; }
 th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 thead th { border-bottom: 2px solid #555; }
@@ -130,7 +172,7 @@ tr.baseline td:first-child { font-style: italic; }
 .verdict { font-weight: bold; padding: 0 4px; border-radius: 3px; }
 .supported { background: #d8efd8; } .not-supported { background: #f5d5d5; }
 .inconclusive { background: #eee; } .runs td { text-align: left; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 1em 0; } figure img { width: 100%; max-width: 1000px; border: 1px solid #eee; }
 details { font-size: 12px; color: #333; }
 """
 
@@ -153,15 +195,14 @@ def index_html(report: Report, folder: Path) -> str:
     ]
     for s in report.sweeps:
         parts.append(f"<h2>Sweep {e(s.name)}</h2>" + (f"<p>{e(s.description)}</p>" if s.description else ""))
-        parts.append(f"<h3>Runs ({e(_state_summary(s.runs))})</h3><table class=runs><thead><tr>")
+        parts.append(f"<h3>Runs ({e(_state_summary(s.runs))})</h3><div class=scroll><table class=runs><thead><tr>")
         parts.append("".join(f"<th>{h}</th>" for h in RUN_HEAD) + "</tr></thead><tbody>")
         for row in _run_rows(s.runs):
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        parts.append("</tbody></table>")
+        parts.append("</tbody></table></div>")
         for t in s.tables:
-            parts.append(
-                f"<h3>{e(t.table.title)}</h3><p class=caption>{e(t.caption)}</p>{render.html(t.table)}"
-            )
+            parts.append(f"<h3>{e(t.table.title)}</h3><p class=caption>{e(t.caption)}</p>")
+            parts.append(f"<div class=scroll>{render.html(t.table)}</div>")
             if t.claims:
                 parts.append("<p><b>Paper's claims, checked</b></p><ul>")
                 for verdict, text, summary, details in _claim_lines(t.claims):

@@ -9,6 +9,7 @@ that names the file, the key and the valid choices).
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,20 @@ class Compare:
     table: str
     baseline: str | None
     rows: dict[str, str]  # arm (verbatim) -> paper row
+
+    def row_of(self, arm: str) -> str | None:
+        """The paper row of ``arm``, also when only its directory-name slug is known ("1to7" for "1:7")."""
+        if arm in self.rows:
+            return self.rows[arm]
+        return next((row for a, row in self.rows.items() if slug(a) == arm), None)
+
+    def is_baseline(self, arm: str) -> bool:
+        return self.baseline is not None and arm in (self.baseline, slug(self.baseline))
+
+
+def slug(arm: str) -> str:
+    """An arm name as run directory names spell it (harness.sweeps.config: other characters -> "to")."""
+    return re.sub(r"[^A-Za-z0-9._-]", "to", arm)
 
 
 @dataclass

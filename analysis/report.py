@@ -15,10 +15,10 @@ whole and an interrupted one leaves the previous report intact. Nothing is ever 
 from __future__ import annotations
 
 import datetime
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +29,7 @@ from analysis.attention_maps import load_prompt_maps
 from analysis.claims import ClaimResult, check_claims
 from analysis.frames import Frames, load_frames, write_csvs
 from analysis.measure import measure
+from analysis.page import FigureOut, Report, SweepReport, TableOut, index_html, index_md
 from analysis.paper import Compare, FigureSpec, Paper, load_paper
 from analysis.runs import RunInfo, load_runs
 from analysis.tables import Table, paper_table, summary_table, table1
@@ -36,45 +37,6 @@ from harness.config_loader import ConfigError
 
 FORMATS = ("md", "csv", "tex")
 FIGURE_FORMATS = ("png", "pdf")
-
-
-@dataclass
-class TableOut:
-    table: Table
-    caption: str
-    claims: list[ClaimResult] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-
-
-@dataclass
-class FigureOut:
-    id: str
-    title: str
-    caption: str
-    paper_claim: str
-    files: list[str] = field(default_factory=list)
-
-    @property
-    def png(self) -> str:
-        return next(f for f in self.files if f.endswith(".png"))
-
-
-@dataclass
-class SweepReport:
-    name: str
-    description: str
-    runs: pd.DataFrame
-    tables: list[TableOut] = field(default_factory=list)
-    figures: list[FigureOut] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    out: Path
-    sources: list[str]
-    created: str
-    sweeps: list[SweepReport]
-    data_files: list[str]
 
 
 def compare_entries(sweep: str, runs: list[RunInfo], paper: Paper) -> list[Compare]:
@@ -91,7 +53,7 @@ def display_names(labels: list[str], arms: dict[str, str], compares: list[Compar
     """Arm label -> the paper's row name (first declaring table) or the label itself."""
     names = {}
     for label in labels:
-        row = next((c.rows[arms[label]] for c in compares if arms[label] in c.rows), None)
+        row = next((r for c in compares if (r := c.row_of(arms[label]))), None)
         names[label] = row if row and row not in names.values() else label
     return names
 
@@ -204,8 +166,7 @@ def _sweep_figures(
 
 
 def _imdb_settings(run_dir: Path) -> dict:
-    import json
-
+    """The IMDB prompt format the attention suite used (template, delimiter, labels)."""
     try:
         payload = json.loads((run_dir / "evals" / "attention.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -221,7 +182,7 @@ def _check_out(out: Path, runs: list[RunInfo]) -> None:
     target = out.resolve()
     for run in runs:
         root = run.path.resolve()
-        if target == root or root in target.parents or (out / "config.yaml").exists():
+        if target == root or root in target.parents:
             raise ConfigError(
                 f"the report folder {out} is inside run directory {run.path}; reports never write into runs: "
                 "choose another --out (default: reports/<sweep>)"
@@ -241,8 +202,6 @@ def build_report(
 ) -> Path:
     """Write the report of ``sources`` (sweep files, sweep folders, run directories) to ``out`` and return
     its ``index.html``; prints every table and the claims' verdicts through ``echo``."""
-    from analysis import page
-
     paper = load_paper()
     runs = load_runs(sources, root)
     if not runs:
@@ -256,6 +215,7 @@ def build_report(
     measures = measure(frames, paper)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
     try:
         sweeps = []
         for name in dict.fromkeys(r.sweep for r in runs):
@@ -270,8 +230,8 @@ def build_report(
         data_files = [str(p.relative_to(tmp)) for p in data] + ["data/measures.csv", "data/claims.csv"]
         created = datetime.datetime.now().isoformat(timespec="seconds")
         report = Report(out, [str(s) for s in sources], created, sweeps, data_files)
-        (tmp / "index.md").write_text(page.index_md(report))
-        (tmp / "index.html").write_text(page.index_html(report, tmp))
+        (tmp / "index.md").write_text(index_md(report))
+        (tmp / "index.html").write_text(index_html(report, tmp))
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -298,7 +258,7 @@ def _sweep_report(
     for c in compares:
         study = paper.table(c.table)
         table = paper_table(study, c, measures, frames.runs, paper)
-        caption = f"{study.title}: {what}, each cell beside the paper's value."
+        caption = f"Ours: {what}; each cell beside the paper's value."
         report.tables.append(TableOut(table, caption, check_claims(c, measures, paper)))
     baseline = compares[0].baseline if compares else None
     summary = summary_table(name, measures, frames.runs, paper, baseline)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.measure import arm_estimate
-from analysis.paper import Compare, Metric, Paper, PaperValue, Study
+from analysis.paper import Compare, Metric, Paper, PaperValue, Study, slug
 from analysis.stats import Estimate
 
 NOT_IN_PAPER = "not in the paper"
@@ -122,17 +122,17 @@ def paper_table(
     arm_of_label = {label: arm for label, arm in zip(runs["label"], runs["arm"], strict=True)}
     ordered: list[tuple[str, str | None, str | None]] = []  # (row label, our arm label, paper row)
     for paper_row in study.rows:
-        labels = [lab for lab in _labels(runs) if compare.rows.get(arm_of_label[lab]) == paper_row]
+        labels = [lab for lab in _labels(runs) if compare.row_of(arm_of_label[lab]) == paper_row]
         if not labels:
             ordered.append((paper_row, None, paper_row))
         for lab in labels:
             ordered.append((paper_row if len(labels) == 1 else f"{paper_row} ({lab})", lab, paper_row))
-    ordered += [(lab, lab, None) for lab in _labels(runs) if arm_of_label[lab] not in compare.rows]
+    ordered += [(lab, lab, None) for lab in _labels(runs) if compare.row_of(arm_of_label[lab]) is None]
 
     rows, cells = [], {}
     baseline_row = None
     for row_label, label, paper_row in ordered:
-        is_base = label is not None and arm_of_label[label] == compare.baseline and baseline_row is None
+        is_base = label is not None and compare.is_baseline(arm_of_label[label]) and baseline_row is None
         baseline_row = row_label if is_base else baseline_row
         states = runs.loc[runs["label"] == label, "state"].tolist() if label else []
         rows.append(Row(row_label, label or "", _runs_summary(states) if label else "—", is_base, paper_row))
@@ -164,7 +164,8 @@ def summary_table(
         if measures.loc[measures["metric"] == mid, "missing"].isna().any()
     ]
     labels = _labels(runs)
-    base = next((lab for lab in labels if runs.loc[runs["label"] == lab, "arm"].iloc[0] == baseline), None)
+    arms = dict(zip(runs["label"], runs["arm"], strict=True))
+    base = next((lab for lab in labels if baseline and arms[lab] in (baseline, slug(baseline))), None)
     base = base or (labels[0] if labels else None)
     rows, cells = [], {}
     for label in labels:

@@ -404,3 +404,29 @@ def test_sweep_file_compare_and_user_sweep(tmp_path, capsys):
         "user-sweep-summary.md",
         "user-sweep-table1.md",
     ]
+
+
+def test_legacy_directories_map_to_paper_rows_through_their_slugs(tmp_path):
+    """Run directories without run.json, found on their own: the registry's `compare:` for the sweep's
+    folder name maps the slugged arm names ("1to7tomoe" for "1:7+moe") to the paper's rows."""
+    for arm, preset, nq in (("1:7", "tiny-1to7", 0.10), ("1:7+moe", "tiny-1to7-moe", 0.12)):
+        fx.write_run(
+            tmp_path,
+            "table7-tiny",
+            arm,
+            preset=preset,
+            run_json=False,
+            evals={"ablation": fx.ablation(0.3, 0.5, nq)},
+        )
+    paper = load_paper()
+    runs = load_runs([tmp_path / "table7-tiny"])
+    assert sorted(r.arm for r in runs) == ["1to7", "1to7tomoe"]
+    (compare,) = paper.compare(paper.sweeps["table7-tiny"])
+    frames = load_frames(runs)
+    table = paper_table(paper.table("table7"), compare, measure(frames, paper), frames.runs, paper)
+    assert [(r.label, r.arms, r.baseline) for r in table.rows] == [
+        ("Jamba (no MoE)", "1to7", True),
+        ("Jamba + MoE", "1to7tomoe", False),
+    ]
+    cell = table.cell("Jamba + MoE", "nq")
+    assert cell.delta == pytest.approx(2.0) and cell.paper_delta == pytest.approx(3.5) and cell.best
