@@ -36,7 +36,8 @@ def attention_to_labels(
     prompts: dict[str, PromptMaps], heads: pd.DataFrame, names: dict[str, str], k: int = 4
 ) -> Figure:
     """Fig. 7's view: for each arm's top heads, attention from the final ':' of a few-shot IMDB prompt to
-    every earlier token, label tokens highlighted (one row of panels per arm)."""
+    every earlier token, label tokens highlighted (one row of panels per arm). ``heads`` holds the per-head
+    scores of the runs whose maps ``prompts`` has (one run per arm)."""
     arms = [label for label in names if label in prompts]
     with style():
         if not arms:
@@ -47,10 +48,7 @@ def attention_to_labels(
         axes = fig.subplots(len(arms), k, squeeze=False, sharey="row")
         for i, label in enumerate(arms):
             view = prompts[label]
-            run_heads = heads[
-                (heads["label"] == label)
-                & (heads["run_id"] == heads.loc[heads["label"] == label, "run_id"].iloc[0])
-            ]
+            run_heads = heads[heads["label"] == label]
             chosen = top_heads(run_heads, k)
             positions = np.arange(view.final + 1)
             is_label = np.isin(positions, view.label_positions)

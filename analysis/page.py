@@ -195,7 +195,9 @@ def index_html(report: Report, folder: Path) -> str:
     ]
     for s in report.sweeps:
         parts.append(f"<h2>Sweep {e(s.name)}</h2>" + (f"<p>{e(s.description)}</p>" if s.description else ""))
-        parts.append(f"<h3>Runs ({e(_state_summary(s.runs))})</h3><div class=scroll><table class=runs><thead><tr>")
+        parts.append(
+            f"<h3>Runs ({e(_state_summary(s.runs))})</h3><div class=scroll><table class=runs><thead><tr>"
+        )
         parts.append("".join(f"<th>{h}</th>" for h in RUN_HEAD) + "</tr></thead><tbody>")
         for row in _run_rows(s.runs):
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")

@@ -19,6 +19,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -59,6 +60,7 @@ def display_names(labels: list[str], arms: dict[str, str], compares: list[Compar
 
 
 def _figure_spec(compares: list[Compare], kind: str, paper: Paper) -> FigureSpec | None:
+    """The paper's figure of this kind among those the sweep's paper tables name (e.g. Fig. 5 for Table 4)."""
     for c in compares:
         for fid in paper.table(c.table).figures:
             if paper.figures[fid].kind == kind:
@@ -73,96 +75,113 @@ def _hybrids(runs: pd.DataFrame) -> list[str]:
     return hybrids or [lab for lab, p in patterns.items() if "*" in p]
 
 
-def _sweep_figures(
-    name: str,
-    frames: Frames,
-    measures: pd.DataFrame,
-    names: dict[str, str],
-    compares: list[Compare],
-    paper: Paper,
-) -> list[tuple[str, str, str, str, Figure]]:
-    """(id, title, caption, paper claim, figure) for every figure the sweep's data supports."""
-    out = []
+@dataclass
+class Drawn:
+    """A figure with its kind (paper.yaml ``figures.*.kind``, which links it to the paper's figure)."""
 
-    def add(kind: str, default_title: str, caption: str, fig: Figure) -> None:
-        spec = _figure_spec(compares, kind, paper)
-        title = spec.title if spec else default_title
-        out.append((spec.id if spec else kind, title, caption, spec.claim if spec else "", fig))
+    kind: str
+    title: str
+    caption: str
+    figure: Figure
 
-    steps, events = frames.steps, frames.events
-    if steps["loss"].notna().any():
-        spikes = int((events["event"] == "loss_spike").sum())
-        caption = (
-            "Training loss per arm against training tokens (EMA-smoothed with weight "
-            f"{fig_training.SMOOTHING}; raw in light), held-out loss as open markers"
-            + (f", {spikes} loss_spike events from events.jsonl as crosses" if spikes else "; no loss spikes")
-            + ". Several seeds: one curve each."
-        )
-        add("loss_curves", "Training loss", caption, fig_training.loss_curves(steps, events, names))
+
+def _loss(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
+    if not frames.steps["loss"].notna().any():
+        return []
+    spikes = int((frames.events["event"] == "loss_spike").sum())
+    caption = (
+        f"Training loss per arm against training tokens (EMA-smoothed with weight {fig_training.SMOOTHING}; "
+        "raw in light), held-out loss as open markers"
+        + (f", {spikes} loss_spike events from events.jsonl as crosses" if spikes else "; no loss spikes")
+        + ". Several seeds: one curve each."
+    )
+    fig = fig_training.loss_curves(frames.steps, frames.events, names)
+    return [Drawn("loss_curves", "Training loss", caption, fig)]
+
+
+def _attention(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
     heads = frames.heads
-    if not heads.empty:
-        prompts, highlight = {}, {}
-        for label in _hybrids(frames.runs):
-            run = frames.runs[frames.runs["label"] == label].iloc[0]
-            mine = heads[heads["run_id"] == run["run_id"]]
-            payload_settings = _imdb_settings(Path(run["run_dir"]))
-            view = load_prompt_maps(run["run_dir"], payload_settings) if not mine.empty else None
-            if view is not None:
-                prompts[label] = view
-                highlight[label] = [(layer, head) for _, layer, head in fig_icl.top_heads(mine)]
-        hybrid_names = {lab: names[lab] for lab in names if lab in prompts}
-        caption = (
-            "Attention from the final ':' of the first few-shot IMDB prompt (evals/attention_maps.npz) to "
-            "every "
-            "earlier token, for the hybrid's four heads with the most attention to the demonstrations' label "
-            "tokens (highlighted); titles give each head's mean label mass over the suite's prompts."
+    if heads.empty:
+        return []
+    prompts, highlight, shown_runs = {}, {}, []
+    for label in _hybrids(frames.runs):
+        run = frames.runs[frames.runs["label"] == label].iloc[0]
+        mine = heads[heads["run_id"] == run["run_id"]]
+        view = load_prompt_maps(run["run_dir"], _imdb_settings(Path(run["run_dir"]))) if len(mine) else None
+        if view is not None:
+            prompts[label] = view
+            shown_runs.append(run["run_id"])
+            highlight[label] = [(layer, head) for _, layer, head in fig_icl.top_heads(mine)]
+    shown = {label: name for label, name in names.items() if label in prompts}
+    to_labels = (
+        "Attention from the final ':' of the first few-shot IMDB prompt (evals/attention_maps.npz) to every "
+        "earlier token, for the hybrid's four heads with the most attention to the demonstrations' label "
+        "tokens (highlighted); titles give each head's mean label mass over the suite's prompts."
+    )
+    scores = (
+        "Per attention layer and head (first seed of each arm): prefix-matching (induction) score on "
+        "repeated random tokens, previous-token score, and attention mass from ':' to the label tokens; "
+        "outlined: the heads shown in the attention-to-labels view."
+    )
+    out = [
+        Drawn(
+            "head_scores",
+            "Per-head attention scores",
+            scores,
+            fig_icl.head_heatmaps(heads, frames.runs, names, highlight),
         )
-        add(
-            "attention_heads",
-            "Attention to labels",
-            caption,
-            fig_icl.attention_to_labels(prompts, heads, hybrid_names),
+    ]
+    if prompts:  # the maps need the imdb pack; without it the scores above still stand
+        out.insert(
+            0,
+            Drawn(
+                "attention_heads",
+                "Attention to labels",
+                to_labels,
+                fig_icl.attention_to_labels(prompts, heads[heads["run_id"].isin(shown_runs)], shown),
+            ),
         )
-        caption = (
-            "Per attention layer and head (first seed of each arm): prefix-matching (induction) score on "
-            "repeated random tokens, previous-token score, and attention mass from ':' to the label tokens; "
-            "outlined: the heads shown in the attention-to-labels view."
-        )
-        out.append(
-            (
-                "heads",
-                "Per-head attention scores",
-                caption,
-                "",
-                fig_icl.head_heatmaps(heads, frames.runs, names, highlight),
-            )
-        )
-    if measures.loc[measures["metric"].isin(["imdb", "imdb_format", "imdb_loglik"]), "missing"].isna().any():
-        caption = (
-            "IMDB few-shot (icl suite): log-likelihood accuracy (label preference, format-free), format "
-            "adherence (greedy answer starts with a label word) and generation accuracy (off-format = wrong, "
-            "the paper's scoring); bars: mean over seeds, error bars: seed std or binomial s.e.; below: the "
-            "most frequent off-format answers."
-        )
-        add("icl_imdb", "IMDB scores", caption, fig_icl.imdb_companion(measures, frames.off_format, names))
-    if not frames.induction_curve.empty:
-        caption = (
-            "Induction probe (induction suite): loss per position on EOS + random tokens + the same tokens "
-            "again, mean over sequences and seeds; a model that copies from context drops after the repeat "
-            "starts."
-        )
-        add(
-            "induction_curve",
-            "Induction probe",
-            caption,
-            fig_icl.induction_curve(frames.induction_curve, names),
-        )
-    if not frames.expert_load.empty:
-        caption = (
-            "Share of routed tokens per expert over training, per MoE layer (first seed of each MoE arm)."
-        )
-        add("expert_load", "Expert load", caption, fig_training.expert_load(frames.expert_load, names))
     return out
+
+
+def _imdb(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
+    if (
+        not measures.loc[measures["metric"].isin(["imdb", "imdb_format", "imdb_loglik"]), "missing"]
+        .isna()
+        .any()
+    ):
+        return []
+    caption = (
+        "IMDB few-shot (icl suite): log-likelihood accuracy (label preference, format-free), format "
+        "adherence (greedy answer starts with a label word) and generation accuracy (off-format = wrong, the "
+        "paper's scoring); bars: mean over seeds, error bars: seed std or binomial s.e.; below: the most "
+        "frequent off-format answers."
+    )
+    return [
+        Drawn("icl_imdb", "IMDB scores", caption, fig_icl.imdb_companion(measures, frames.off_format, names))
+    ]
+
+
+def _induction(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
+    if frames.induction_curve.empty:
+        return []
+    caption = (
+        "Induction probe (induction suite): loss per position on EOS + random tokens + the same tokens "
+        "again, mean over sequences and seeds; a model that copies from context drops after the repeat "
+        "starts."
+    )
+    fig = fig_icl.induction_curve(frames.induction_curve, names)
+    return [Drawn("induction_curve", "Induction probe", caption, fig)]
+
+
+def _expert_load(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
+    if frames.expert_load.empty:
+        return []
+    caption = "Share of routed tokens per expert over training, per MoE layer (first seed of each MoE arm)."
+    return [Drawn("expert_load", "Expert load", caption, fig_training.expert_load(frames.expert_load, names))]
+
+
+FIGURES = (_loss, _attention, _imdb, _induction, _expert_load)
 
 
 def _imdb_settings(run_dir: Path) -> dict:
@@ -272,14 +291,17 @@ def _sweep_report(
         for claim in out.claims:
             echo(f"  claim [{claim.verdict}] {claim.text} ({claim.summary})")
         echo("")
-    for fid, title, caption, claim, fig in _sweep_figures(name, frames, measures, names, compares, paper):
+    for drawn in (d for build in FIGURES for d in build(frames, measures, names)):
+        spec = _figure_spec(compares, drawn.kind, paper)
+        fid = spec.id if spec else drawn.kind.replace("_", "-")
         files = []
         for fmt in FIGURE_FORMATS:
             path = folder / "figures" / f"{name}-{fid}.{fmt}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path)
+            drawn.figure.savefig(path)
             files.append(str(path.relative_to(folder)))
-        report.figures.append(FigureOut(fid, title, caption, claim, files))
+        title, claim = (spec.title, spec.claim) if spec else (drawn.title, "")
+        report.figures.append(FigureOut(fid, title, drawn.caption, claim, files))
     return report
 
 

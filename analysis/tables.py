@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -57,7 +57,6 @@ class Table:
     cells: dict[tuple[str, str], Cell]
     baseline: str | None = None
     paper_columns: bool = True
-    notes: list[str] = field(default_factory=list)
 
     def cell(self, row: str, metric: str) -> Cell:
         return self.cells[(row, metric)]
@@ -119,7 +118,7 @@ def paper_table(
 ) -> Table:
     """One paper table reproduced by a sweep (``runs``/``measures`` restricted to that sweep)."""
     columns = [paper.metric(c) for c in study.columns]
-    arm_of_label = {label: arm for label, arm in zip(runs["label"], runs["arm"], strict=True)}
+    arm_of_label = dict(zip(runs["label"], runs["arm"], strict=True))
     ordered: list[tuple[str, str | None, str | None]] = []  # (row label, our arm label, paper row)
     for paper_row in study.rows:
         labels = [lab for lab in _labels(runs) if compare.row_of(arm_of_label[lab]) == paper_row]

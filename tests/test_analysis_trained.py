@@ -92,7 +92,7 @@ def test_report_of_trained_runs(trained, tmp_path, one_thread):
 
     index = build_report([str(path)], out=tmp_path / "report", root=root, echo=lambda s: None)
     figures = {p.stem.removeprefix("table4-tiny-") for p in (index.parent / "figures").glob("*.png")}
-    assert {"fig5", "fig7", "heads"} <= figures
+    assert {"fig5", "fig7", "head-scores"} <= figures
     html = index.read_text()
     assert "Jamba a:m=1:7" in html and "data:image/png;base64," in html
     assert not any(p.name == "report" for r in runs for p in r.path.iterdir())
