@@ -158,16 +158,16 @@ def _sweep_md(s: SweepReport) -> list[str]:
 
 
 CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; }
+body { font: 14px/1.45 system-ui, sans-serif; max-width: 1440px; margin: 2em auto; padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } h3 { margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: 12.5px; margin: .6em 0; }
+table { border-collapse: collapse; font-size: 12px; margin: .6em 0; }
 .scroll { overflow-x: auto; }
 th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 thead th { border-bottom: 2px solid #555; }
 td.paper, th.paper { color: #555; background: #f6f6f6; }
 tr.baseline td:first-child { font-style: italic; }
-.legend, .caption { font-size: 12px; color: #444; }
+.legend, .caption { font-size: 12px; color: #444; } td small { color: #666; }
 .claim-paper { font-size: 12px; color: #444; font-style: italic; }
 .verdict { font-weight: bold; padding: 0 4px; border-radius: 3px; }
 .supported { background: #d8efd8; } .not-supported { background: #f5d5d5; }

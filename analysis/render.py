@@ -33,25 +33,32 @@ def _signed(value: float, digits: int) -> str:
     return f"{value:+.{digits}f}"
 
 
-def ours_parts(cell: Cell, m: Metric) -> tuple[str, str | None]:
-    """(text, footnote) of our side of a cell, without emphasis."""
+def ours_value(cell: Cell, m: Metric) -> str:
+    """Our value ("mean ± std" over several seeds) or "—"."""
     if cell.ours is None:
-        return "—", cell.missing
+        return "—"
     text = m.fmt(cell.ours.mean)
     if cell.ours.n >= 2 and cell.ours.std is not None:
         text += f" ± {cell.ours.std:.{m.digits}f}"
-    if cell.delta is not None:
-        text += f" ({_signed(cell.delta, m.digits)})"
-    return text, cell.note or None
+    return text
 
 
-def paper_parts(cell: Cell, m: Metric) -> tuple[str, str | None]:
-    if cell.paper is None:
-        return "—", None
-    text = m.fmt(cell.paper.value) + cell.paper.mark
-    if cell.paper_delta is not None:
-        text += f" ({_signed(cell.paper_delta, m.digits)})"
-    return text, None
+def paper_value(cell: Cell, m: Metric) -> str:
+    return "—" if cell.paper is None else m.fmt(cell.paper.value) + cell.paper.mark
+
+
+def _with_delta(value: str, delta: float | None, m: Metric) -> str:
+    return value if delta is None else f"{value} ({_signed(delta, m.digits)})"
+
+
+def ours_parts(cell: Cell, m: Metric) -> tuple[str, str | None]:
+    """(text with the delta, footnote) of our side of a cell, without emphasis."""
+    note = cell.missing if cell.ours is None else cell.note
+    return _with_delta(ours_value(cell, m), cell.delta, m), note or None
+
+
+def paper_text(cell: Cell, m: Metric) -> str:
+    return _with_delta(paper_value(cell, m), cell.paper_delta, m)
 
 
 def legend(table: Table) -> list[str]:
@@ -98,7 +105,7 @@ def markdown(table: Table) -> str:
                 text += str(notes.mark(note)).translate(SUPERSCRIPT)
             cells.append(text)
             if table.paper_columns:
-                ptext, _ = paper_parts(c, m)
+                ptext = paper_text(c, m)
                 cells.append(f"**{ptext}**" if c.paper_best else ptext)
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -123,7 +130,7 @@ def text(table: Table) -> str:
             t += f"[{notes.mark(note)}]" if note else ""
             cells.append(t)
             if table.paper_columns:
-                cells.append(paper_parts(c, m)[0] + ("*" if c.paper_best else ""))
+                cells.append(paper_text(c, m) + ("*" if c.paper_best else ""))
         body.append(cells)
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     out = [f"{table.title}  [{table.sweep}]"]
@@ -260,7 +267,7 @@ def latex(table: Table) -> str:
             t += rf"\textsuperscript{{{notes.mark(note)}}}" if note else ""
             cells.append(t)
             if table.paper_columns:
-                p = _tex(paper_parts(c, m)[0])
+                p = _tex(paper_text(c, m))
                 cells.append(rf"\textbf{{{p}}}" if c.paper_best else p)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -268,6 +275,10 @@ def latex(table: Table) -> str:
     foot += [rf"\textsuperscript{{{i}}}{_tex(t)}" for i, t in enumerate(notes.texts, 1)]
     lines += [r"\par\smallskip{\footnotesize " + ". ".join(foot) + ".}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _html_delta(delta: float | None, m: Metric) -> str:
+    return "" if delta is None else f"<br><small>({_signed(delta, m.digits)})</small>"
 
 
 def html(table: Table) -> str:
@@ -292,15 +303,16 @@ def html(table: Table) -> str:
         cells.append(f"<td>{h.escape(r.runs)}</td>")
         for m in table.columns:
             c = table.cell(r.label, m.id)
-            t, note = ours_parts(c, m)
-            t = h.escape(t)
+            _, note = ours_parts(c, m)
+            t = h.escape(ours_value(c, m))
             t = f"<b>{t}</b>" if c.best else t
             if note:
                 t += f'<sup title="{h.escape(note)}">{notes.mark(note)}</sup>'
-            cells.append(f"<td>{t}</td>")
+            cells.append(f"<td>{t}{_html_delta(c.delta, m)}</td>")
             if table.paper_columns:
-                p = h.escape(paper_parts(c, m)[0])
-                cells.append(f"<td class=paper>{f'<b>{p}</b>' if c.paper_best else p}</td>")
+                p = h.escape(paper_value(c, m))
+                p = f"<b>{p}</b>" if c.paper_best else p
+                cells.append(f"<td class=paper>{p}{_html_delta(c.paper_delta, m)}</td>")
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     foot = [h.escape(line).replace("**bold**", "<b>bold</b>") for line in legend(table)]
     foot += [f"<sup>{i}</sup> {h.escape(t)}" for i, t in enumerate(notes.texts, 1)]
