@@ -144,7 +144,7 @@ def _run_row(run: RunInfo, steps: list[dict], suites: list[str]) -> dict:
         grid_point=json.dumps(run.grid_point) if run.grid_point else "",
         tokens=max(run.tokens, last_tokens),
         evals=",".join(suites),
-        eval_errors="; ".join(f"{k}: {v}" for k, v in run.eval_errors.items()),
+        eval_errors=json.dumps(run.eval_errors) if run.eval_errors else "",
         planned_suites=",".join(run.planned_suites) if run.planned_suites is not None else None,
         suite_hashes=json.dumps(run.suite_hashes) if run.suite_hashes else "",
     )

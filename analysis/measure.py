@@ -37,10 +37,9 @@ def run_state_reason(run: pd.Series) -> str | None:
 
 def suite_reason(run: pd.Series, suite: str) -> str:
     """Why a finished run has no result for ``suite``."""
-    errors = run.get("eval_errors") or ""
-    for part in errors.split("; "):
-        if part.startswith(f"{suite}:"):
-            return f"{suite} eval failed:{part[len(suite) + 1 :]}"
+    errors = json.loads(run["eval_errors"]) if run.get("eval_errors") else {}
+    if suite in errors:
+        return f"{suite} eval failed: {errors[suite]}"
     planned = run.get("planned_suites")
     if planned is not None and not pd.isna(planned) and suite not in planned.split(","):
         return f"suite {suite} not in the run's evals"

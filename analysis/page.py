@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def _run_rows(runs: pd.DataFrame) -> list[list[str]]:
         params = f"{r.params_total / 1e6:.2f}M" if pd.notna(r.params_total) else "—"
         problem = run_state_reason(pd.Series(r._asdict())) or ""
         if r.eval_errors:
-            problem = "; ".join(p for p in (problem, f"eval errors: {r.eval_errors}") if p)
+            failed = "; ".join(f"{suite} eval failed: {e}" for suite, e in json.loads(r.eval_errors).items())
+            problem = "; ".join(p for p in (problem, failed) if p)
         rows.append(
             [
                 r.label,

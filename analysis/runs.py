@@ -80,11 +80,6 @@ class RunInfo:
         grid = " ".join(f"{k.split('.')[-1]}={v}" for k, v in self.grid_point.items())
         return f"{self.arm} {grid}".strip()
 
-    @property
-    def progress(self) -> str:
-        total = f"/{self.total_steps}" if self.total_steps else ""
-        return f"step {self.step}{total}"
-
 
 def _read_sweep(path: Path, root: str | Path) -> list[RunRef]:
     """The runs a sweep file expands to, with their expected directories under ``root``.

@@ -345,6 +345,7 @@ def test_report_folder_names_failed_and_running_runs(sweep_root, tmp_path, capsy
     assert index == out / "index.html"
     md = (out / "index.md").read_text()
     assert "run failed: non-finite loss nan at step 3" in md and "run running (step 5/10)" in md
+    assert "ablation eval failed: RuntimeError: boom" in md.split("### Table 4")[0]  # in the runs table
     assert "### Table 4: attention:Mamba ratio" in md and "### Table 6" in md
     assert "inconclusive" in md and "Paper: The hybrids' loss is lower throughout training" in md
     page = index.read_text()
