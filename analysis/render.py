@@ -226,7 +226,7 @@ LATEX_ESCAPES = {
 def _tex(s: str) -> str:
     out = "".join(LATEX_ESCAPES.get(ch, ch) for ch in s)
     return (
-        out.replace(" ± ", r" $\pm$ ")
+        out.replace("±", r"$\pm$")
         .replace(DAGGER, r"$^\dagger$")
         .replace("—", "---")
         .replace("↑", r"$\uparrow$")
