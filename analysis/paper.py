@@ -111,15 +111,18 @@ class Compare:
         """The paper row of ``arm``, also when only its directory-name slug is known ("1to7" for "1:7")."""
         if arm in self.rows:
             return self.rows[arm]
-        return next((row for a, row in self.rows.items() if slug(a) == arm), None)
+        return next((row for a, row in self.rows.items() if arm in (a, *slugs(a))), None)
 
     def is_baseline(self, arm: str) -> bool:
-        return self.baseline is not None and arm in (self.baseline, slug(self.baseline))
+        return self.baseline is not None and arm in (self.baseline, *slugs(self.baseline))
 
 
-def slug(arm: str) -> str:
-    """An arm name as run directory names spell it (harness.sweeps.config: other characters -> "to")."""
-    return re.sub(r"[^A-Za-z0-9._-]", "to", arm)
+def slugs(arm: str) -> tuple[str, str]:
+    """An arm name as run directory names spell it: now (harness.sweeps.config.arm_slug), and before run
+    directories recorded their arm (every character outside ``[A-Za-z0-9._-]`` became ``to``)."""
+    from harness.sweeps.config import arm_slug
+
+    return arm_slug(arm), re.sub(r"[^A-Za-z0-9._-]", "to", arm)
 
 
 @dataclass
@@ -128,7 +131,6 @@ class Paper:
     summary_metrics: list[str]
     tables: dict[str, Study]
     figures: dict[str, FigureSpec]
-    sweeps: dict[str, list[dict]]
     provenance: dict[str, str]
 
     def metric(self, metric_id: str) -> Metric:
@@ -146,7 +148,7 @@ class Paper:
         return self.tables[table_id]
 
     def compare(self, entries: Any, *, source: str | None = None) -> list[Compare]:
-        """Validated ``compare:`` entries (from run.json, a sweep file or the ``sweeps`` section)."""
+        """Validated ``compare:`` entries (from run.json or a sweep file)."""
         if entries is None:
             return []
         if not isinstance(entries, list):
@@ -265,7 +267,5 @@ def load_paper(path: str | Path = PAPER_FILE) -> Paper:
         fid: FigureSpec(fid, f["kind"], f["title"], " ".join(f["claim"].split()))
         for fid, f in raw["figures"].items()
     }
-    paper = Paper(metrics, raw["summary_metrics"], tables, figures, raw.get("sweeps", {}), raw["provenance"])
-    for name, entries in paper.sweeps.items():
-        paper.compare(entries, source=f"{path} (sweeps.{name})")
+    paper = Paper(metrics, raw["summary_metrics"], tables, figures, raw["provenance"])
     return paper

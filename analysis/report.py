@@ -41,13 +41,13 @@ FIGURE_FORMATS = ("png", "pdf")
 
 
 def compare_entries(sweep: str, runs: list[RunInfo], paper: Paper) -> list[Compare]:
-    """The sweep's declared paper tables: run.json's (or the sweep file's) ``compare:``, else the
-    registry's entry for the sweep's name; none for a user's own sweep."""
+    """The sweep's declared paper tables: run.json's (or the sweep file's) ``compare:``; none for a sweep
+    that declares none (it gets the generic arms x metrics table)."""
     for run in runs:
         if run.compare is not None:
             where = str(run.path / "run.json") if run.arm_source == "run.json" else run.sweep_file
             return paper.compare(run.compare, source=where)
-    return paper.compare(paper.sweeps.get(sweep), source="analysis/paper.yaml")
+    return []
 
 
 def display_names(labels: list[str], arms: dict[str, str], compares: list[Compare]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from harness.config_loader import ConfigError, from_dict, load_yaml
+from harness.config_loader import ConfigError, from_dict, to_dict
 
 RUN_DIR_NAME = re.compile(r"^(?P<slug>.+)-(?P<run_id>[0-9a-f]{12})$")
 CONTEXT_256K = 262144
@@ -82,15 +82,11 @@ class RunInfo:
 
 
 def _read_sweep(path: Path, root: str | Path) -> list[RunRef]:
-    """The runs a sweep file expands to, with their expected directories under ``root``.
+    """The runs a sweep file expands to, with their expected directories under ``root``."""
+    from harness.sweeps.config import expand_sweep, load_sweep
 
-    ``compare:`` is taken from the raw file and removed before the strict schema sees it, so sweep files
-    with and without it both load."""
-    from harness.sweeps.config import SweepConfig, expand_sweep
-
-    data = load_yaml(path)
-    compare = data.pop("compare", None)
-    sweep = from_dict(SweepConfig, data, source=str(path))
+    sweep = load_sweep(path)
+    compare = to_dict(sweep.compare) or None
     refs = []
     for run in expand_sweep(sweep, source=str(path)):
         refs.append(

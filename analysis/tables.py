@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.measure import arm_estimate
-from analysis.paper import Compare, Metric, Paper, PaperValue, Study, slug
+from analysis.paper import Compare, Metric, Paper, PaperValue, Study, slugs
 from analysis.stats import Estimate
 
 NOT_IN_PAPER = "not in the paper"
@@ -164,7 +164,7 @@ def summary_table(
     ]
     labels = _labels(runs)
     arms = dict(zip(runs["label"], runs["arm"], strict=True))
-    base = next((lab for lab in labels if baseline and arms[lab] in (baseline, slug(baseline))), None)
+    base = next((lab for lab in labels if baseline and arms[lab] in (baseline, *slugs(baseline))), None)
     base = base or (labels[0] if labels else None)
     rows, cells = [], {}
     for label in labels:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import analysis_fixture as fx
 import pandas as pd
@@ -408,8 +409,12 @@ def test_sweep_file_compare_and_user_sweep(tmp_path, capsys):
 
 
 def test_legacy_directories_map_to_paper_rows_through_their_slugs(tmp_path):
-    """Run directories without run.json, found on their own: the registry's `compare:` for the sweep's
-    folder name maps the slugged arm names ("1to7tomoe" for "1:7+moe") to the paper's rows."""
+    """Run directories without run.json, found on their own, know their arms only as slugs ("1to7tomoe" for
+    "1:7+moe", as directories were named before run.json): a `compare:` (the project's table7 sweep file's)
+    still maps them to the paper's rows."""
+    from harness.config_loader import to_dict
+    from harness.sweeps.config import load_sweep
+
     for arm, preset, nq in (("1:7", "tiny-1to7", 0.10), ("1:7+moe", "tiny-1to7-moe", 0.12)):
         fx.write_run(
             tmp_path,
@@ -422,7 +427,8 @@ def test_legacy_directories_map_to_paper_rows_through_their_slugs(tmp_path):
     paper = load_paper()
     runs = load_runs([tmp_path / "table7-tiny"])
     assert sorted(r.arm for r in runs) == ["1to7", "1to7tomoe"]
-    (compare,) = paper.compare(paper.sweeps["table7-tiny"])
+    sweep_file = Path(__file__).resolve().parents[1] / "sweeps" / "table7-tiny.yaml"
+    (compare,) = paper.compare(to_dict(load_sweep(sweep_file).compare))
     frames = load_frames(runs)
     table = paper_table(paper.table("table7"), compare, measure(frames, paper), frames.runs, paper)
     assert [(r.label, r.arms, r.baseline) for r in table.rows] == [
@@ -431,3 +437,15 @@ def test_legacy_directories_map_to_paper_rows_through_their_slugs(tmp_path):
     ]
     cell = table.cell("Jamba + MoE", "nq")
     assert cell.delta == pytest.approx(2.0) and cell.paper_delta == pytest.approx(3.5) and cell.best
+
+
+def test_every_sweep_file_declares_known_paper_tables():
+    """The project's sweep files map their arms onto rows of the paper's tables (`compare:`)."""
+    from analysis.paper import load_paper
+    from harness.config_loader import to_dict
+    from harness.sweeps.config import load_sweep
+
+    paper = load_paper()
+    for path in sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")):
+        compares = paper.compare(to_dict(load_sweep(path).compare), source=str(path))
+        assert compares and all(c.rows for c in compares), path

@@ -1,7 +1,7 @@
 """The report on run directories written by the real launcher, trainer and eval suites: a tiny Table 4
-sweep (pure Mamba and the 1:7 hybrid, two seeds each) run in-process by the debug executor. Its runs have
-no run.json, so this also covers finding runs through a sweep file and the registry's `compare:` for the
-sweep name; every number checked is read back independently from the files the trainer and suites wrote."""
+sweep (pure Mamba and the 1:7 hybrid, two seeds each) run in-process by the debug executor. Its runs carry
+the run.json the launcher writes (arm, seed, the sweep's `compare:`); every number checked is read back
+independently from the files the trainer and suites wrote."""
 
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ def trained(tmp_path_factory, eval_packs):
             "attention": {"limit": 2},
         },
         "resources": {"cpus_per_task": 1},
+        "compare": [
+            {"table": "table4", "rows": {"mamba": "Mamba", "1:7": "Jamba a:m=1:7"}},
+            {"table": "table6", "rows": {"mamba": "Mamba", "1:7": "Attention-Mamba (1:7)"}},
+        ],
     }
     path = tmp / "table4-tiny.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
@@ -65,10 +69,10 @@ def test_report_of_trained_runs(trained, tmp_path, one_thread):
     path, root = trained
     runs = load_runs([path], root=root)
     assert [(r.arm, r.seed, r.state, r.arm_source) for r in runs] == [
-        ("mamba", 0, "done", "sweep file"),
-        ("mamba", 1, "done", "sweep file"),
-        ("1:7", 0, "done", "sweep file"),
-        ("1:7", 1, "done", "sweep file"),
+        ("mamba", 0, "done", "run.json"),
+        ("mamba", 1, "done", "run.json"),
+        ("1:7", 0, "done", "run.json"),
+        ("1:7", 1, "done", "run.json"),
     ]
     hybrid = [r.path for r in runs if r.arm == "1:7"]
     c4 = [
@@ -80,7 +84,7 @@ def test_report_of_trained_runs(trained, tmp_path, one_thread):
     paper = load_paper()
     frames = load_frames(runs)
     measures = measure(frames, paper)
-    compare = paper.compare(paper.sweeps["table4-tiny"])[0]
+    compare = paper.compare(runs[0].compare)[0]
     table = paper_table(paper.table("table4"), compare, measures, frames.runs, paper)
     cell = table.cell("Jamba a:m=1:7", "c4")
     assert cell.ours.values == c4 and cell.ours.n == 2
