@@ -13,6 +13,7 @@ Subcommands:
   ablate sweep cancel FILE
   ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all [--step N] [--limit N]
               [--device D] [--threads N] [--option SUITE.KEY=VALUE]
+  ablate report SWEEP.yaml [...] | RUN_DIR [...] [--out DIR] [--format md|csv|tex]
 
 A user's configuration mistake (:class:`harness.config_loader.ConfigError`) is printed as one clear
 message and exit status 2, never as a traceback.
@@ -310,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     from evals.cli import add_eval_commands
 
     add_eval_commands(sub)
+
+    from analysis.cli import add_report_commands
+
+    add_report_commands(sub)
 
     bench = sub.add_parser("bench", help="speed benchmarks, measured side by side in one run")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

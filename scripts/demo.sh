@@ -6,12 +6,14 @@
 #   3. `ablate sweep launch` through submitit (SLURM when sbatch is on PATH, else local processes): each arm
 #      trains, then runs its evaluation suites (perplexity, OLLM, ablation benchmarks, IMDB ICL, induction
 #      probes, attention heads) in the same job;
-#   4. the sweep's status and where every result is.
+#   4. the sweep's status and where every result is;
+#   5. `ablate report`: Tables 4 and 6 beside the paper's numbers, the paper's claims checked, Figs. 5 and 7
+#      and the Table 6 companion, written to reports/table4-tiny/ (it prints where index.html is).
 # Re-running skips what is already done (packs, finished runs); an interrupted demo resumes its runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg  # no display needed
 sweep=sweeps/table4-tiny.yaml
 echo "== Table 1: parameters and KV cache at 256K tokens =="
 ablate plan --table1 --context 262144
@@ -45,4 +47,7 @@ for run in expand_sweep(sweep):
             print(f"   {path.stem:<11} {line}")
 print("\nEach run directory holds config.yaml, metrics.jsonl, events.jsonl, checkpoints/, logs/ and evals/*.json.")
 PY
+echo
+echo "== report: the paper's tables and figures, ours beside the paper's =="
+ablate report "$sweep" --out reports/table4-tiny
 exit $status

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh dev
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# MPLBACKEND: no display in CI (the report draws on the Agg canvas anyway; this keeps any pyplot use headless).
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
 
 # A real single-node SLURM on loopback for the launcher tests (scripts/slurm/start.sh installs the Debian
 # packages on first use and needs root). ABLATE_SLURM=0 leaves it out; when it cannot start, the tests
