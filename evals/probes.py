@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from evals.loading import LoadedRun
 from evals.options import InductionOptions
 from harness.config_loader import ConfigError
+from harness.data import mqar
 from harness.data.config import CorpusSpec
 from harness.data.sources import DataUnavailableError, resolve
 
@@ -183,24 +184,17 @@ def mqar_sequences(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MQAR sequences ``EOS k1 v1 ... kN vN  q1 a1 ... qN aN`` (queries: the keys in random order).
 
-    Keys come from the lower half of the vocabulary and values from the upper half (EOS in neither), each
-    drawn without replacement within a sequence. Returns the sequences (n, 1 + 4 * num_pairs), the positions
-    of the queries (whose next token is the answer) and each sequence's values (n, num_pairs).
+    The training generator's instances (:mod:`harness.data.mqar`) with every query slot used (length
+    ``4 * num_pairs``), a uniform query order and the answers in the input, after an EOS: keys from the lower
+    half of the vocabulary and values from the upper half (EOS in neither), each distinct within a sequence.
+    Returns the sequences (n, 1 + 4 * num_pairs), the positions of the queries (whose next token is the
+    answer) and each sequence's values (n, num_pairs).
     """
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.tensor([i for i in range(vocab) if i != eos])
-    key_pool, value_pool = ids[: len(ids) // 2], ids[len(ids) // 2 :]
-    seqs, values_all = [], []
-    for _ in range(n):
-        keys = key_pool[torch.randperm(len(key_pool), generator=g)[:num_pairs]]
-        values = value_pool[torch.randperm(len(value_pool), generator=g)[:num_pairs]]
-        order = torch.randperm(num_pairs, generator=g)
-        context = torch.stack([keys, values], 1).view(-1)
-        queries = torch.stack([keys[order], values[order]], 1).view(-1)
-        seqs.append(torch.cat([torch.tensor([eos]), context, queries]))
-        values_all.append(values)
+    task = mqar.MQARTask(4 * num_pairs, num_pairs, vocab, eos, power_a=1.0, answers_in_input=True)
+    inputs, _ = mqar.batch(task, n, seed=seed, stream="probe")
+    seqs = torch.cat([torch.full((n, 1), eos, dtype=torch.long), inputs], dim=1)
     query_positions = 1 + 2 * num_pairs + 2 * torch.arange(num_pairs)
-    return torch.stack(seqs), query_positions, torch.stack(values_all)
+    return seqs, query_positions, seqs[:, 2 : 2 * num_pairs + 1 : 2].clone()
 
 
 @torch.no_grad()

@@ -185,7 +185,13 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
 def to_dict(obj: Any) -> Any:
     """Plain-data form of a (nested) dataclass config, suitable for YAML/JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # A field added later with metadata omit_if_default is left out while it holds its default, so the
+        # resolved form (and the config hash) of configs that do not use it stays what it was.
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == f.default)
+        }
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

@@ -12,13 +12,14 @@
 
 Modules: :mod:`.config` (the dataclasses), :mod:`.sources` (named corpora and the hub/local resolution
 rule), :mod:`.packs` (``ablate data prepare``: local packs from registry packages), :mod:`.tokenizer`,
-:mod:`.tokens` (the tokenized cache), :mod:`.loader` (packing, order, sharding, resume), :mod:`.cli`.
+:mod:`.tokens` (the tokenized cache), :mod:`.loader` (packing, order, sharding, resume), :mod:`.mqar` (the
+synthetic multi-query associative recall corpus, same loader contract), :mod:`.cli`.
 Heavy dependencies (torch, datasets, tokenizers) are imported on first use.
 """
 
 from __future__ import annotations
 
-from harness.data.config import CorpusSpec, DataConfig, TokenizerConfig, resolve_data_dir
+from harness.data.config import CorpusSpec, DataConfig, MQARConfig, TokenizerConfig, resolve_data_dir
 
 _LAZY = {
     "build_tokenizer": "harness.data.tokenizer",
@@ -31,6 +32,8 @@ _LAZY = {
     "build_dataset": "harness.data.loader",
     "BatchIterator": "harness.data.loader",
     "PackedDataset": "harness.data.loader",
+    "MQARDataset": "harness.data.mqar",
+    "MQARTask": "harness.data.mqar",
     "resolve": "harness.data.sources",
     "DataUnavailableError": "harness.data.sources",
     "NAMED_CORPORA": "harness.data.corpora",
@@ -38,7 +41,7 @@ _LAZY = {
     "write_pack": "harness.data.packs",
 }
 
-__all__ = ["CorpusSpec", "DataConfig", "TokenizerConfig", "resolve_data_dir", *_LAZY]
+__all__ = ["CorpusSpec", "DataConfig", "MQARConfig", "TokenizerConfig", "resolve_data_dir", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -14,11 +14,17 @@ types fail with the key path and the nearest valid key)::
       max_tokens: null              # token cap per corpus (hub corpora: see harness.data.loader)
 
 Named corpora and how a name resolves to the hub or to a local pack are documented in
-:mod:`harness.data.sources`.
+:mod:`harness.data.sources`. The synthetic corpus ``mqar`` (multi-query associative recall, generated on the
+fly: :class:`MQARConfig`, :mod:`harness.data.mqar`) takes the place of text corpora::
+
+    data:
+      train: [{name: mqar, mqar: {num_pairs: [8, 32, 64], seq_lens: [256]}}]
+      tokenizer: {kind: bpe, vocab_size: 8192, train_corpus: [web]}   # a text tokenizer is still built
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +35,85 @@ from harness.data.corpora import all_corpus_names, canonical_name, suggest_corpu
 
 DEFAULT_DATA_DIR = "~/.cache/jamba-ablate/data"
 DATA_DIR_ENV = "ABLATE_DATA_DIR"
+MQAR = "mqar"  # the synthetic corpus's name
+
+
+def _as_list(value: int | list[int] | None) -> list[int] | None:
+    return [value] if isinstance(value, int) else value
+
+
+@dataclass
+class MQARConfig:
+    """Multi-query associative recall (Arora et al. 2023, "Zoology", their ``multiquery_ar``), generated on
+    the fly, as the ``mqar`` corpus of ``data.train`` (``{name: mqar, weight: 1, mqar: {...}}``).
+
+    A sequence of length ``L`` with ``N`` pairs is ``k1 v1 k2 v2 ... kN vN`` followed by a query region of
+    ``(L - 2N) // 2`` two-token slots: each key is queried once, in a slot drawn from a power law, and the
+    model must predict the key's value at the query's position. Targets are -100 everywhere else, so the
+    loss and the accuracy count answers only. Every other token of the query region is uniform noise
+    (zoology's ``random_non_queries``). Keys come from the lower half of the ids ``[0, vocab)`` without the
+    tokenizer's EOS id, values from the upper half, noise from all of them: no id reaches ``vocab`` (at most
+    the tokenizer's, hence the model's, vocab_size) and none is EOS. An instance shorter than the run's
+    ``train.seq_len`` is padded to it with noise tokens whose targets are -100.
+
+    The training mixture is every ``(seq_len, num_pairs)`` combination of the two lists, equally weighted
+    (each must fit: ``4 * num_pairs <= seq_len``, as in zoology). For another mixture, e.g. zoology's
+    (64, 4), (128, 8), (256, 16..64), list several ``mqar`` corpora, each with its own ``weight``.
+    Sequences are deterministic functions of the run's seed (``train.seed``), the split, the task and the
+    sample index; train, validation (held-out loss) and evals/mqar.py's test sequences are independent
+    streams.
+
+    Fields (one line of rationale each):
+
+    * ``num_pairs``: key-value pairs per sequence, the difficulty axis: a recurrent state must hold them
+      all, attention looks them up (zoology Fig. 2 uses 4-64).
+    * ``seq_lens``: instance lengths (zoology's ``input_seq_len``); null: the run's ``train.seq_len``. A
+      longer sequence at fixed pairs spreads the pairs over more noise and lengthens key-to-query gaps.
+    * ``vocab``: token ids the task draws from; null: the tokenizer's vocab_size. Zoology uses 8192 and
+      finds large vocabularies (> 1k) separate architectures; must not exceed the tokenizer's vocab_size.
+    * ``power_a``: the query-gap law ``p(slot s) ~ s**(power_a - 1)`` (zoology's 0.01: most queries come
+      soon after the pairs, some much later); 1.0 spreads them uniformly.
+    * ``answers_in_input``: put the answer after each query in the input (``q a q a``, teacher forcing, the
+      format of the ``induction`` suite's MQAR probe) instead of a noise token (zoology).
+    """
+
+    num_pairs: int | list[int]
+    seq_lens: int | list[int] | None = None
+    vocab: int | None = None
+    power_a: float = 0.01
+    answers_in_input: bool = False
+
+    def __post_init__(self):
+        self.num_pairs = _as_list(self.num_pairs)
+        self.seq_lens = _as_list(self.seq_lens)
+        if not self.num_pairs or any(n < 1 for n in self.num_pairs):
+            raise ConfigError(
+                f"num_pairs must be one or more integers >= 1, got {self.num_pairs}", key="num_pairs"
+            )
+        if len(set(self.num_pairs)) != len(self.num_pairs):
+            raise ConfigError(f"num_pairs lists a value twice: {self.num_pairs}", key="num_pairs")
+        if self.seq_lens is not None:
+            if not self.seq_lens or any(n < 4 for n in self.seq_lens):
+                raise ConfigError(
+                    f"seq_lens must be integers >= 4 (or null), got {self.seq_lens}", key="seq_lens"
+                )
+            if len(set(self.seq_lens)) != len(self.seq_lens):
+                raise ConfigError(f"seq_lens lists a value twice: {self.seq_lens}", key="seq_lens")
+            for length in self.seq_lens:
+                for n in self.num_pairs:
+                    if 4 * n > length:
+                        raise ConfigError(
+                            f"{n} pairs do not fit a {length}-token sequence (needs 4 * num_pairs <= "
+                            "seq_len: the pairs, then a query slot of two tokens per key); list that "
+                            "combination as a separate mqar corpus",
+                            key="num_pairs",
+                        )
+        if self.vocab is not None and self.vocab < 5:
+            raise ConfigError(f"vocab must be >= 5 token ids (or null), got {self.vocab}", key="vocab")
+        if not self.power_a > 0:
+            raise ConfigError(
+                f"power_a must be > 0 (1.0: uniform query gaps), got {self.power_a}", key="power_a"
+            )
 
 
 @dataclass
@@ -58,10 +143,16 @@ class CorpusSpec:
     max_tokens: int | None = (
         None  # cap on the tokens taken from this corpus (overrides DataConfig.max_tokens)
     )
+    # name: mqar only: the synthetic recall task. Left out of the resolved config while null, so that the
+    # config hash (run ids, run directories) of every text run is what it was before this field existed.
+    mqar: MQARConfig | None = field(default=None, metadata={"omit_if_default": True})
 
     def __post_init__(self):
         if not self.name:
             raise ConfigError("a corpus needs a name", key="name")
+        if self.name == MQAR or self.mqar is not None:
+            self._check_mqar()
+            return
         if not (self.weight > 0):
             raise ConfigError(f"weight must be > 0, got {self.weight!r}", key="weight")
         if self.max_tokens is not None and self.max_tokens < 2:
@@ -72,16 +163,38 @@ class CorpusSpec:
             raise ConfigError("give either hub_path or data_files, not both", key="data_files")
         explicit = self.hub_path is not None or self.data_files is not None or self.source == "local"
         if canonical_name(self.name) is None and not explicit:
-            hint = suggest_corpus(self.name)
+            hint = suggest_corpus(self.name) or (
+                MQAR if difflib.get_close_matches(self.name.lower(), [MQAR], cutoff=0.5) else None
+            )
             suggestion = f" Did you mean '{hint}'?" if hint else ""
             raise ConfigError(
-                f"unknown corpus '{self.name}'.{suggestion} Named corpora: {', '.join(all_corpus_names())}; "
-                "or give hub_path (a Hugging Face dataset), data_files (local files) or source: local "
-                "(a pack of that name under the data dir)",
+                f"unknown corpus '{self.name}'.{suggestion} Named corpora: {', '.join(all_corpus_names())}, "
+                f"{MQAR} (synthetic); or give hub_path (a Hugging Face dataset), data_files (local files) or "
+                "source: local (a pack of that name under the data dir)",
                 key="name",
             )
         if self.source == "hub" and self.data_files:
             raise ConfigError("source: hub cannot be used with data_files", key="source")
+
+    @property
+    def is_mqar(self) -> bool:
+        return self.name == MQAR
+
+    def _check_mqar(self) -> None:
+        if self.name != MQAR:
+            raise ConfigError(
+                f"'mqar' settings belong to a corpus named '{MQAR}', not '{self.name}'", key="mqar"
+            )
+        if self.mqar is None:
+            raise ConfigError(
+                "the synthetic corpus 'mqar' needs its settings, e.g. mqar: {num_pairs: [8, 32, 64]}",
+                key="mqar",
+            )
+        for key in ("hub_path", "hub_config", "split", "text_field", "streaming", "data_files", "max_tokens"):
+            if getattr(self, key) is not None:
+                raise ConfigError(f"the synthetic corpus 'mqar' takes no {key}", key=key)
+        if self.source != "auto":
+            raise ConfigError("the synthetic corpus 'mqar' takes no source", key="source")
 
 
 @dataclass
@@ -136,6 +249,26 @@ class DataConfig:
             raise ConfigError("data.train needs at least one corpus", key="train")
         if self.max_tokens is not None and self.max_tokens < 2:
             raise ConfigError(f"max_tokens must be >= 2, got {self.max_tokens!r}", key="max_tokens")
+        for role in ("train", "validation"):
+            kinds = {s.is_mqar for s in getattr(self, role)}
+            if len(kinds) > 1:
+                raise ConfigError(
+                    f"data.{role} mixes the synthetic '{MQAR}' with text corpora; a split is either text or "
+                    "mqar",
+                    key=role,
+                )
+        tok = self.tokenizer
+        if any(s.is_mqar for s in self.train) and tok.kind == "bpe" and tok.path is None:
+            if not tok.train_corpus:
+                raise ConfigError(
+                    "an mqar run still builds a text tokenizer (its vocab_size, EOS id and text evals): name "
+                    "the text it trains on, e.g. tokenizer: {train_corpus: [web]}, or use kind: gpt2 or path",
+                    key="tokenizer.train_corpus",
+                )
+        if tok.train_corpus and MQAR in tok.train_corpus:
+            raise ConfigError(
+                f"the tokenizer trains on text; '{MQAR}' is synthetic token ids", key="tokenizer.train_corpus"
+            )
 
     def corpora(self, split: str) -> list[CorpusSpec]:
         """The corpora of ``split`` ('train' or 'validation'); an empty validation list means the held-out
@@ -155,6 +288,7 @@ class DataConfig:
                     hub_config=s.hub_config,
                     text_field=s.text_field,
                     streaming=s.streaming,
+                    mqar=s.mqar,  # mqar: the same tasks, from the held-out stream
                 )
                 for s in self.train
                 if s.data_files is None

@@ -27,6 +27,10 @@ what the run needs when ``make_batches`` is told ``num_samples`` (the corpus's s
 of two so runs of similar length share a cache), else 1e9 tokens (train) / 1e7 (validation), with a
 warning. Changing a cap changes the corpus, hence the order: resume with the same settings; ``state_dict``
 carries a ``fingerprint`` that ``make_batches(state=...)`` checks.
+
+The synthetic ``mqar`` corpus (:mod:`harness.data.mqar`) keeps this contract (global sample order, rank
+sharding, ``samples_consumed``, fingerprint) with samples generated from their index instead of read from a
+token array; its batches' targets are -100 except at the answers.
 """
 
 from __future__ import annotations
@@ -75,6 +79,18 @@ def block_counts(weights: list[float], block: int = MIX_BLOCK) -> np.ndarray:
     return counts
 
 
+def mixture_block(seed: int, counts: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mixture block ``b``: the component of each of its ``MIX_BLOCK`` samples (``counts[c]`` of component
+    ``c``, in a seeded random order) and each sample's rank among its component's samples in the block."""
+    layout = np.repeat(np.arange(len(counts)), counts)
+    corpus_at = layout[_rng(seed, 0x6D6978, b).permutation(MIX_BLOCK)]
+    rank_at = np.empty(MIX_BLOCK, dtype=np.int64)
+    for c in range(len(counts)):
+        where = np.flatnonzero(corpus_at == c)
+        rank_at[where] = np.arange(where.size)
+    return corpus_at, rank_at
+
+
 @dataclass(frozen=True)
 class CorpusArray:
     name: str
@@ -118,13 +134,7 @@ class PackedDataset(Dataset):
     def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         hit = self._blocks.get(b)
         if hit is None:
-            layout = np.repeat(np.arange(len(self.corpora)), self.counts)
-            corpus_at = layout[_rng(self.seed, 0x6D6978, b).permutation(MIX_BLOCK)]
-            rank_at = np.empty(MIX_BLOCK, dtype=np.int64)
-            for c in range(len(self.corpora)):
-                where = np.flatnonzero(corpus_at == c)
-                rank_at[where] = np.arange(where.size)
-            hit = (corpus_at, rank_at)
+            hit = mixture_block(self.seed, self.counts, b)
             self._blocks[b] = hit
             if len(self._blocks) > 4:
                 self._blocks.popitem(last=False)
@@ -292,13 +302,19 @@ def build_dataset(
     seq_len: int = 256,
     seed: int = 0,
     num_samples: int | None = None,
-) -> PackedDataset:
-    """Resolve, tokenize (cached) and index the corpora of ``split``."""
+) -> Dataset:
+    """Resolve, tokenize (cached) and index the corpora of ``split``; for the synthetic ``mqar`` corpus, the
+    generator's dataset (:class:`harness.data.mqar.MQARDataset`, the same sample-index contract)."""
+    role = "train" if split == "train" else "validation"
+    specs = data_cfg.corpora(role)
+    if any(s.is_mqar for s in specs):
+        from harness.data.mqar import build_mqar_dataset
+
+        return build_mqar_dataset(data_cfg, tok, role, seq_len, seed)
+
     from harness.data.sources import resolve
     from harness.data.tokens import tokenize_to_cache
 
-    role = "train" if split == "train" else "validation"
-    specs = data_cfg.corpora(role)
     total = sum(s.weight for s in specs)
     corpora = []
     for spec in specs:
@@ -356,7 +372,7 @@ def make_batches(
         batch_size=batch_size,
         sampler=RankSampler(start_sample, rank, world_size),
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=getattr(dataset, "collate", collate),
         pin_memory=pin_memory,
         drop_last=False,
     )

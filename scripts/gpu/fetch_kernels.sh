@@ -82,9 +82,11 @@ for path in sys.argv[1:]:
     print(f"[fetch] patched for sm_90 only: {path}")
 PY
 
-du -sh "$VENDOR"
-size_kb=$(du -sk "$VENDOR" | cut -f1)
+# Only the kernel sources: vendor_gpu/ also holds scripts/gpu/bundle.sh's wheels and data (it prints the total).
+KERNEL_PATHS=("$SDIST" "$VENDOR/mamba_ssm-$MAMBA_VERSION" "$VENDOR/causal_conv1d-$CONV_VERSION")
+size_kb=$(du -sck "${KERNEL_PATHS[@]}" | tail -n 1 | cut -f1)
+echo "[fetch] kernel sources: ${size_kb} KiB"
 if [ "$size_kb" -gt 16384 ]; then
-    echo "[fetch] warning: vendor_gpu is ${size_kb} KiB; carry allows 64 MiB for the whole working tree" >&2
+    echo "[fetch] warning: kernel sources are ${size_kb} KiB; carry allows 64 MiB for the whole working tree" >&2
 fi
 echo "[fetch] done: carry [\"vendor_gpu\"] and run 'bash scripts/gpu/build_kernels.sh' on the GPU machine"
