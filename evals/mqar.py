@@ -18,24 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from evals.loading import LoadedRun
+from evals.options import MqarOptions
 from harness.config_loader import ConfigError
 from harness.data import mqar
 from harness.data.config import MQARConfig
 
-DEFAULT_LIMIT = 256  # sequences per task
 PREFIX = "mqar_recall"  # metric names; the induction suite's probe already reports "mqar/..."
-
-
-def _as_list(value, name: str) -> list[int] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [v for v in value.replace(",", " ").split() if v]
-    values = value if isinstance(value, (list, tuple)) else [value]
-    try:
-        return [int(v) for v in values]
-    except (TypeError, ValueError):
-        raise ConfigError(f"mqar: {name} must be integers, got {value!r}") from None
 
 
 def eval_tasks(
@@ -105,24 +93,10 @@ def task_accuracy(loaded: LoadedRun, task: mqar.MQARTask, *, n: int, seed: int, 
     }
 
 
-def run(
-    loaded: LoadedRun,
-    *,
-    limit: int | None = None,
-    seed: int = 0,
-    num_pairs: int | list[int] | str | None = None,
-    seq_lens: int | list[int] | str | None = None,
-    batch_size: int = 32,
-) -> dict:
+def run(loaded: LoadedRun, options: MqarOptions) -> dict:
     """Score every task (see the module docstring); returns the JSON-able payload."""
-    n = limit or DEFAULT_LIMIT
-    if n < 1:
-        raise ConfigError(f"mqar: limit must be >= 1 sequence per task, got {n}")
-    if batch_size < 1:
-        raise ConfigError(f"mqar: batch_size must be >= 1, got {batch_size}")
-    tasks, trained, source = eval_tasks(
-        loaded, _as_list(num_pairs, "num_pairs"), _as_list(seq_lens, "seq_lens")
-    )
+    n, seed, batch_size = options.limit, options.seed, options.batch_size
+    tasks, trained, source = eval_tasks(loaded, options.num_pairs, options.seq_lens)
     was_training = loaded.model.training
     loaded.model.eval()
     try:
@@ -144,7 +118,6 @@ def run(
         "tasks": rows,
         "settings": {
             "sequences_per_task": n,
-            "limit_default": DEFAULT_LIMIT,
             "seed": seed,
             "stream": "test (independent of the run's train and validation streams)",
             "tasks_from": source,

@@ -156,3 +156,23 @@ class AttentionOptions(ImdbPromptOptions):
         _at_least(self, "limit", 1)
         _at_least(self, "half_len", 2)
         _at_least(self, "batch_size", 1)
+
+
+@dataclass
+class MqarOptions:
+    """Recall accuracy of a run trained on synthetic MQAR, per (length, pairs) task (evals/mqar.py)."""
+
+    limit: int = 256  # sequences per task
+    seed: int = 0  # the test stream's seed: every arm of a sweep is scored on the same sequences
+    num_pairs: list[int] | None = None  # score this grid of key-value pairs (default: the trained tasks)
+    seq_lens: list[int] | None = None  # ... at these sequence lengths (default: the trained ones)
+    batch_size: int = runtime_field(32)
+
+    def __post_init__(self) -> None:
+        _at_least(self, "limit", 1)
+        _at_least(self, "batch_size", 1)
+        for name in ("num_pairs", "seq_lens"):
+            if getattr(self, name) is not None and (not getattr(self, name) or min(getattr(self, name)) < 1):
+                raise ConfigError(
+                    f"must be a non-empty list of integers >= 1, got {getattr(self, name)}", key=name
+                )

@@ -19,6 +19,7 @@ from evals.options import (
     IclOptions,
     InductionOptions,
     LmEvalOptions,
+    MqarOptions,
     PerplexityOptions,
 )
 from harness.config_loader import (
@@ -80,6 +81,13 @@ SUITES: dict[str, Suite] = {
             "evals.attention:run",
             "evals.attention:summarize",
             "per-head induction, previous-token and label-attention scores",
+        ),
+        Suite(
+            "mqar",
+            MqarOptions,
+            "evals.mqar:run",
+            "evals.mqar:summarize",
+            "recall accuracy of runs trained on synthetic MQAR, per (length, pairs) task",
         ),
     )
 }

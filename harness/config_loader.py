@@ -182,16 +182,26 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
         raise ConfigError(str(e), source=source, key=path or None) from None
 
 
+def later_field(default: Any, **kwargs: Any) -> Any:
+    """A config field added after runs were made with its dataclass: left out of the resolved form while it
+    holds its default, so the resolved config (and the run id) of every config that does not use it stays
+    what it was."""
+    return dataclasses.field(default=default, metadata={"omit_if_default": True}, **kwargs)
+
+
+def _present_fields(obj: Any) -> list[dataclasses.Field]:
+    """The fields of a dataclass config that its resolved form holds (see :func:`later_field`)."""
+    return [
+        f
+        for f in dataclasses.fields(obj)
+        if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == f.default)
+    ]
+
+
 def to_dict(obj: Any) -> Any:
     """Plain-data form of a (nested) dataclass config, suitable for YAML/JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        # A field added later with metadata omit_if_default is left out while it holds its default, so the
-        # resolved form (and the config hash) of configs that do not use it stays what it was.
-        return {
-            f.name: to_dict(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == f.default)
-        }
+        return {f.name: to_dict(getattr(obj, f.name)) for f in _present_fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -216,7 +226,7 @@ def identity(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
             f.name: to_dict(f.default) if is_runtime(f) else identity(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
+            for f in _present_fields(obj)
         }
     if isinstance(obj, (list, tuple)):
         return [identity(v) for v in obj]

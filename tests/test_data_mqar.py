@@ -301,9 +301,10 @@ def test_interrupted_mqar_run_resumes_bit_exact(mqar_root, tmp_path):
 def test_mqar_eval_on_the_trained_run(mqar_root):
     from evals import mqar as mqar_eval
     from evals.loading import load_run
+    from evals.options import MqarOptions
 
     loaded = load_run(mqar_root / "run", device="cpu")
-    payload = mqar_eval.run(loaded, limit=12, batch_size=8)
+    payload = mqar_eval.run(loaded, MqarOptions(limit=12, batch_size=8))
     json.dumps(payload)
     assert [(t["seq_len"], t["num_pairs"]) for t in payload["tasks"]] == [(16, 2), (16, 4), (32, 2), (32, 4)]
     for t in payload["tasks"]:
@@ -319,23 +320,24 @@ def test_mqar_eval_on_the_trained_run(mqar_root):
     assert m["mqar_recall/accuracy"] == pytest.approx(np.mean([t["accuracy"] for t in payload["tasks"]]))
     assert payload["settings"]["stream"].startswith("test") and payload["settings"]["vocab"] == 64
     assert len(mqar_eval.summarize(payload)) == 5
-    rebatched = mqar_eval.run(loaded, limit=12, batch_size=5)  # the same sequences whatever the batching
+    # The same sequences whatever the batching.
+    rebatched = mqar_eval.run(loaded, MqarOptions(limit=12, batch_size=5))
     assert [t["accuracy"] for t in rebatched["tasks"]] == [t["accuracy"] for t in payload["tasks"]]
     assert [t["answer_loss"] for t in rebatched["tasks"]] == pytest.approx(
         [t["answer_loss"] for t in payload["tasks"]]
     )
 
-    grid = mqar_eval.run(loaded, limit=4, num_pairs=[4, 8], seq_lens=32)  # 8 pairs: never trained
+    grid = mqar_eval.run(loaded, MqarOptions(limit=4, num_pairs=[4, 8], seq_lens=[32]))  # 8: never trained
     assert [(t["num_pairs"], t["trained"]) for t in grid["tasks"]] == [(4, True), (8, False)]
     with pytest.raises(ConfigError, match="do not fit"):
-        mqar_eval.run(loaded, limit=4, num_pairs=[16], seq_lens=[32])
+        mqar_eval.run(loaded, MqarOptions(limit=4, num_pairs=[16], seq_lens=[32]))
     with pytest.raises(ConfigError, match="exceeds the run's train.seq_len"):
-        mqar_eval.run(loaded, limit=4, num_pairs=[2], seq_lens=[64])
+        mqar_eval.run(loaded, MqarOptions(limit=4, num_pairs=[2], seq_lens=[64]))
     text_run = dataclasses.replace(
         loaded, config=load_run_config(REPO / "sweeps" / "runs" / "tiny-1to7-web.yaml")
     )
     with pytest.raises(ConfigError, match="did not train on mqar"):
-        mqar_eval.run(text_run, limit=4)
+        mqar_eval.run(text_run, MqarOptions(limit=4))
 
 
 @pytest.mark.slow
@@ -347,6 +349,7 @@ def test_a_small_attention_model_learns_mqar(mqar_root, tmp_path):
     was still at chance after 600 steps."""
     from evals import mqar as mqar_eval
     from evals.loading import load_run
+    from evals.options import MqarOptions
 
     cfg = _run_config(mqar_root, 500)
     cfg["model"] = {
@@ -361,6 +364,6 @@ def test_a_small_attention_model_learns_mqar(mqar_root, tmp_path):
     cfg["optim"] = {"lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0}
     cfg["schedule"] = {"kind": "constant", "warmup_steps": 20}
     train(resolve_run_config(cfg), tmp_path / "run")
-    payload = mqar_eval.run(load_run(tmp_path / "run", device="cpu"), limit=128)
+    payload = mqar_eval.run(load_run(tmp_path / "run", device="cpu"), MqarOptions(limit=128))
     (task,) = payload["tasks"]
     assert task["accuracy"] > 0.9, payload["tasks"]

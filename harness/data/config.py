@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.config_loader import ConfigError
+from harness.config_loader import ConfigError, later_field
 from harness.data.corpora import all_corpus_names, canonical_name, suggest_corpus
 
 DEFAULT_DATA_DIR = "~/.cache/jamba-ablate/data"
@@ -145,7 +145,7 @@ class CorpusSpec:
     )
     # name: mqar only: the synthetic recall task. Left out of the resolved config while null, so that the
     # config hash (run ids, run directories) of every text run is what it was before this field existed.
-    mqar: MQARConfig | None = field(default=None, metadata={"omit_if_default": True})
+    mqar: MQARConfig | None = later_field(None)
 
     def __post_init__(self):
         if not self.name:
