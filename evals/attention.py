@@ -22,6 +22,8 @@ without attention (pure Mamba) gets an explicit empty result with the reason.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -67,34 +69,46 @@ def head_scores(probs: torch.Tensor, half_len: int) -> tuple[torch.Tensor, torch
 
 def prefix_matching_scores(
     loaded: LoadedRun, n: int, half_len: int, seed: int, batch_size: int
-) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], torch.Tensor, dict[int, torch.Tensor]]:
-    """Per block: (heads,) induction scores and previous-token scores, plus the first sequence's maps."""
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Per block: (heads,) induction scores and previous-token scores."""
     tok = loaded.tokenizer
     seqs, _ = repeated_sequences(n, half_len, tok.vocab_size, tok.eos_id, seed)
     induction: dict[int, torch.Tensor] = {}
     previous: dict[int, torch.Tensor] = {}
-    example: dict[int, torch.Tensor] = {}
     for start in range(0, n, batch_size):
         maps = attention_maps(loaded, seqs[start : start + batch_size])
         for block, probs in maps.items():  # (b, h, t, t)
             ind, prev = head_scores(probs, half_len)
             induction[block] = induction.get(block, 0) + ind * len(probs)
             previous[block] = previous.get(block, 0) + prev * len(probs)
-            if start == 0:
-                example[block] = probs[0]
-    return (
-        {b: v / n for b, v in induction.items()},
-        {b: v / n for b, v in previous.items()},
-        seqs[0],
-        example,
-    )
+    return {b: v / n for b, v in induction.items()}, {b: v / n for b, v in previous.items()}
+
+
+def example_maps(loaded: LoadedRun, options: AttentionOptions, shots: int) -> dict[str, np.ndarray]:
+    """Full attention maps of two short examples, for figures: a repeated random sequence of
+    ``example_half_len`` tokens (the induction stripe) and a few-shot IMDB prompt of ``shots`` reviews cut
+    to ``example_review_tokens`` (the Fig. 7 view). Short, so that the maps stay small whatever the
+    context (a 1024-token map of 8 heads is 16 MB per block); the scores above use the full lengths."""
+    tok = loaded.tokenizer
+    half = min(options.example_half_len, (loaded.seq_len - 1) // 2)
+    ids, _ = repeated_sequences(1, half, tok.vocab_size, tok.eos_id, options.seed)
+    arrays = {"induction_tokens": ids[0].numpy()}
+    for block, probs in attention_maps(loaded, ids).items():
+        arrays[f"induction_block{block}"] = probs[0].numpy().astype(np.float16)
+    if shots:
+        short = dataclasses.replace(options, shots=shots, max_review_tokens=options.example_review_tokens)
+        _, prompts = imdb_prompts(loaded, 2, short, seed=options.seed)
+        arrays["imdb_tokens"] = np.asarray(prompts[0].ids)
+        for block, probs in attention_maps(loaded, torch.tensor([prompts[0].ids])).items():
+            arrays[f"imdb_block{block}"] = probs[0].numpy().astype(np.float16)
+    return arrays
 
 
 def label_attention_scores(
     loaded: LoadedRun, n: int, seed: int, prompt: ImdbPromptOptions
-) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict, list[int], dict[int, torch.Tensor]]:
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict]:
     """Per block: (heads,) attention mass from the final ':' to the demonstrations' label tokens, its lift
-    over uniform attention, the prompt settings, and the first prompt's ids and maps."""
+    over uniform attention, and the prompt settings."""
     fmt = PromptFormat.of(prompt)
     builder, prompts = imdb_prompts(loaded, n, prompt, seed=seed)
     if builder.shots == 0:
@@ -103,9 +117,8 @@ def label_attention_scores(
         )
     mass: dict[int, torch.Tensor] = {}
     lift: dict[int, torch.Tensor] = {}
-    example: dict[int, torch.Tensor] = {}
     backend = loaded.tokenizer.backend
-    for k, prompt in enumerate(prompts):
+    for prompt in prompts:
         offsets = backend.encode(prompt.text, add_special_tokens=False).offsets
         # Token j of the text is position j + 1 of the input (after the EOS/BOS token).
         label_positions = [
@@ -120,8 +133,6 @@ def label_attention_scores(
             m = probs[0, :, final, label_positions].sum(-1)  # (heads,)
             mass[block] = mass.get(block, 0) + m
             lift[block] = lift.get(block, 0) + m / uniform
-            if k == 0:
-                example[block] = probs[0]
     settings = {
         "prompts": len(prompts),
         "shots": builder.shots,
@@ -137,8 +148,6 @@ def label_attention_scores(
         {b: v / n for b, v in mass.items()},
         {b: v / n for b, v in lift.items()},
         settings,
-        prompts[0].ids,
-        example,
     )
 
 
@@ -159,15 +168,15 @@ def run(loaded: LoadedRun, options: AttentionOptions) -> dict:
     half_len = o.half_len or (context - 1) // 2
     if not 2 <= half_len <= (context - 1) // 2:
         raise ConfigError(f"attention: half_len must be in [2, {(context - 1) // 2}], got {half_len}")
-    induction, previous, ind_ids, ind_maps = prefix_matching_scores(loaded, n, half_len, o.seed, o.batch_size)
+    induction, previous = prefix_matching_scores(loaded, n, half_len, o.seed, o.batch_size)
     try:
-        label_mass, label_lift, icl_settings, icl_ids, icl_maps = label_attention_scores(loaded, n, o.seed, o)
+        label_mass, label_lift, icl_settings = label_attention_scores(loaded, n, o.seed, o)
     except (DataUnavailableError, ConfigError) as e:
         # No imdb corpus here, or (with default prompt settings) a context too short for a few-shot
         # prompt: the induction scores still stand. Settings the user chose are still checked strictly.
         if o.prompt_settings_changed():
             raise
-        label_mass, label_lift, icl_ids, icl_maps = {}, {}, None, {}
+        label_mass, label_lift = {}, {}
         icl_settings = {"status": "unavailable", "reason": str(e)}
     heads = []
     for block, layer in blocks:
@@ -207,14 +216,13 @@ def run(loaded: LoadedRun, options: AttentionOptions) -> dict:
         },
     }
     if o.save_maps:  # saved beside the result by evals.runner
-        arrays = {"induction_tokens": ind_ids.numpy()}
-        for block in ind_maps:
-            arrays[f"induction_block{block}"] = ind_maps[block].numpy().astype(np.float16)
-        if icl_ids is not None:
-            arrays["imdb_tokens"] = np.asarray(icl_ids)
-            for block in icl_maps:
-                arrays[f"imdb_block{block}"] = icl_maps[block].numpy().astype(np.float16)
-        payload[ARRAYS_KEY] = arrays
+        shots = min(4, icl_settings.get("shots") or 0)
+        payload[ARRAYS_KEY] = example_maps(loaded, o, shots)
+        payload["settings"]["example_maps"] = {
+            "induction_half_len": min(o.example_half_len, (context - 1) // 2),
+            "imdb_shots": shots,
+            "imdb_review_tokens": o.example_review_tokens,
+        }
     return payload
 
 

@@ -150,12 +150,17 @@ class AttentionOptions(ImdbPromptOptions):
     half_len: int | None = None  # random tokens before the repeat; default: half the context
     batch_size: int = runtime_field(8)
     save_maps: bool = runtime_field(True)  # example attention maps beside the result (for figures)
+    # The saved examples are short whatever the context, so maps stay small (full t x t per head):
+    example_half_len: int = runtime_field(64)  # random tokens before the repeat (the induction stripe)
+    example_review_tokens: int = runtime_field(24)  # review length in the example few-shot prompt
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least(self, "limit", 1)
         _at_least(self, "half_len", 2)
         _at_least(self, "batch_size", 1)
+        _at_least(self, "example_half_len", 2)
+        _at_least(self, "example_review_tokens", 1)
 
 
 @dataclass

@@ -126,9 +126,17 @@ def test_attention_scores_for_every_head_of_the_hybrid(hybrid_run, tmp_path):  #
     imdb = payload["settings"]["imdb"]
     assert imdb["shots"] >= 1 and imdb["final_token"] == ":" and imdb["prompts"] == 4
     maps = payload[ARRAYS_KEY]  # evals.runner saves them beside the result (tested in test_evals_cli)
-    t = 1 + 2 * payload["settings"]["half_len"]
-    assert maps["induction_block8"].shape == (n_heads, t, t)
-    assert maps["imdb_block8"].shape[0] == n_heads
+    # The saved examples are short whatever the context: a 64-token repeat and 4 shots of 24-token reviews.
+    example = payload["settings"]["example_maps"]
+    assert example == {
+        "induction_half_len": 64,
+        "imdb_shots": min(4, imdb["shots"]),
+        "imdb_review_tokens": 24,
+    }
+    t = 1 + 2 * 64
+    assert maps["induction_block8"].shape == (n_heads, t, t) and len(maps["induction_tokens"]) == t
+    n = len(maps["imdb_tokens"])
+    assert maps["imdb_block8"].shape == (n_heads, n, n) and n < loaded.seq_len
     np.testing.assert_allclose(maps["induction_block8"].astype(np.float32).sum(-1), 1.0, atol=1e-2)
 
 
