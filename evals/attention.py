@@ -84,24 +84,31 @@ def prefix_matching_scores(
     return {b: v / n for b, v in induction.items()}, {b: v / n for b, v in previous.items()}
 
 
-def example_maps(loaded: LoadedRun, options: AttentionOptions, shots: int) -> dict[str, np.ndarray]:
+def example_maps(
+    loaded: LoadedRun, options: AttentionOptions, shots: int
+) -> tuple[dict[str, np.ndarray], int]:
     """Full attention maps of two short examples, for figures: a repeated random sequence of
-    ``example_half_len`` tokens (the induction stripe) and a few-shot IMDB prompt of ``shots`` reviews cut
-    to ``example_review_tokens`` (the Fig. 7 view). Short, so that the maps stay small whatever the
-    context (a 1024-token map of 8 heads is 16 MB per block); the scores above use the full lengths."""
+    ``example_half_len`` tokens (the induction stripe) and a few-shot IMDB prompt of up to ``shots``
+    reviews cut to ``example_review_tokens`` (the Fig. 7 view), and the shots that fitted. Short, so that
+    the maps stay small whatever the context (a 1024-token map of 8 heads is 16 MB per block); the scores
+    above use the full lengths."""
     tok = loaded.tokenizer
     half = min(options.example_half_len, (loaded.seq_len - 1) // 2)
     ids, _ = repeated_sequences(1, half, tok.vocab_size, tok.eos_id, options.seed)
     arrays = {"induction_tokens": ids[0].numpy()}
     for block, probs in attention_maps(loaded, ids).items():
         arrays[f"induction_block{block}"] = probs[0].numpy().astype(np.float16)
+    if shots:  # as many shots as fit, up to ``shots``
+        short = dataclasses.replace(
+            options, shots=None, max_shots=shots, max_review_tokens=options.example_review_tokens
+        )
+        builder, prompts = imdb_prompts(loaded, 2, short, seed=options.seed)
+        shots = builder.shots
     if shots:
-        short = dataclasses.replace(options, shots=shots, max_review_tokens=options.example_review_tokens)
-        _, prompts = imdb_prompts(loaded, 2, short, seed=options.seed)
         arrays["imdb_tokens"] = np.asarray(prompts[0].ids)
         for block, probs in attention_maps(loaded, torch.tensor([prompts[0].ids])).items():
             arrays[f"imdb_block{block}"] = probs[0].numpy().astype(np.float16)
-    return arrays
+    return arrays, shots
 
 
 def label_attention_scores(
@@ -217,7 +224,7 @@ def run(loaded: LoadedRun, options: AttentionOptions) -> dict:
     }
     if o.save_maps:  # saved beside the result by evals.runner
         shots = min(4, icl_settings.get("shots") or 0)
-        payload[ARRAYS_KEY] = example_maps(loaded, o, shots)
+        payload[ARRAYS_KEY], shots = example_maps(loaded, o, shots)
         payload["settings"]["example_maps"] = {
             "induction_half_len": min(o.example_half_len, (context - 1) // 2),
             "imdb_shots": shots,
