@@ -53,6 +53,8 @@ from harness.training.record import prepare_run_dir
 from harness.training.rundir import RunDir
 from harness.training.spikes import SpikeDetector
 
+HELDOUT_SEED = 0  # the validation batches' order: fixed, so that every run of a sweep sees the same ones
+
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (e.g. a non-finite loss); no traceback needed."""
@@ -368,7 +370,9 @@ def _save(s: _Session) -> None:
 
 @torch.no_grad()
 def heldout_loss(model: nn.Module, cfg: RunConfig, tokenizer, info: D.DistInfo, device, autocast) -> float:
-    """Mean held-out cross-entropy over the first ``eval_batches`` validation batches (same every time)."""
+    """Mean held-out cross-entropy over the first ``eval_batches`` validation batches: the same batches at
+    every evaluation and for every seed of a sweep (their order is drawn from HELDOUT_SEED, not the run's
+    seed), so that the seed spread of held-out losses is the models' and not the batches'."""
     model.eval()
     batches = make_batches(
         cfg.data,
@@ -378,7 +382,7 @@ def heldout_loss(model: nn.Module, cfg: RunConfig, tokenizer, info: D.DistInfo, 
         batch_size=cfg.train.micro_batch,
         rank=info.rank,
         world_size=info.world_size,
-        seed=cfg.train.seed,
+        seed=HELDOUT_SEED,
         start_sample=0,
     )
     total = torch.zeros((), device=device)
