@@ -14,4 +14,6 @@ or a training module.
     claims.py        the paper's claims: supported / not supported / inconclusive
     style.py, fig_training.py, fig_icl.py, attention_maps.py   figures
     report.py, page.py, cli.py                                  ``ablate report``
+    heads.py, fig_heads.py      attention heads per arm and single-head figures (notebooks/attention_heads)
+    notebooks.py                run, render and strip the notebooks (``ablate notebook``)
 """

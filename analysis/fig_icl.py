@@ -24,11 +24,12 @@ SCORES = (
 )
 
 
-def top_heads(heads: pd.DataFrame, k: int = 4) -> list[tuple[int, int, int]]:
-    """(block, layer, head) of the ``k`` heads of one run with the most attention from ':' to the labels
-    (by induction score when the run has no label scores)."""
-    key = "label_attention" if heads["label_attention"].notna().any() else "induction_score"
-    best = heads.sort_values(key, ascending=False).head(k)
+def top_heads(heads: pd.DataFrame, k: int = 4, by: str | None = None) -> list[tuple[int, int, int]]:
+    """(block, layer, head) of the ``k`` heads of one run with the highest score ``by`` (one of
+    :data:`SCORES`); by default the most attention from ':' to the labels (by induction score when the run
+    has no label scores)."""
+    key = by or ("label_attention" if heads["label_attention"].notna().any() else "induction_score")
+    best = heads.sort_values(key, ascending=False, kind="stable").head(k)
     return [(int(r.block), int(r.layer), int(r.head)) for r in best.itertuples()]
 
 

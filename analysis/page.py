@@ -184,6 +184,36 @@ def _img(folder: Path, rel: str) -> str:
     return f"data:image/png;base64,{data}"
 
 
+def runs_html(runs: pd.DataFrame) -> str:
+    """The runs table: arm, seed, run id, state, progress, results and problems of each run."""
+    e = html.escape
+    parts = ["<div class=scroll><table class=runs><thead><tr>"]
+    parts.append("".join(f"<th>{h}</th>" for h in RUN_HEAD) + "</tr></thead><tbody>")
+    for row in _run_rows(runs):
+        parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    parts.append("</tbody></table></div>")
+    return "".join(parts)
+
+
+def table_html(t: TableOut) -> str:
+    """One table with its title, caption and the paper's claims with their verdicts."""
+    e = html.escape
+    parts = [f"<h3>{e(t.table.title)}</h3><p class=caption>{e(t.caption)}</p>"]
+    parts.append(f"<div class=scroll>{render.html(t.table)}</div>")
+    if t.claims:
+        parts.append("<p><b>Paper's claims, checked</b></p><ul>")
+        for verdict, text, summary, details in _claim_lines(t.claims):
+            cls = verdict.replace(" ", "-")
+            items = "".join(f"<li>{e(d)}</li>" for d in details)
+            parts.append(
+                f"<li><span class='verdict {cls}'>{e(VERDICT_MARK[verdict])}</span> {e(text)} "
+                f"<span class=claim-paper>({e(summary)})</span>"
+                f"<details><summary>comparisons</summary><ul>{items}</ul></details></li>"
+            )
+        parts.append("</ul>")
+    return "".join(parts)
+
+
 def index_html(report: Report, folder: Path) -> str:
     """The self-contained page; ``folder`` is where the report's files are (to embed the PNGs)."""
     e = html.escape
@@ -197,27 +227,8 @@ def index_html(report: Report, folder: Path) -> str:
     ]
     for s in report.sweeps:
         parts.append(f"<h2>Sweep {e(s.name)}</h2>" + (f"<p>{e(s.description)}</p>" if s.description else ""))
-        parts.append(
-            f"<h3>Runs ({e(_state_summary(s.runs))})</h3><div class=scroll><table class=runs><thead><tr>"
-        )
-        parts.append("".join(f"<th>{h}</th>" for h in RUN_HEAD) + "</tr></thead><tbody>")
-        for row in _run_rows(s.runs):
-            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        parts.append("</tbody></table></div>")
-        for t in s.tables:
-            parts.append(f"<h3>{e(t.table.title)}</h3><p class=caption>{e(t.caption)}</p>")
-            parts.append(f"<div class=scroll>{render.html(t.table)}</div>")
-            if t.claims:
-                parts.append("<p><b>Paper's claims, checked</b></p><ul>")
-                for verdict, text, summary, details in _claim_lines(t.claims):
-                    cls = verdict.replace(" ", "-")
-                    items = "".join(f"<li>{e(d)}</li>" for d in details)
-                    parts.append(
-                        f"<li><span class='verdict {cls}'>{e(VERDICT_MARK[verdict])}</span> {e(text)} "
-                        f"<span class=claim-paper>({e(summary)})</span>"
-                        f"<details><summary>comparisons</summary><ul>{items}</ul></details></li>"
-                    )
-                parts.append("</ul>")
+        parts.append(f"<h3>Runs ({e(_state_summary(s.runs))})</h3>{runs_html(s.runs)}")
+        parts += [table_html(t) for t in s.tables]
         for f in s.figures:
             claim = f"<p class=claim-paper>Paper: {e(f.paper_claim)}</p>" if f.paper_claim else ""
             parts.append(

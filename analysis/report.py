@@ -221,27 +221,17 @@ def build_report(
 ) -> Path:
     """Write the report of ``sources`` (sweep files, sweep folders, run directories) to ``out`` and return
     its ``index.html``; prints every table and the claims' verdicts through ``echo``."""
-    paper = load_paper()
-    runs = load_runs(sources, root)
-    if not runs:
-        raise ConfigError(f"no runs found in {', '.join(map(str, sources))}")
     for fmt in formats:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown --format '{fmt}'; choose among {', '.join(FORMATS)}")
+    runs, frames, measures, parts = report_parts(sources, root)
     out = Path(out) if out else default_out(runs)
     _check_out(out, runs)
-    frames = load_frames(runs)
-    measures = measure(frames, paper)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
     try:
-        sweeps = []
-        for name in dict.fromkeys(r.sweep for r in runs):
-            sweep_runs = [r for r in runs if r.sweep == name]
-            ids = {r.run_id for r in sweep_runs}
-            sub, sub_measures = _subset(frames, ids), measures[measures["run_id"].isin(ids)]
-            sweeps.append(_sweep_report(name, sweep_runs, sub, sub_measures, paper, tmp, formats, echo))
+        sweeps = [_sweep_report(p, tmp, formats, echo) for p in parts]
         data = write_csvs(frames, tmp / "data")
         measures.to_csv(tmp / "data" / "measures.csv", index=False)
         claims = [c for s in sweeps for t in s.tables for c in t.claims]
@@ -258,45 +248,82 @@ def build_report(
     return out / "index.html"
 
 
-def _sweep_report(
-    name: str,
-    runs: list[RunInfo],
-    frames: Frames,
-    measures: pd.DataFrame,
-    paper: Paper,
-    folder: Path,
-    formats: tuple[str, ...],
-    echo: Callable[[str], None],
-) -> SweepReport:
+@dataclass
+class SweepParts:
+    """What a report shows of one sweep, before anything is written: its tables (with their claims
+    checked) and figures (each with the paper's figure it reproduces, if any). The notebook
+    ``notebooks/ablation_results.ipynb`` displays these; :func:`build_report` writes them."""
+
+    name: str
+    description: str
+    runs: pd.DataFrame
+    names: dict[str, str]  # arm label -> display name
+    tables: list[TableOut]
+    figures: list[tuple[str, Drawn, FigureSpec | None]]  # (figure id, figure, the paper's figure)
+
+
+def sweep_parts(
+    name: str, runs: list[RunInfo], frames: Frames, measures: pd.DataFrame, paper: Paper
+) -> SweepParts:
+    """The tables and figures of sweep ``name`` (``frames`` and ``measures`` of its runs only)."""
     compares = compare_entries(name, runs, paper)
-    report = SweepReport(name, runs[0].sweep_description, frames.runs)
     labels = list(dict.fromkeys(frames.runs["label"]))
     arms = dict(zip(frames.runs["label"], frames.runs["arm"], strict=True))
     names = display_names(labels, arms, compares)
-    what = f"our runs of sweep {name}" + (f" ({report.description})" if report.description else "")
+    description = runs[0].sweep_description
+    what = f"our runs of sweep {name}" + (f" ({description})" if description else "")
+    tables = []
     for c in compares:
         study = paper.table(c.table)
         table = paper_table(study, c, measures, frames.runs, paper)
         caption = f"Ours: {what}; each cell beside the paper's value."
-        report.tables.append(TableOut(table, caption, check_claims(c, measures, paper)))
+        tables.append(TableOut(table, caption, check_claims(c, measures, paper)))
     baseline = compares[0].baseline if compares else None
     summary = summary_table(name, measures, frames.runs, paper, baseline)
     caption = f"Every measured metric of {what} (no paper counterpart: held-out and training loss, probes)."
-    report.tables.append(TableOut(summary, caption))
+    tables.append(TableOut(summary, caption))
     caption = "Parameters and KV cache at 256K tokens from configs: the paper's four models, then our arms."
-    report.tables.append(TableOut(table1(frames.runs, paper), caption))
+    tables.append(TableOut(table1(frames.runs, paper), caption))
+    figures = []
+    for drawn in (d for build in FIGURES for d in build(frames, measures, names)):
+        spec = _figure_spec(compares, drawn.kind, paper)
+        figures.append((spec.id if spec else drawn.kind.replace("_", "-"), drawn, spec))
+    return SweepParts(name, description, frames.runs, names, tables, figures)
+
+
+def report_parts(
+    sources: list[str | Path], root: str | Path = "runs"
+) -> tuple[list[RunInfo], Frames, pd.DataFrame, list[SweepParts]]:
+    """The runs of ``sources``, their frames and measures, and each sweep's tables and figures."""
+    paper = load_paper()
+    runs = load_runs(sources, root)
+    if not runs:
+        raise ConfigError(f"no runs found in {', '.join(map(str, sources))}")
+    frames = load_frames(runs)
+    measures = measure(frames, paper)
+    parts = []
+    for name in dict.fromkeys(r.sweep for r in runs):
+        sweep_runs = [r for r in runs if r.sweep == name]
+        ids = {r.run_id for r in sweep_runs}
+        sub, sub_measures = _subset(frames, ids), measures[measures["run_id"].isin(ids)]
+        parts.append(sweep_parts(name, sweep_runs, sub, sub_measures, paper))
+    return runs, frames, measures, parts
+
+
+def _sweep_report(
+    parts: SweepParts, folder: Path, formats: tuple[str, ...], echo: Callable[[str], None]
+) -> SweepReport:
+    report = SweepReport(parts.name, parts.description, parts.runs, tables=parts.tables)
     for out in report.tables:
         out.files = _write_table(out.table, folder / "tables", formats)
         echo(render.text(out.table))
         for claim in out.claims:
             echo(f"  claim [{claim.verdict}] {claim.text} ({claim.summary})")
         echo("")
-    for drawn in (d for build in FIGURES for d in build(frames, measures, names)):
-        spec = _figure_spec(compares, drawn.kind, paper)
-        fid = spec.id if spec else drawn.kind.replace("_", "-")
+    for fid, drawn, spec in parts.figures:
         files = []
         for fmt in FIGURE_FORMATS:
-            path = folder / "figures" / f"{name}-{fid}.{fmt}"
+            path = folder / "figures" / f"{parts.name}-{fid}.{fmt}"
             path.parent.mkdir(parents=True, exist_ok=True)
             drawn.figure.savefig(path)
             files.append(str(path.relative_to(folder)))

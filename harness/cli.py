@@ -14,6 +14,7 @@ Subcommands:
   ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all [--step N] [--limit N]
               [--device D] [--threads N] [--option SUITE.KEY=VALUE]
   ablate report SWEEP.yaml [...] | RUN_DIR [...] [--out DIR] [--format md|csv|tex]
+  ablate notebook NAME --runs SWEEP.yaml|RUN_DIR [...] [--out DIR] [-p KEY=VALUE]
 
 A user's configuration mistake (:class:`harness.config_loader.ConfigError`) is printed as one clear
 message and exit status 2, never as a traceback.
@@ -315,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.cli import add_report_commands
 
     add_report_commands(sub)
+
+    from analysis.notebooks import add_notebook_commands
+
+    add_notebook_commands(sub)
 
     bench = sub.add_parser("bench", help="speed benchmarks, measured side by side in one run")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -7,10 +7,14 @@ pays well under a minute. The packs live in the normal data directory, so they a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
+from evals import probes
+from evals.loading import LoadedRun
 from harness.data.packs import prepare
 from harness.training.config import resolve_run_config
 from harness.training.trainer import train
@@ -63,3 +67,19 @@ def hybrid_run(tmp_path_factory, eval_packs) -> Path:
 def mamba_run(tmp_path_factory, eval_packs) -> Path:
     """Run directory of tiny-mamba trained 60 steps."""
     return _trained(tmp_path_factory, "tiny-mamba")
+
+
+def train_copying(loaded: LoadedRun, steps: int = 90, pool: int = 32, half_len: int = 3) -> LoadedRun:
+    """The run's model trained further on the probe's own format (EOS x x, tokens from the first ``pool``
+    ids), so that it learns to read the answer from its context: what the probes must detect."""
+    model = loaded.model
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(steps):
+        tok = loaded.tokenizer
+        seqs, _ = probes.repeated_sequences(64, half_len, tok.vocab_size, tok.eos_id, 1000 + step, pool)
+        loss = model(seqs[:, :-1], targets=seqs[:, 1:]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return dataclasses.replace(loaded, model=model.eval())

@@ -1,12 +1,12 @@
 """Induction / MQAR probes on both arms (pure Mamba and 1:7), a model that uses its context scoring higher
 than one that does not, and per-head attention scores for every attention head of the hybrid."""
 
-import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
+from eval_fixture import train_copying
 
 from evals import attention, probes
 from evals.loading import load_run
@@ -57,22 +57,6 @@ def test_induction_probe_on_both_arms(arm, hybrid_run, mamba_run):  # noqa: F811
     assert set(payload["metrics"]) >= {"induction/icl_score", "mqar/accuracy", "natural/icl_score"}
 
 
-def _train_copying(loaded, steps: int = 90, pool: int = 32, half_len: int = 3):
-    """The run's model trained further on the probe's own format (EOS x x, tokens from a small pool), so
-    that it learns to read the answer from its context: the one thing the probe must detect."""
-    model = loaded.model
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for step in range(steps):
-        tok = loaded.tokenizer
-        seqs, _ = probes.repeated_sequences(64, half_len, tok.vocab_size, tok.eos_id, 1000 + step, pool)
-        loss = model(seqs[:, :-1], targets=seqs[:, 1:]).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return dataclasses.replace(loaded, model=model.eval())
-
-
 def test_a_model_that_reads_its_context_scores_higher(mamba_run):  # noqa: F811
     """The 60-step checkpoint has no in-context copying yet (the probe says so: no gain); the same model
     trained on repeated sequences predicts the repeat from its context, and the probe shows it against
@@ -81,7 +65,7 @@ def test_a_model_that_reads_its_context_scores_higher(mamba_run):  # noqa: F811
     settings = {"n": 32, "seed": 0, "half_len": 3, "batch_size": 32, "band": 1, "token_pool": 32}
     before = probes.induction_probe(loaded, **settings)
     assert abs(before["context_gain"]) < 0.3
-    after = probes.induction_probe(_train_copying(loaded), **settings)
+    after = probes.induction_probe(train_copying(loaded), **settings)
     assert after["context_gain"] > 1.0 and after["repeat_gain"] > 1.0
     assert after["loss_second_half"] < after["loss_second_half_control"]
     assert after["context_gain"] > before["context_gain"] + 1.0
