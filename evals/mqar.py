@@ -14,6 +14,8 @@ answers' cross-entropy. ``limit`` is the number of sequences per task.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
@@ -61,36 +63,50 @@ def eval_tasks(
     return tasks, trained, "options (num_pairs / seq_lens)"
 
 
+@dataclass
+class RecallTally:
+    """Associative-recall answers scored three ways, batch by batch (this suite's and the induction suite's
+    MQAR probe): the argmax over the whole vocabulary is the value (zoology's accuracy), the argmax among
+    the sequence's own values is (chance 1 / pairs), and the answers' cross-entropy."""
+
+    hits: int = 0
+    value_hits: int = 0
+    losses: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, logits: torch.Tensor, answers: torch.Tensor, values: torch.Tensor) -> None:
+        """``logits`` (b, k, vocab) at the k query positions, ``answers`` (b, k), ``values`` (b, k)."""
+        k = answers.shape[1]
+        self.hits += int((logits.argmax(-1) == answers).sum())
+        among = torch.gather(logits, 2, values[:, None, :].expand(-1, k, -1)).argmax(-1)
+        self.value_hits += int((torch.gather(values, 1, among) == answers).sum())
+        self.losses.append(F.cross_entropy(logits.transpose(1, 2), answers, reduction="none").cpu())
+
+    def result(self, sequences: int, num_pairs: int) -> dict:
+        queries = sequences * num_pairs
+        return {
+            "sequences": sequences,
+            "num_pairs": num_pairs,
+            "queries": queries,
+            "accuracy": self.hits / queries,
+            "accuracy_among_values": self.value_hits / queries,
+            "chance_among_values": 1 / num_pairs,
+            "answer_loss": float(torch.cat(self.losses).mean()),
+        }
+
+
 @torch.no_grad()
 def task_accuracy(loaded: LoadedRun, task: mqar.MQARTask, *, n: int, seed: int, batch_size: int) -> dict:
     """Accuracy on ``n`` test-stream sequences of ``task``."""
     k = task.num_pairs
-    hits = value_hits = 0
-    losses = []
+    tally = RecallTally()
     for start in range(0, n, batch_size):
         inputs, targets = mqar.batch(task, min(batch_size, n - start), seed=seed, stream="test", start=start)
         inputs, targets = inputs.to(loaded.device), targets.to(loaded.device)
         logits = loaded.model(inputs).logits.float()
         mask = targets != mqar.IGNORE  # exactly k answers per row
         at = logits[mask].view(len(inputs), k, -1)  # (b, k, vocab), queries in position order
-        answers = targets[mask].view(len(inputs), k)
-        hits += int((at.argmax(-1) == answers).sum())
-        values = inputs[:, 1 : 2 * k : 2]  # this sequence's values
-        among = torch.gather(at, 2, values[:, None, :].expand(-1, k, -1)).argmax(-1)
-        value_hits += int((torch.gather(values, 1, among) == answers).sum())
-        losses.append(F.cross_entropy(at.transpose(1, 2), answers, reduction="none").cpu())
-    queries = n * k
-    return {
-        "task": task.name,
-        "seq_len": task.seq_len,
-        "num_pairs": k,
-        "sequences": n,
-        "queries": queries,
-        "accuracy": hits / queries,
-        "accuracy_among_values": value_hits / queries,
-        "chance_among_values": 1 / k,
-        "answer_loss": float(torch.cat(losses).mean()),
-    }
+        tally.add(at, targets[mask].view(len(inputs), k), inputs[:, 1 : 2 * k : 2])
+    return {"task": task.name, "seq_len": task.seq_len, **tally.result(n, k)}
 
 
 def run(loaded: LoadedRun, options: MqarOptions) -> dict:

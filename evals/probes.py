@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from evals.loading import LoadedRun
+from evals.mqar import RecallTally
 from evals.options import InductionOptions
 from harness.config_loader import ConfigError
 from harness.data import mqar
@@ -209,27 +210,12 @@ def mqar_probe(loaded: LoadedRun, *, n: int, seed: int, num_pairs: int | None, b
             f"got {num_pairs}"
         )
     seqs, qpos, values = mqar_sequences(n, num_pairs, vocab, loaded.tokenizer.eos_id, seed + 1)
-    hits = value_hits = 0
-    losses = []
+    tally = RecallTally()
     for rows in torch.arange(n).split(batch_size):
         batch = seqs[rows].to(loaded.device)
         logits = loaded.model(batch).logits.float()[:, qpos]  # (b, num_pairs, vocab)
-        answers = batch[:, qpos + 1]
-        hits += int((logits.argmax(-1) == answers).sum())
-        vals = values[rows].to(loaded.device)  # restrict to this sequence's values
-        among = torch.gather(logits, 2, vals[:, None, :].expand(-1, num_pairs, -1)).argmax(-1)
-        value_hits += int((torch.gather(vals, 1, among) == answers).sum())
-        losses.append(F.cross_entropy(logits.transpose(1, 2), answers, reduction="none").cpu())
-    total = n * num_pairs
-    return {
-        "sequences": n,
-        "num_pairs": num_pairs,
-        "queries": total,
-        "accuracy": hits / total,
-        "accuracy_among_values": value_hits / total,
-        "chance_among_values": 1 / num_pairs,
-        "answer_loss": float(torch.cat(losses).mean()),
-    }
+        tally.add(logits, batch[:, qpos + 1], values[rows].to(loaded.device))
+    return tally.result(n, num_pairs)
 
 
 def run(loaded: LoadedRun, options: InductionOptions) -> dict:

@@ -45,6 +45,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from gpu_setup import rows_digest  # scripts/gpu/ is this script's directory, first on sys.path
+
 ROOT = Path(__file__).resolve().parents[2]
 VENDOR = ROOT / "vendor_gpu"
 WHEELS = VENDOR / "wheels"
@@ -311,16 +313,6 @@ def _ablate(*args: str) -> None:
     subprocess.run([sys.executable, *args], cwd=ROOT, env=env, check=True)
 
 
-def _rows_digest(table) -> str:
-    h = hashlib.sha256()
-    for name in table.column_names:
-        h.update(name.encode() + b"\0")
-        for chunk in table.column(name).chunks:
-            for value in chunk.to_pylist():
-                h.update(b"\1" if value is None else str(value).encode("utf-8", "surrogatepass") + b"\0")
-    return h.hexdigest()
-
-
 def _benchmark_dirs() -> list[str]:
     sys.path.insert(0, str(ROOT))
     from evals.benchmark_data import LOCAL_TASKS
@@ -380,7 +372,7 @@ def build_data(out: Path = DATA, force: bool = False) -> dict:
                     buf = io.BytesIO()
                     pq.write_table(table, buf, compression="none", row_group_size=256)
                     _add(tar, rel, buf.getvalue())
-                    files[rel] = {"rows": table.num_rows, "rows_sha256": _rows_digest(table),
+                    files[rel] = {"rows": table.num_rows, "rows_sha256": rows_digest(table),
                                   "original_sha256": _sha256(path)}  # fmt: skip
                 else:
                     _add(tar, rel, path.read_bytes())
