@@ -448,4 +448,6 @@ def test_every_sweep_file_declares_known_paper_tables():
     paper = load_paper()
     for path in sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")):
         compares = paper.compare(to_dict(load_sweep(path).compare), source=str(path))
-        assert compares and all(c.rows for c in compares), path
+        assert all(c.rows for c in compares), path
+        if path.name.startswith(("table", "fig")) or path.name == "mini.yaml":  # mini-mqar: no paper table
+            assert compares, path
