@@ -6,11 +6,11 @@ Subcommands:
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N]
   ablate data prepare | ablate data show | ablate tokenizer train
-  ablate train CONFIG.yaml [--run-dir DIR]
-  ablate sweep plan FILE
-  ablate sweep launch FILE [--executor auto|slurm|local|debug] [--wait]
-  ablate sweep status FILE
-  ablate sweep cancel FILE
+  ablate train CONFIG.yaml [KEY=VALUE ...] [--run-dir DIR]
+  ablate sweep plan FILE [KEY=VALUE ...]
+  ablate sweep launch FILE [KEY=VALUE ...] [--executor auto|slurm|local|debug] [--wait]
+  ablate sweep status FILE [KEY=VALUE ...]
+  ablate sweep cancel FILE [KEY=VALUE ...]
   ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all [--step N] [--limit N]
               [--device D] [--threads N] [--option SUITE.KEY=VALUE]
   ablate report SWEEP.yaml [...] | RUN_DIR [...] [--out DIR] [--format md|csv|tex]
@@ -28,6 +28,17 @@ import sys
 from collections.abc import Sequence
 
 from harness.config_loader import ConfigError
+
+OVERRIDES_HELP = (
+    "dotted-key overrides of the file, validated like the file itself: train.steps=200 optim.lr=6e-4 "
+    "tracking.wandb=true (an override that changes the experiment changes the run id, as an edit would)"
+)
+
+SWEEP_OVERRIDES_HELP = (
+    "dotted-key overrides of the sweep file: sweep fields (arms.mamba.optim.lr=2e-3, seeds=[0,1], "
+    "resources.time=02:00:00) or run-config keys for every run (train.steps=100); status and cancel "
+    "take the same ones"
+)
 
 
 def _model_from_args(args: argparse.Namespace) -> list[tuple[str, object, dict]]:
@@ -163,7 +174,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 def cmd_sweep_plan(args: argparse.Namespace) -> int:
     from harness.sweeps.plan import print_plan
 
-    print_plan(args.file, show_sbatch=not args.no_sbatch)
+    print_plan(args.file, show_sbatch=not args.no_sbatch, overrides=args.overrides)
     return 0
 
 
@@ -176,20 +187,26 @@ def cmd_sweep_launch(args: argparse.Namespace) -> int:
         root=args.root,
         retry_failed=args.retry_failed,
         dry_run=args.dry_run,
+        overrides=args.overrides,
+    )
+    follow = " ".join(
+        ["ablate sweep status", args.file, *args.overrides]
+        + (["--root", args.root] if args.root != "runs" else [])
     )
     if report.job_ids:
         print(f"submitted {len(report.job_ids)} run(s) with the {report.executor} executor")
     if args.wait and not args.dry_run:
-        states = wait(args.file, root=args.root, poll_s=args.poll)
+        try:
+            states = wait(args.file, root=args.root, poll_s=args.poll, overrides=args.overrides)
+        except KeyboardInterrupt:
+            print(f"\nablate: stopped waiting; the runs go on (follow with: {follow})", file=sys.stderr)
+            return 130
         print()
         for line in results_summary(report.sweep, args.root):
             print(line)
         return 0 if all(s.state == "done" for s in states) else 1
     if report.job_ids:
-        print(
-            f"follow with: ablate sweep status {args.file}"
-            + (f" --root {args.root}" if args.root != "runs" else "")
-        )
+        print(f"follow with: {follow}")
     return 0
 
 
@@ -199,7 +216,7 @@ def cmd_sweep_status(args: argparse.Namespace) -> int:
     from harness.sweeps.config import expand_sweep, load_sweep
     from harness.sweeps.lifecycle import print_status, run_states, stale_run_dirs
 
-    sweep = load_sweep(args.file)
+    sweep = load_sweep(args.file, args.overrides)
     runs = expand_sweep(sweep, source=args.file)
     states = run_states(sweep, runs, args.root)
     if args.json:
@@ -217,7 +234,7 @@ def cmd_sweep_status(args: argparse.Namespace) -> int:
 def cmd_sweep_cancel(args: argparse.Namespace) -> int:
     from harness.sweeps.launch import cancel
 
-    cancel(args.file, root=args.root)
+    cancel(args.file, root=args.root, overrides=args.overrides)
     return 0
 
 
@@ -225,7 +242,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.training.config import config_hash, load_run_config
     from harness.training.trainer import TrainingError, train
 
-    cfg = load_run_config(args.config)
+    cfg = load_run_config(args.config, args.overrides)
     run_dir = args.run_dir or f"runs/{cfg.name}-{config_hash(cfg)}"
     try:
         summary = train(cfg, run_dir)
@@ -263,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train (or resume) one run from a YAML run config")
     train.add_argument("config", help="run config YAML (see harness/training/config.py)")
-    train.add_argument("--run-dir", help="run directory (default runs/<name>-<config hash>)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    train.add_argument("--run-dir", help="run directory (default: runs/<name>-<run id>)")
     train.set_defaults(func=cmd_train)
 
     sweep = sub.add_parser("sweep", help="declarative sweeps (YAML files in sweeps/)")
@@ -272,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plan", help="list every run with its cost and preview the sbatch script"
     )
     sweep_plan.add_argument("file", help="sweep YAML file")
+    sweep_plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=SWEEP_OVERRIDES_HELP)
     sweep_plan.add_argument("--no-sbatch", action="store_true", help="skip the sbatch preview")
     sweep_plan.set_defaults(func=cmd_sweep_plan)
     root_help = "folder holding <sweep name>/<arm>-<run id>/ run directories (default: runs)"
@@ -279,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         "launch", help="submit the runs that still need work (finished runs are skipped, others resume)"
     )
     launch_p.add_argument("file", help="sweep YAML file")
+    launch_p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=SWEEP_OVERRIDES_HELP)
     launch_p.add_argument(
         "--executor",
         default="auto",
@@ -297,11 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     launch_p.set_defaults(func=cmd_sweep_launch)
     status_p = sweep_sub.add_parser("status", help="state, job, step, loss and ETA of every run")
     status_p.add_argument("file", help="sweep YAML file")
+    status_p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="the overrides it was launched with"
+    )
     status_p.add_argument("--root", default="runs", help=root_help)
     status_p.add_argument("--json", action="store_true", help="machine-readable output")
     status_p.set_defaults(func=cmd_sweep_status)
     cancel_p = sweep_sub.add_parser("cancel", help="cancel queued and running jobs (checkpoints are kept)")
     cancel_p.add_argument("file", help="sweep YAML file")
+    cancel_p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="the overrides it was launched with"
+    )
     cancel_p.add_argument("--root", default="runs", help=root_help)
     cancel_p.set_defaults(func=cmd_sweep_cancel)
 

@@ -1,22 +1,29 @@
 """What a run reports while it trains (harness/training/tracking.py): the plain progress line on stdout,
 TensorBoard event files and Weights & Biases offline runs that mirror metrics.jsonl, and a resumed run that
-continues the same W&B run."""
+continues the same W&B run. The last test does it all in a sweep job on the real SLURM, reading the job's
+.out file while the job runs and preempting it (USR2) so that the requeued job resumes."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import time
 
 import pytest
 import yaml
+from test_sweep_launch import sweep_file
 from test_training import corpus, write_config  # noqa: F401  (a module fixture and its config)
 from tracking_readers import tensorboard_scalars, wandb_offline_runs
 
 from harness.config_loader import ConfigError
+from harness.data.packs import prepare
+from harness.sweeps.launch import launch, wait
 from harness.training.config import load_run_config
 from harness.training.rundir import read_jsonl
 from harness.training.tracking import format_line
 from harness.training.trainer import train
 
+TRACKING = ["tracking.tensorboard=true", "tracking.wandb=true", "tracking.wandb_mode=offline"]
 LINE = re.compile(r"step (\d+)/(\d+) \| tokens \S+ \| loss (\d+\.\d{4})")
 
 
@@ -104,3 +111,57 @@ def test_missing_integration_fails_before_training(tmp_path, corpus, monkeypatch
     with pytest.raises(ConfigError, match=r"tracking.wandb.*pip install 'jamba-ablate\[tracking\]'"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ SLURM
+def test_sweep_job_out_shows_progress_and_tracking_survives_a_requeue(slurm_cluster, tmp_path):
+    prepare(packs=["web"])
+    steps = 60
+    path = sweep_file(tmp_path, name="tracked", arms={"1:7": {"model": {"preset": "tiny-1to7"}}}, steps=steps)
+    data = yaml.safe_load(path.read_text())
+    data["base"]["train"]["checkpoint_every"] = 0
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    root = tmp_path / "runs"
+    # Tracking comes from command-line overrides: run-time settings, so the run ids stay the file's.
+    report = launch(path, executor="slurm", root=root, overrides=["tracking.print_every=5", *TRACKING])
+    (state,) = report.submitted
+    run_dir, job_id = state.dir.root, report.job_ids[0]
+    out_file = run_dir / "logs" / f"job-{job_id}.out"
+
+    deadline = time.monotonic() + 180
+    while True:  # the job's .out shows loss lines while it trains
+        text = out_file.read_text() if out_file.exists() else ""
+        lines = [m for m in map(LINE.search, text.splitlines()) if m]
+        status = state.dir.status()
+        if len(lines) >= 2:
+            break
+        assert time.monotonic() < deadline, (text[-2000:], status)
+        time.sleep(0.2)
+    assert status["state"] == "running" and status.get("step", 0) < steps, status
+    assert int(lines[-1].group(2)) == steps
+
+    # Preempt it (the signal SLURM sends before a time limit): checkpoint, requeue, resume.
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+    (final,) = wait(path, root=root, poll_s=1, timeout_s=300)
+    assert final.state == "done", final.as_dict()
+    events = read_jsonl(run_dir / "events.jsonl")
+    (requeue,) = [e for e in events if e["event"] == "requeue"]
+    stop = requeue["step"]
+    assert 0 < stop < steps and [e["step"] for e in events if e["event"] == "resume"] == [stop]
+
+    text = out_file.read_text()  # the requeued job appends to the same .out
+    printed = [int(m.group(1)) for m in map(LINE.search, text.splitlines()) if m]
+    assert f"resumes at step {stop}" in text and printed[-1] == steps and stop + 1 in printed
+
+    losses = train_losses(run_dir)
+    assert sorted(losses) == list(range(1, steps + 1))
+    scalars = tensorboard_scalars(run_dir / "tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == list(range(1, steps + 1))
+    assert all(abs(v - losses[s]) < 1e-5 for s, v in scalars["train/loss"])
+
+    sessions = wandb_offline_runs(run_dir)
+    assert len(sessions) == 2 and sessions[0]["id"] == sessions[1]["id"]
+    assert sessions[0]["project"] == "tracked" and sessions[0]["group"] == "tracked 1:7"
+    assert sessions[0]["name"] == "1:7 seed=0" and sessions[0]["config"]["run"]["arm"] == "1:7"
+    first, second = ([r["_step"] for r in s["history"] if "train/loss" in r] for s in sessions)
+    assert first == list(range(1, stop + 1)) and second == list(range(stop + 1, steps + 1))

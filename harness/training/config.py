@@ -17,6 +17,7 @@ experiment.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -199,8 +200,14 @@ def resolve_run_config(data: dict[str, Any], source: str | None = None) -> RunCo
     return cfg
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    return resolve_run_config(load_yaml(path), source=str(path))
+def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """A run config file, validated and resolved, with command-line ``overrides`` (``key=value``, see
+    harness/overrides.py) applied first, so they are checked as strictly as the file itself."""
+    from harness.overrides import apply_overrides, blamed, parse_overrides
+
+    parsed = parse_overrides(overrides)
+    with blamed(str(path), parsed):
+        return resolve_run_config(apply_overrides(load_yaml(path), parsed), source=str(path))
 
 
 def config_identity(cfg: RunConfig) -> dict[str, Any]:
