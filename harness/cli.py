@@ -17,7 +17,7 @@ Subcommands:
   ablate notebook NAME --runs SWEEP.yaml|RUN_DIR [...] [--out DIR] [-p KEY=VALUE]
 
 A user's configuration mistake (:class:`harness.config_loader.ConfigError`) is printed as one clear
-message and exit status 2, never as a traceback.
+message and exit status 2, never as a traceback; so is an interruption (Ctrl-C: exit status 130).
 """
 
 from __future__ import annotations
@@ -240,15 +240,24 @@ def cmd_sweep_cancel(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.training.config import config_hash, load_run_config
+    from harness.training.interrupt import stop_on_signals
     from harness.training.trainer import TrainingError, train
 
     cfg = load_run_config(args.config, args.overrides)
     run_dir = args.run_dir or f"runs/{cfg.name}-{config_hash(cfg)}"
-    try:
-        summary = train(cfg, run_dir)
-    except TrainingError as e:
-        print(f"ablate: training stopped: {e}", file=sys.stderr)
-        return 1
+    with stop_on_signals() as stop:  # SIGINT/SIGTERM: stop at the next step boundary, with a checkpoint
+        try:
+            summary = train(cfg, run_dir, should_stop=stop)
+        except TrainingError as e:
+            print(f"ablate: training stopped: {e}", file=sys.stderr)
+            return 1
+    if summary.get("state") == "interrupted":
+        print(
+            f"ablate: {run_dir}: interrupted by {stop.name or 'a stop request'} at step {summary['step']} of "
+            f"{cfg.train.total_steps}, checkpoint written; the same command resumes it",
+            file=sys.stderr,
+        )
+        return stop.exit_status if stop.signum else 1
     if summary.get("skipped"):
         print(f"{run_dir}: already finished at step {summary.get('step')}; nothing to do")
     else:
@@ -278,7 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     presets = sub.add_parser("presets", help="list model presets")
     presets.set_defaults(func=cmd_presets)
 
-    train = sub.add_parser("train", help="train (or resume) one run from a YAML run config")
+    train = sub.add_parser(
+        "train",
+        help="train (or resume) one run from a YAML run config",
+        description="Train one run, or resume it from its latest checkpoint. A progress line goes to "
+        "stdout every tracking.print_every steps. Ctrl-C (SIGINT) or SIGTERM stops at the end of the "
+        "current step with a checkpoint and status 'interrupted' (exit status 130 / 143); the same "
+        "command resumes it.",
+    )
     train.add_argument("config", help="run config YAML (see harness/training/config.py)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     train.add_argument("--run-dir", help="run directory (default: runs/<name>-<run id>)")
@@ -377,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nablate: interrupted (a training run resumes from its latest checkpoint)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

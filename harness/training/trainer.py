@@ -13,6 +13,8 @@ One loop serves a CPU test, a single GPU and many GPUs under torchrun or SLURM. 
   checkpoints, resumes and a clean stop on a non-finite loss. Rank 0 also prints a progress line every
   ``tracking.print_every`` steps and, when switched on, mirrors metrics.jsonl to TensorBoard and W&B
   (tracking.py).
+* **Clean stops.** ``should_stop`` (SLURM's pre-timeout signal in a sweep job; SIGINT/SIGTERM under
+  ``ablate train``) ends the run at a step boundary with a checkpoint and status "interrupted".
 * **One writer.** Rank 0 holds the run directory's lock for the whole run, so a second trainer (or an
   evaluation, or a relaunch) on the same directory is refused at once, naming the holder.
 
@@ -122,8 +124,9 @@ def train(
     """Train (or resume, or confirm finished) the run in ``run_dir``; returns a summary.
 
     ``should_stop`` is polled after every optimizer step (the launcher's preemption flag, set by SLURM's
-    pre-timeout signal). When it turns true on any rank, every rank stops at the same step, a checkpoint
-    of that step is written, and the run returns ``state: "interrupted"``; the next call resumes exactly.
+    pre-timeout signal, or the flag that SIGINT/SIGTERM raise under ``ablate train``). When it turns true
+    on any rank, every rank stops at the same step, a checkpoint of that step is written, and the run
+    returns ``state: "interrupted"``; the next call resumes exactly.
     """
     check_available(cfg.tracking)
     info = D.init_distributed(resolve_device(cfg.train.device).type)
