@@ -13,6 +13,7 @@ Subcommands:
   ablate sweep cancel FILE [KEY=VALUE ...]
   ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all [--step N] [--limit N]
               [--device D] [--threads N] [--option SUITE.KEY=VALUE]
+  ablate export hf RUN_DIR OUT [--step N] [--overwrite]
   ablate report SWEEP.yaml [...] | RUN_DIR [...] [--out DIR] [--format md|csv|tex]
   ablate notebook NAME --runs SWEEP.yaml|RUN_DIR [...] [--out DIR] [-p KEY=VALUE]
 
@@ -354,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     from evals.cli import add_eval_commands
 
     add_eval_commands(sub)
+
+    from harness.export import add_export_commands
+
+    add_export_commands(sub)
 
     from analysis.cli import add_report_commands
 
