@@ -2,7 +2,7 @@
 
 Subcommands:
   ablate plan --preset NAME [--preset NAME ...] [--config FILE] [--context N] [--json]
-  ablate presets
+  ablate presets [--family F]
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N]
   ablate data prepare | ablate data show | ablate tokenizer train
@@ -29,6 +29,12 @@ import sys
 from collections.abc import Sequence
 
 from harness.config_loader import ConfigError
+
+DESCRIPTION = (
+    "Ablations of hybrid Transformer-Mamba-MoE language models (the Jamba paper's architecture study): "
+    "plan, train, sweep, evaluate, export and report."
+)
+FAMILY_NAMES = ("tiny", "mini", "1.3b", "7b")  # harness/presets.py FAMILIES (checked by the tests)
 
 OVERRIDES_HELP = (
     "dotted-key overrides of the file, validated like the file itself: train.steps=200 optim.lr=6e-4 "
@@ -137,13 +143,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from harness.presets import FAMILIES, PAPER_MODELS, family_preset_names
+    from harness.accounting import format_params, plan_model
+    from harness.presets import FAMILIES, PAPER_MODELS, family_preset_names, get_preset
 
-    print("paper models: " + ", ".join(PAPER_MODELS))
+    groups = [("paper", "the paper's reference models (Table 1)", list(PAPER_MODELS))]
     for family in FAMILIES.values():
         names = [n for n in family_preset_names() if n.startswith(family.name + "-")]
-        print(f"\n{family.name} ({family.purpose}; target {family.target_params:,} params):")
-        print("  " + "\n  ".join(names))
+        about = f"{family.purpose}; every arm within 3% of {format_params(family.target_params)} parameters"
+        groups.append((family.name, about, names))
+    for i, (name, about, names) in enumerate(g for g in groups if args.family in (None, g[0])):
+        print(("\n" if i else "") + f"{name}: {about}")
+        print(f"  {'preset':<24} {'params':>8} {'active':>8}  pattern")
+        for preset in names:
+            plan = plan_model(get_preset(preset), preset)
+            print(
+                f"  {preset:<24} {format_params(plan.params_total):>8} "
+                f"{format_params(plan.params_active):>8}  {plan.pattern_compact}"
+            )
     return 0
 
 
@@ -267,25 +283,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ablate", description=__doc__.split("\n")[0])
+    from harness.cli_help import finish_parser
+
+    parser = argparse.ArgumentParser(prog="ablate", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     plan = sub.add_parser(
         "plan", help="parameters, cache sizes, FLOPs and GPU-hours of models, before launch"
     )
-    plan.add_argument("--preset", action="append", help="preset name (repeatable); see `ablate presets`")
-    plan.add_argument(
-        "--config", action="append", help="YAML file with a model config (or a `model:` section)"
-    )
+    plan.add_argument("--preset", action="append", help="preset name (repeatable); see: ablate presets")
+    plan.add_argument("--config", action="append", help="YAML file with a model config (or a model: section)")
     plan.add_argument("--table1", action="store_true", help="the four models of the paper's Table 1")
     plan.add_argument("--context", type=int, default=4096, help="tokens of context for KV cache and FLOPs")
     plan.add_argument("--tokens", type=float, default=250e9, help="training tokens for the GPU-hour estimate")
     plan.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation")
-    plan.add_argument("--gpu", default="h100", choices=["a100", "h100", "h200"])
+    plan.add_argument(
+        "--gpu",
+        default="h100",
+        choices=["a100", "h100", "h200"],
+        help="GPU whose peak FLOP/s prices the hours",
+    )
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(func=cmd_plan)
 
-    presets = sub.add_parser("presets", help="list model presets")
+    presets = sub.add_parser("presets", help="list model presets with their parameters and layer pattern")
+    presets.add_argument(
+        "--family",
+        choices=["paper", *FAMILY_NAMES],
+        help="only the paper's models or one ablation family (default: all)",
+    )
     presets.set_defaults(func=cmd_presets)
 
     train = sub.add_parser(
@@ -373,22 +399,22 @@ def build_parser() -> argparse.ArgumentParser:
     scan = bench_sub.add_parser(
         "scan", help="selective scan: cpu backend vs the sequential reference, fwd+bwd"
     )
-    scan.add_argument("--preset", default="tiny-1to7")
-    scan.add_argument("--batch", type=int, default=8)
-    scan.add_argument("--seq-len", type=int, default=256)
-    scan.add_argument("--repeats", type=int, default=3)
-    scan.add_argument("--threads", type=int, default=None)
+    scan.add_argument("--preset", default="tiny-1to7", help="model whose Mamba width and state size to use")
+    scan.add_argument("--batch", type=int, default=8, help="sequences per call")
+    scan.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+    scan.add_argument("--repeats", type=int, default=3, help="timed repetitions (the best is reported)")
+    scan.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     scan.set_defaults(func=cmd_bench_scan)
     bench_train = bench_sub.add_parser(
         "train", help="training tokens/s and MFU: our model vs transformers' JambaForCausalLM, same config"
     )
-    bench_train.add_argument("--preset", default="mini-1to7")
-    bench_train.add_argument("--batch", type=int, default=16)
-    bench_train.add_argument("--seq-len", type=int, default=1024)
-    bench_train.add_argument("--steps", type=int, default=10)
-    bench_train.add_argument("--warmup", type=int, default=3)
+    bench_train.add_argument("--preset", default="mini-1to7", help="model preset to train")
+    bench_train.add_argument("--batch", type=int, default=16, help="sequences per step")
+    bench_train.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
+    bench_train.add_argument("--steps", type=int, default=10, help="timed steps")
+    bench_train.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     bench_train.set_defaults(func=cmd_bench_train)
-    return parser
+    return finish_parser(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
