@@ -27,6 +27,7 @@ import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -216,3 +217,33 @@ def blamed(source: str, overrides: Sequence[Override]) -> Iterator[None]:
         err = ConfigError(e.message, source=where, key=e.key)
         err.blamed = True
         raise err from None
+
+
+def sweep_data(path: str | Path, overrides: Sequence[str | Override]) -> dict[str, Any]:
+    """A sweep file's data with command-line ``overrides`` applied."""
+    from harness.config_loader import load_yaml
+
+    parsed = _parsed(overrides)
+    with blamed(str(path), parsed):
+        return apply_sweep_overrides(load_yaml(path), parsed)
+
+
+def load_overridden_sweep(path: str | Path, overrides: Sequence[str | Override]):
+    """:func:`harness.sweeps.config.load_sweep` with overrides: the edited data validated as a sweep file,
+    its evaluation plan and every run, each error naming the override it comes from. The returned sweep
+    records its overrides (``sweep.overrides``)."""
+    from harness.config_loader import from_dict
+    from harness.sweeps.config import SweepConfig, expand_sweep
+
+    parsed = _parsed(overrides)
+    data = sweep_data(path, parsed)
+    with blamed(str(path), parsed):
+        sweep = from_dict(SweepConfig, data, source=str(path))
+        sweep.overrides = parsed
+        sweep.eval_plan(source=str(path))
+        expand_sweep(sweep, source=str(path))
+    return sweep
+
+
+def _parsed(overrides: Sequence[str | Override]) -> list[Override]:
+    return [o if isinstance(o, Override) else parse_overrides([o])[0] for o in overrides]

@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,6 @@ from typing import Any
 from evals.plan import resolve_plan
 from evals.suites import get_suite
 from harness.config_loader import ConfigError, deep_merge, from_dict, load_yaml
-from harness.overrides import Override, apply_sweep_overrides, blamed, parse_overrides
 from harness.training.config import RunConfig, config_hash, resolve_run_config
 
 
@@ -135,8 +133,8 @@ class SweepConfig:
     eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     compare: list[CompareConfig] = field(default_factory=list)
-    # The command-line overrides applied to the file (set by load_sweep; not a key of the file).
-    overrides: list[Override] = field(default_factory=list, init=False, repr=False)
+    # The command-line overrides (harness.overrides.Override) applied to the file; not a key of the file.
+    overrides: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
@@ -204,37 +202,21 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]
     return out
 
 
-def load_sweep_data(path: str | Path, overrides: Sequence[str | Override] = ()) -> dict[str, Any]:
-    """The sweep file's data with command-line ``overrides`` (``key=value`` strings) applied."""
-    parsed = _parsed(overrides)
-    with blamed(str(path), parsed):
-        return apply_sweep_overrides(load_yaml(path), parsed)
+def load_sweep(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> SweepConfig:
+    """Read and check a sweep file: its schema, and its evaluation plan (suite names and options). With
+    command-line ``overrides`` (``key=value``, harness/overrides.py) the file's data is edited first and
+    every run is checked as well, so that an error names the override it comes from."""
+    if overrides:
+        from harness.overrides import load_overridden_sweep
 
-
-def load_sweep(path: str | Path, overrides: Sequence[str | Override] = ()) -> SweepConfig:
-    """Read and check a sweep file, with command-line ``overrides`` applied: its schema, and its evaluation
-    plan (suite names and options). The runs themselves are checked by :func:`expand_sweep`."""
-    parsed = _parsed(overrides)
-    data = load_sweep_data(path, parsed)
-    with blamed(str(path), parsed):
-        sweep = from_dict(SweepConfig, data, source=str(path))
-        sweep.overrides = parsed
-        sweep.eval_plan(source=str(path))
+        return load_overridden_sweep(path, overrides)
+    sweep = from_dict(SweepConfig, load_yaml(path), source=str(path))
+    sweep.eval_plan(source=str(path))
     return sweep
 
 
-def _parsed(overrides: Sequence[str | Override]) -> list[Override]:
-    return [o if isinstance(o, Override) else parse_overrides([o])[0] for o in overrides]
-
-
 def expand_sweep(sweep: SweepConfig, source: str | None = None) -> list[SweepRun]:
-    """Every run of the sweep, validated. Raises ConfigError naming the arm and key of the first problem
-    (and the command-line override it comes from, if any)."""
-    with blamed(source or sweep.name, sweep.overrides):
-        return _expand(sweep, source)
-
-
-def _expand(sweep: SweepConfig, source: str | None) -> list[SweepRun]:
+    """Every run of the sweep, validated. Raises ConfigError naming the arm and key of the first problem."""
     arms = sweep.arms or {"": {}}
     axes = list(sweep.grid.items())
     runs: list[SweepRun] = []
