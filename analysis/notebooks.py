@@ -286,7 +286,7 @@ def add_notebook_commands(subparsers) -> None:
         "--param",
         action="append",
         metavar="KEY=VALUE",
-        help="another notebook parameter, VALUE as YAML (repeatable), e.g. -p top_k=6",
+        help="another notebook parameter, VALUE as YAML (repeatable), e.g. -p top_k=6 (default: none)",
     )
     p.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default: 1800)")
     p.set_defaults(func=cmd_notebook)

@@ -142,7 +142,7 @@ def add_eval_commands(subparsers) -> None:
         "--out",
         default=None,
         metavar="DIR",
-        help="write DIR/<run>/<suite>.json; the run directory is untouched",
+        help="write DIR/<run>/<suite>.json; the run directory is untouched (default: the run's evals/)",
     )
     ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ev.add_argument(

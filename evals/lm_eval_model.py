@@ -2,9 +2,16 @@
 
 Importing this module registers the model, after which all of these work::
 
-    lm_eval.simple_evaluate(model="jamba-ablate", model_args="run_dir=RUN,step=1000,batch_size=8", ...)
+    lm_eval.simple_evaluate(model="jamba-ablate", model_args="pretrained=RUN,step=1000,batch_size=8", ...)
     lm_eval.simple_evaluate(model=JambaAblateLM(loaded=load_run(RUN)), ...)
-    python -m evals.lm_eval_model --model jamba-ablate --model_args run_dir=RUN --tasks hellaswag ...
+    python -m evals.lm_eval_model --model jamba-ablate --model_args pretrained=RUN --tasks hellaswag \
+        --num_fewshot 10 --output_path results/ ...
+
+The run directory is given as ``pretrained=RUN`` (the key lm-eval users type for every model, and the one
+lm-eval names its results folder after: ``results/<RUN with / as __>/results_<time>.json``) or, the same,
+``run_dir=RUN`` (which the command line passes on as ``pretrained=``, so the folder is named either way).
+lm-eval runs every task 0-shot unless ``--num_fewshot`` says otherwise; the paper's settings are in
+evals/lm_eval_suites.py (HellaSwag 10-shot, WinoGrande 5, ...), which ``ablate eval`` applies.
 
 Offline, pass ``task_manager=evals.benchmark_data.task_manager(offline=True)`` to ``simple_evaluate``
 (without it lm-eval reads its tasks' data from the hub).
@@ -79,6 +86,7 @@ class JambaAblateLM(TemplateLM):
         self,
         run_dir: str | None = None,
         step: int | str | None = None,
+        pretrained: str | None = None,
         device: str | None = "auto",
         batch_size: int | str = DEFAULT_BATCH_SIZE,
         max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS,
@@ -87,8 +95,15 @@ class JambaAblateLM(TemplateLM):
         max_batch_size: int | None = None,  # lm-eval passes it to every model; batches here are fixed
     ) -> None:
         super().__init__()
+        if pretrained not in (None, ""):
+            if run_dir not in (None, "") and str(run_dir) != str(pretrained):
+                raise ConfigError(f"{MODEL_NAME}: pretrained= and run_dir= name the same thing; give one")
+            run_dir = pretrained
         if (loaded is None) == (run_dir is None):
-            raise ConfigError(f"{MODEL_NAME}: give exactly one of run_dir=... (model_args) or loaded=...")
+            raise ConfigError(
+                f"{MODEL_NAME}: give exactly one of pretrained=RUN_DIR (or run_dir=RUN_DIR) in model_args, "
+                "or loaded=..."
+            )
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"{MODEL_NAME}: device={device} asked for, but this torch has no CUDA device")
         if loaded is None:
@@ -125,7 +140,7 @@ class JambaAblateLM(TemplateLM):
         try:
             return cls(**args)
         except TypeError as e:
-            accepted = "run_dir, step, device, batch_size, max_gen_toks, seed"
+            accepted = "pretrained (or run_dir), step, device, batch_size, max_gen_toks, seed"
             raise ConfigError(f"{MODEL_NAME}: bad model_args ({e}); accepted: {accepted}") from None
 
     # ---------------------------------------------------------------------------------------- basics
@@ -308,17 +323,48 @@ class JambaAblateLM(TemplateLM):
         return texts
 
 
-def cli_main(argv: list[str] | None = None) -> None:
-    """lm-eval's command line with ``jamba-ablate`` registered (``python -m evals.lm_eval_model ...``)."""
+def name_results_folder(argv: list[str]) -> list[str]:
+    """``run_dir=RUN`` in ``--model_args`` becomes ``pretrained=RUN``: lm-eval names the results folder after
+    ``pretrained`` (and gives it a random name when there is none)."""
+    out, in_model_args = [], False
+    for arg in argv:
+        if arg.startswith("-"):
+            in_model_args = arg in ("--model_args", "-a")
+            if arg.startswith("--model_args="):
+                key, _, value = arg.partition("=")
+                arg = f"{key}={_rename_run_dir(value)}"
+        elif in_model_args:
+            arg = _rename_run_dir(arg)
+        out.append(arg)
+    return out
+
+
+def _rename_run_dir(text: str) -> str:
+    parts = text.split(",")
+    if any(p.strip().startswith("pretrained=") for p in parts):
+        return text
+    return ",".join(
+        "pretrained=" + p.strip()[len("run_dir=") :] if p.strip().startswith("run_dir=") else p for p in parts
+    )
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """lm-eval's command line with ``jamba-ablate`` registered (``python -m evals.lm_eval_model ...``).
+    A configuration mistake (a bad model argument, a run directory without checkpoints) is one line on
+    stderr and exit status 2, not a traceback."""
     from lm_eval.__main__ import cli_evaluate
 
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    cli_evaluate()
+    sys.argv = [sys.argv[0], *name_results_folder(list(sys.argv[1:] if argv is None else argv))]
+    try:
+        cli_evaluate()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
     # Run as a script this module is ``__main__``; alias it so that a later ``import evals.lm_eval_model``
     # finds this copy instead of executing the file again and registering the model a second time.
     sys.modules.setdefault("evals.lm_eval_model", sys.modules[__name__])
-    cli_main()
+    sys.exit(cli_main())

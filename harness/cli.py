@@ -2,22 +2,23 @@
 
 Subcommands:
   ablate plan --preset NAME [--preset NAME ...] [--config FILE] [--context N] [--json]
-  ablate presets
+  ablate presets [--family F]
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N]
   ablate data prepare | ablate data show | ablate tokenizer train
-  ablate train CONFIG.yaml [--run-dir DIR]
-  ablate sweep plan FILE
-  ablate sweep launch FILE [--executor auto|slurm|local|debug] [--wait]
-  ablate sweep status FILE
-  ablate sweep cancel FILE
+  ablate train CONFIG.yaml [KEY=VALUE ...] [--run-dir DIR]
+  ablate sweep plan FILE [KEY=VALUE ...]
+  ablate sweep launch FILE [KEY=VALUE ...] [--executor auto|slurm|local|debug] [--wait]
+  ablate sweep status FILE [KEY=VALUE ...]
+  ablate sweep cancel FILE [KEY=VALUE ...]
   ablate eval RUN_DIR [RUN_DIR ...] --suite S [--suite S ...] | --suite all [--step N] [--limit N]
               [--device D] [--threads N] [--option SUITE.KEY=VALUE]
+  ablate export hf RUN_DIR OUT [--step N] [--overwrite]
   ablate report SWEEP.yaml [...] | RUN_DIR [...] [--out DIR] [--format md|csv|tex]
   ablate notebook NAME --runs SWEEP.yaml|RUN_DIR [...] [--out DIR] [-p KEY=VALUE]
 
 A user's configuration mistake (:class:`harness.config_loader.ConfigError`) is printed as one clear
-message and exit status 2, never as a traceback.
+message and exit status 2, never as a traceback; so is an interruption (Ctrl-C: exit status 130).
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ import sys
 from collections.abc import Sequence
 
 from harness.config_loader import ConfigError
+
+DESCRIPTION = (
+    "Ablations of hybrid Transformer-Mamba-MoE language models (the Jamba paper's architecture study): "
+    "plan, train, sweep, evaluate, export and report."
+)
+FAMILY_NAMES = ("tiny", "mini", "1.3b", "7b")  # harness/presets.py FAMILIES (checked by the tests)
+
+OVERRIDES_HELP = (
+    "dotted-key overrides of the file, validated like the file itself: train.steps=200 optim.lr=6e-4 "
+    "tracking.wandb=true (an override that changes the experiment changes the run id, as an edit would)"
+)
+
+SWEEP_OVERRIDES_HELP = (
+    "dotted-key overrides of the sweep file: sweep fields (arms.mamba.optim.lr=2e-3, seeds=[0,1], "
+    "resources.time=02:00:00) or run-config keys for every run (train.steps=100); status and cancel "
+    "take the same ones"
+)
 
 
 def _model_from_args(args: argparse.Namespace) -> list[tuple[str, object, dict]]:
@@ -125,13 +143,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from harness.presets import FAMILIES, PAPER_MODELS, family_preset_names
+    from harness.accounting import format_params, plan_model
+    from harness.presets import FAMILIES, PAPER_MODELS, family_preset_names, get_preset
 
-    print("paper models: " + ", ".join(PAPER_MODELS))
+    groups = [("paper", "the paper's reference models (Table 1)", list(PAPER_MODELS))]
     for family in FAMILIES.values():
         names = [n for n in family_preset_names() if n.startswith(family.name + "-")]
-        print(f"\n{family.name} ({family.purpose}; target {family.target_params:,} params):")
-        print("  " + "\n  ".join(names))
+        about = f"{family.purpose}; every arm within 3% of {format_params(family.target_params)} parameters"
+        groups.append((family.name, about, names))
+    for i, (name, about, names) in enumerate(g for g in groups if args.family in (None, g[0])):
+        print(("\n" if i else "") + f"{name}: {about}")
+        print(f"  {'preset':<24} {'params':>8} {'active':>8}  pattern")
+        for preset in names:
+            plan = plan_model(get_preset(preset), preset)
+            print(
+                f"  {preset:<24} {format_params(plan.params_total):>8} "
+                f"{format_params(plan.params_active):>8}  {plan.pattern_compact}"
+            )
     return 0
 
 
@@ -163,7 +191,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 def cmd_sweep_plan(args: argparse.Namespace) -> int:
     from harness.sweeps.plan import print_plan
 
-    print_plan(args.file, show_sbatch=not args.no_sbatch)
+    print_plan(args.file, show_sbatch=not args.no_sbatch, overrides=args.overrides)
     return 0
 
 
@@ -176,20 +204,26 @@ def cmd_sweep_launch(args: argparse.Namespace) -> int:
         root=args.root,
         retry_failed=args.retry_failed,
         dry_run=args.dry_run,
+        overrides=args.overrides,
+    )
+    follow = " ".join(
+        ["ablate sweep status", args.file, *args.overrides]
+        + (["--root", args.root] if args.root != "runs" else [])
     )
     if report.job_ids:
         print(f"submitted {len(report.job_ids)} run(s) with the {report.executor} executor")
     if args.wait and not args.dry_run:
-        states = wait(args.file, root=args.root, poll_s=args.poll)
+        try:
+            states = wait(args.file, root=args.root, poll_s=args.poll, overrides=args.overrides)
+        except KeyboardInterrupt:
+            print(f"\nablate: stopped waiting; the runs go on (follow with: {follow})", file=sys.stderr)
+            return 130
         print()
         for line in results_summary(report.sweep, args.root):
             print(line)
         return 0 if all(s.state == "done" for s in states) else 1
     if report.job_ids:
-        print(
-            f"follow with: ablate sweep status {args.file}"
-            + (f" --root {args.root}" if args.root != "runs" else "")
-        )
+        print(f"follow with: {follow}")
     return 0
 
 
@@ -199,7 +233,7 @@ def cmd_sweep_status(args: argparse.Namespace) -> int:
     from harness.sweeps.config import expand_sweep, load_sweep
     from harness.sweeps.lifecycle import print_status, run_states, stale_run_dirs
 
-    sweep = load_sweep(args.file)
+    sweep = load_sweep(args.file, args.overrides)
     runs = expand_sweep(sweep, source=args.file)
     states = run_states(sweep, runs, args.root)
     if args.json:
@@ -217,21 +251,30 @@ def cmd_sweep_status(args: argparse.Namespace) -> int:
 def cmd_sweep_cancel(args: argparse.Namespace) -> int:
     from harness.sweeps.launch import cancel
 
-    cancel(args.file, root=args.root)
+    cancel(args.file, root=args.root, overrides=args.overrides)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.training.config import config_hash, load_run_config
+    from harness.training.interrupt import stop_on_signals
     from harness.training.trainer import TrainingError, train
 
-    cfg = load_run_config(args.config)
+    cfg = load_run_config(args.config, args.overrides)
     run_dir = args.run_dir or f"runs/{cfg.name}-{config_hash(cfg)}"
-    try:
-        summary = train(cfg, run_dir)
-    except TrainingError as e:
-        print(f"ablate: training stopped: {e}", file=sys.stderr)
-        return 1
+    with stop_on_signals() as stop:  # SIGINT/SIGTERM: stop at the next step boundary, with a checkpoint
+        try:
+            summary = train(cfg, run_dir, should_stop=stop)
+        except TrainingError as e:
+            print(f"ablate: training stopped: {e}", file=sys.stderr)
+            return 1
+    if summary.get("state") == "interrupted":
+        print(
+            f"ablate: {run_dir}: interrupted by {stop.name or 'a stop request'} at step {summary['step']} of "
+            f"{cfg.train.total_steps}, checkpoint written; the same command resumes it",
+            file=sys.stderr,
+        )
+        return stop.exit_status if stop.signum else 1
     if summary.get("skipped"):
         print(f"{run_dir}: already finished at step {summary.get('step')}; nothing to do")
     else:
@@ -240,30 +283,48 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ablate", description=__doc__.split("\n")[0])
+    from harness.cli_help import finish_parser
+
+    parser = argparse.ArgumentParser(prog="ablate", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     plan = sub.add_parser(
         "plan", help="parameters, cache sizes, FLOPs and GPU-hours of models, before launch"
     )
-    plan.add_argument("--preset", action="append", help="preset name (repeatable); see `ablate presets`")
-    plan.add_argument(
-        "--config", action="append", help="YAML file with a model config (or a `model:` section)"
-    )
+    plan.add_argument("--preset", action="append", help="preset name (repeatable); see: ablate presets")
+    plan.add_argument("--config", action="append", help="YAML file with a model config (or a model: section)")
     plan.add_argument("--table1", action="store_true", help="the four models of the paper's Table 1")
     plan.add_argument("--context", type=int, default=4096, help="tokens of context for KV cache and FLOPs")
     plan.add_argument("--tokens", type=float, default=250e9, help="training tokens for the GPU-hour estimate")
     plan.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation")
-    plan.add_argument("--gpu", default="h100", choices=["a100", "h100", "h200"])
+    plan.add_argument(
+        "--gpu",
+        default="h100",
+        choices=["a100", "h100", "h200"],
+        help="GPU whose peak FLOP/s prices the hours",
+    )
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(func=cmd_plan)
 
-    presets = sub.add_parser("presets", help="list model presets")
+    presets = sub.add_parser("presets", help="list model presets with their parameters and layer pattern")
+    presets.add_argument(
+        "--family",
+        choices=["paper", *FAMILY_NAMES],
+        help="only the paper's models or one ablation family (default: all)",
+    )
     presets.set_defaults(func=cmd_presets)
 
-    train = sub.add_parser("train", help="train (or resume) one run from a YAML run config")
+    train = sub.add_parser(
+        "train",
+        help="train (or resume) one run from a YAML run config",
+        description="Train one run, or resume it from its latest checkpoint. A progress line goes to "
+        "stdout every tracking.print_every steps. Ctrl-C (SIGINT) or SIGTERM stops at the end of the "
+        "current step with a checkpoint and status 'interrupted' (exit status 130 / 143); the same "
+        "command resumes it.",
+    )
     train.add_argument("config", help="run config YAML (see harness/training/config.py)")
-    train.add_argument("--run-dir", help="run directory (default runs/<name>-<config hash>)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    train.add_argument("--run-dir", help="run directory (default: runs/<name>-<run id>)")
     train.set_defaults(func=cmd_train)
 
     sweep = sub.add_parser("sweep", help="declarative sweeps (YAML files in sweeps/)")
@@ -272,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plan", help="list every run with its cost and preview the sbatch script"
     )
     sweep_plan.add_argument("file", help="sweep YAML file")
+    sweep_plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=SWEEP_OVERRIDES_HELP)
     sweep_plan.add_argument("--no-sbatch", action="store_true", help="skip the sbatch preview")
     sweep_plan.set_defaults(func=cmd_sweep_plan)
     root_help = "folder holding <sweep name>/<arm>-<run id>/ run directories (default: runs)"
@@ -279,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "launch", help="submit the runs that still need work (finished runs are skipped, others resume)"
     )
     launch_p.add_argument("file", help="sweep YAML file")
+    launch_p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=SWEEP_OVERRIDES_HELP)
     launch_p.add_argument(
         "--executor",
         default="auto",
@@ -297,11 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     launch_p.set_defaults(func=cmd_sweep_launch)
     status_p = sweep_sub.add_parser("status", help="state, job, step, loss and ETA of every run")
     status_p.add_argument("file", help="sweep YAML file")
+    status_p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="the overrides it was launched with"
+    )
     status_p.add_argument("--root", default="runs", help=root_help)
     status_p.add_argument("--json", action="store_true", help="machine-readable output")
     status_p.set_defaults(func=cmd_sweep_status)
     cancel_p = sweep_sub.add_parser("cancel", help="cancel queued and running jobs (checkpoints are kept)")
     cancel_p.add_argument("file", help="sweep YAML file")
+    cancel_p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="the overrides it was launched with"
+    )
     cancel_p.add_argument("--root", default="runs", help=root_help)
     cancel_p.set_defaults(func=cmd_sweep_cancel)
 
@@ -312,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     from evals.cli import add_eval_commands
 
     add_eval_commands(sub)
+
+    from harness.export import add_export_commands
+
+    add_export_commands(sub)
 
     from analysis.cli import add_report_commands
 
@@ -326,22 +399,22 @@ def build_parser() -> argparse.ArgumentParser:
     scan = bench_sub.add_parser(
         "scan", help="selective scan: cpu backend vs the sequential reference, fwd+bwd"
     )
-    scan.add_argument("--preset", default="tiny-1to7")
-    scan.add_argument("--batch", type=int, default=8)
-    scan.add_argument("--seq-len", type=int, default=256)
-    scan.add_argument("--repeats", type=int, default=3)
-    scan.add_argument("--threads", type=int, default=None)
+    scan.add_argument("--preset", default="tiny-1to7", help="model whose Mamba width and state size to use")
+    scan.add_argument("--batch", type=int, default=8, help="sequences per call")
+    scan.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+    scan.add_argument("--repeats", type=int, default=3, help="timed repetitions (the best is reported)")
+    scan.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     scan.set_defaults(func=cmd_bench_scan)
     bench_train = bench_sub.add_parser(
         "train", help="training tokens/s and MFU: our model vs transformers' JambaForCausalLM, same config"
     )
-    bench_train.add_argument("--preset", default="mini-1to7")
-    bench_train.add_argument("--batch", type=int, default=16)
-    bench_train.add_argument("--seq-len", type=int, default=1024)
-    bench_train.add_argument("--steps", type=int, default=10)
-    bench_train.add_argument("--warmup", type=int, default=3)
+    bench_train.add_argument("--preset", default="mini-1to7", help="model preset to train")
+    bench_train.add_argument("--batch", type=int, default=16, help="sequences per step")
+    bench_train.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
+    bench_train.add_argument("--steps", type=int, default=10, help="timed steps")
+    bench_train.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     bench_train.set_defaults(func=cmd_bench_train)
-    return parser
+    return finish_parser(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,6 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nablate: interrupted (a training run resumes from its latest checkpoint)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

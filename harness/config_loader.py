@@ -189,12 +189,18 @@ def later_field(default: Any, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={"omit_if_default": True}, **kwargs)
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def _present_fields(obj: Any) -> list[dataclasses.Field]:
     """The fields of a dataclass config that its resolved form holds (see :func:`later_field`)."""
     return [
         f
         for f in dataclasses.fields(obj)
-        if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == f.default)
+        if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == _default(f))
     ]
 
 
@@ -209,11 +215,16 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def runtime_field(default: Any, **kwargs: Any) -> Any:
+def runtime_field(default: Any = dataclasses.MISSING, *, later: bool = False, **kwargs: Any) -> Any:
     """A config field that says *how* something runs (device, kernel backend, compile flag, an evaluation's
     batch size), not *what* runs: :func:`identity` treats it as if it had its default, so changing it never
-    makes a new experiment (a run trained on a GPU keeps its id when resumed or evaluated on a CPU)."""
-    return dataclasses.field(default=default, metadata={"runtime": True}, **kwargs)
+    makes a new experiment (a run trained on a GPU keeps its id when resumed or evaluated on a CPU).
+
+    ``later``: also a :func:`later_field` (left out of the resolved form at its default), and then left out of
+    :func:`identity` whatever its value, so adding it changes no existing run id. Takes ``default_factory``
+    like ``dataclasses.field``."""
+    metadata = {"runtime": True, **({"omit_if_default": True} if later else {})}
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 def is_runtime(f: dataclasses.Field) -> bool:
@@ -227,6 +238,7 @@ def identity(obj: Any) -> Any:
         return {
             f.name: to_dict(f.default) if is_runtime(f) else identity(getattr(obj, f.name))
             for f in _present_fields(obj)
+            if not (is_runtime(f) and f.metadata.get("omit_if_default"))  # absent at its default: always
         }
     if isinstance(obj, (list, tuple)):
         return [identity(v) for v in obj]

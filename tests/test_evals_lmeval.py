@@ -15,9 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
+from lm_eval.utils import sanitize_model_name
 
 from evals import benchmark_data
-from evals.lm_eval_model import MODEL_NAME, JambaAblateLM
+from evals.lm_eval_model import MODEL_NAME, JambaAblateLM, cli_main, name_results_folder
 from evals.lm_eval_suites import ABLATION, OLLM, run_ablation, run_ollm
 from evals.loading import load_run
 from evals.options import LmEvalOptions
@@ -208,6 +209,32 @@ def test_lm_eval_command_line_through_the_wrapper(hybrid_run, offline_tasks, tmp
     (result,) = (tmp_path / "out").rglob("results_*.json")
     arc = json.loads(result.read_text())["results"]["arc_challenge"]
     assert 0.0 <= arc["acc_norm,none"] <= 1.0
+    # named after the run directory (run_dir= is passed on as pretrained=), not a random name
+    assert result.parent.name == sanitize_model_name(str(hybrid_run))
+
+
+def test_pretrained_names_the_run_directory_and_bad_arguments_end_in_one_line(
+    hybrid_run,  # noqa: F811
+    offline_tasks,
+    monkeypatch,
+    capsys,
+    tmp_path,
+):
+    lm = JambaAblateLM.create_from_arg_string(f"pretrained={hybrid_run},batch_size=2")
+    assert lm.loaded.run.root == Path(hybrid_run) and lm.batch_size == 2
+    with pytest.raises(ConfigError, match="give one"):
+        JambaAblateLM(pretrained=str(hybrid_run), run_dir=str(tmp_path))
+    assert name_results_folder(["--model_args", "run_dir=R,step=3", "--tasks", "run_dir=x"]) == [
+        "--model_args", "pretrained=R,step=3", "--tasks", "run_dir=x",
+    ]  # fmt: skip
+    assert name_results_folder(["-a", "batch_size=2", "run_dir=R"]) == ["-a", "batch_size=2", "pretrained=R"]
+    assert name_results_folder(["--model_args=run_dir=R"]) == ["--model_args=pretrained=R"]
+    monkeypatch.setattr(sys, "argv", ["lm_eval_model"])
+    task_dir = str(benchmark_data.lm_eval_task_dir())
+    args = ["--model", MODEL_NAME, "--include_path", task_dir, "--tasks", "arc_challenge", "--limit", "1"]
+    assert cli_main([*args, "--model_args", f"pretrained={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a run directory" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------------------ offline data

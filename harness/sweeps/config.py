@@ -26,6 +26,9 @@ new id (and a new run directory, ``<arm>-<run_id>``) while untouched arms keep t
 (``evals`` + ``eval_options``) is not part of the run id: editing it re-runs just the affected suites.
 Errors name the sweep file, the key path (``arms.mamba.model.d_ff``) and the offending value, and suggest
 the nearest valid key.
+
+Command-line overrides (``ablate sweep launch FILE train.steps=100``, harness/overrides.py) edit the file's
+data before it is validated, exactly as an edit of the file would.
 """
 
 from __future__ import annotations
@@ -130,6 +133,8 @@ class SweepConfig:
     eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     compare: list[CompareConfig] = field(default_factory=list)
+    # The command-line overrides (harness.overrides.Override) applied to the file; not a key of the file.
+    overrides: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
@@ -197,8 +202,14 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]
     return out
 
 
-def load_sweep(path: str | Path) -> SweepConfig:
-    """Read and check a sweep file: its schema, and its evaluation plan (suite names and options)."""
+def load_sweep(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> SweepConfig:
+    """Read and check a sweep file: its schema, and its evaluation plan (suite names and options). With
+    command-line ``overrides`` (``key=value``, harness/overrides.py) the file's data is edited first and
+    every run is checked as well, so that an error names the override it comes from."""
+    if overrides:
+        from harness.overrides import load_overridden_sweep
+
+        return load_overridden_sweep(path, overrides)
     sweep = from_dict(SweepConfig, load_yaml(path), source=str(path))
     sweep.eval_plan(source=str(path))
     return sweep

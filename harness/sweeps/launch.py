@@ -30,9 +30,11 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from evals.plan import plan_record
 from harness.atomic import atomic_write_text
@@ -142,9 +144,12 @@ def launch(
     retry_failed: bool = False,
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
+    overrides: Sequence[str] = (),
 ) -> LaunchReport:
+    """Submit the runs of the sweep file ``path`` (with command-line ``overrides``, harness/overrides.py)
+    that still need work; see the module docstring."""
     source = str(path)
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, overrides)
     runs = expand_sweep(sweep, source=source)  # validates every run before anything is written
     plan = sweep.eval_plan(source)
     kind = pick_executor(executor)
@@ -163,7 +168,7 @@ def launch(
             echo(f"nothing to submit: all {len(runs)} runs are done or in progress")
             return report
 
-        atomic_write_text(folder / "sweep.yaml", Path(path).read_text())
+        atomic_write_text(folder / "sweep.yaml", sweep_text(path, sweep))
         for state in report.submitted:
             with state.dir.lock("ablate sweep launch"):
                 prepare_run_dir(
@@ -201,6 +206,19 @@ def launch(
     return report
 
 
+def sweep_text(path: str | Path, sweep: SweepConfig) -> str:
+    """What the sweep folder keeps as its ``sweep.yaml``: the file as launched, its overrides applied."""
+    if not sweep.overrides:
+        return Path(path).read_text()
+    from harness.overrides import sweep_data
+
+    header = (
+        f"# {path} with the overrides {' '.join(o.text for o in sweep.overrides)}\n"
+        "# (written by ablate sweep launch; the overrides are applied below)\n"
+    )
+    return header + yaml.safe_dump(sweep_data(path, sweep.overrides), sort_keys=False)
+
+
 def _sort(report: LaunchReport, states: list[RunState], retry_failed: bool, echo) -> None:
     for state in states:
         reason = _decide(state, retry_failed)
@@ -217,9 +235,10 @@ def wait(
     poll_s: float = 5.0,
     timeout_s: float | None = None,
     echo: Callable[[str], None] = print,
+    overrides: Sequence[str] = (),
 ) -> list[RunState]:
     """Block until no run of the sweep is queued or running; print each state change."""
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, overrides)
     runs = expand_sweep(sweep, source=str(path))
     seen: dict[str, tuple[str, int]] = {}
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -240,10 +259,13 @@ def wait(
 
 
 def cancel(
-    path: str | Path, root: str | Path = "runs", echo: Callable[[str], None] = print
+    path: str | Path,
+    root: str | Path = "runs",
+    echo: Callable[[str], None] = print,
+    overrides: Sequence[str] = (),
 ) -> list[RunState]:
     """Cancel the queued and running jobs of the sweep; their checkpoints stay for a later relaunch."""
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, overrides)
     runs = expand_sweep(sweep, source=str(path))
     active = [s for s in run_states(sweep, runs, root) if s.active and s.job]
     if not active:

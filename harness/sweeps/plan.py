@@ -3,6 +3,7 @@ GPU-hours, the sweep's total, and a preview of the sbatch script, without submit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.accounting import format_params, plan_model
@@ -38,8 +39,8 @@ def sbatch_preview(sweep: SweepConfig, n_runs: int, folder: str | None = None) -
     )
 
 
-def print_plan(path: str | Path, show_sbatch: bool = True) -> list[dict]:
-    sweep = load_sweep(path)
+def print_plan(path: str | Path, show_sbatch: bool = True, overrides: Sequence[str] = ()) -> list[dict]:
+    sweep = load_sweep(path, overrides)
     runs = expand_sweep(sweep, source=str(path))
     rows = [{"run": run, **run_costs(run, sweep.resources)} for run in runs]
     r = sweep.resources

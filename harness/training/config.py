@@ -7,6 +7,7 @@ data: {train: [{name: web}], validation: [{name: web}], tokenizer: {kind: bpe, v
 train: {seq_len: 256, global_batch: 8, micro_batch: 8, steps: 200, seed: 0}
 optim: {lr: 3e-3, weight_decay: 0.1, grad_clip: 1.0}
 schedule: {kind: cosine, warmup_steps: 20}
+tracking: {print_every: 10, tensorboard: true, wandb: true, wandb_mode: offline}   # run-time, optional
 ```
 
 :func:`resolve_run_config` validates everything strictly and fills in every default, and
@@ -16,6 +17,7 @@ experiment.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +134,37 @@ class LoopConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """What reports on a run while it trains (harness/training/tracking.py); ``metrics.jsonl`` is written
+    whatever these say and stays the source of truth.
+
+    A run-time section: it never changes a run id, so tracking can be switched on or off when a run is
+    resumed or relaunched (it is a separate section rather than part of ``train`` because it is neither the
+    experiment nor how its numbers are computed, and so that a sweep sets it once for every run)."""
+
+    # A plain progress line on stdout every N optimizer steps (and at the first and last step, and with
+    # every held-out loss), whatever the terminal: what a SLURM job's .out file shows. 0: none.
+    print_every: int = 10
+    # TensorBoard event files in <run_dir>/tensorboard/ (needs the `tracking` extra).
+    tensorboard: bool = False
+    # A Weights & Biases run (files in <run_dir>/wandb/): project, group and name from the sweep and arm,
+    # the config logged, a resumed run continues the same W&B run. Needs the `tracking` extra.
+    wandb: bool = False
+    # Default: the sweep name (`jamba-ablate` for a run of `ablate train`).
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+    # offline writes the run to disk only (`wandb sync` uploads it later); default: W&B's own
+    # (WANDB_MODE, else online).
+    wandb_mode: Literal["online", "offline"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.print_every < 0:
+            raise ConfigError(
+                f"must be >= 0 (0: no progress lines), got {self.print_every}", key="print_every"
+            )
+
+
+@dataclass
 class RunConfig:
     name: str
     model: dict[str, Any]
@@ -139,6 +172,8 @@ class RunConfig:
     train: LoopConfig
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # Run-time (never part of the run id) and left out of config.yaml while it holds its defaults.
+    tracking: TrackingConfig = runtime_field(default_factory=TrackingConfig, later=True)
 
     def model_config(self) -> ModelConfig:
         return resolve_model(self.model)
@@ -165,13 +200,19 @@ def resolve_run_config(data: dict[str, Any], source: str | None = None) -> RunCo
     return cfg
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    return resolve_run_config(load_yaml(path), source=str(path))
+def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """A run config file, validated and resolved, with command-line ``overrides`` (``key=value``, see
+    harness/overrides.py) applied first, so they are checked as strictly as the file itself."""
+    from harness.overrides import apply_overrides, blamed, parse_overrides
+
+    parsed = parse_overrides(overrides)
+    with blamed(str(path), parsed):
+        return resolve_run_config(apply_overrides(load_yaml(path), parsed), source=str(path))
 
 
 def config_identity(cfg: RunConfig) -> dict[str, Any]:
     """What makes a run the experiment it is: the resolved config with run-time settings (device, scan
-    backend, compile, distribution strategy, loader workers) at their defaults."""
+    backend, compile, distribution strategy, loader workers) at their defaults and ``tracking`` left out."""
     data = identity(cfg)
     data["model"] = identity(cfg.model_config())
     return data

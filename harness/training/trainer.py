@@ -10,7 +10,11 @@ One loop serves a CPU test, a single GPU and many GPUs under torchrun or SLURM. 
 * **Telemetry.** ``metrics.jsonl`` gets step, tokens, loss (total, cross-entropy, MoE aux), lr, grad
   norm, tokens/s, MFU (from the accounting's FLOPs per token), peak memory and per-expert load;
   ``events.jsonl`` gets loss spikes (loss above ``spike_factor`` x its EMA), held-out losses,
-  checkpoints, resumes and a clean stop on a non-finite loss.
+  checkpoints, resumes and a clean stop on a non-finite loss. Rank 0 also prints a progress line every
+  ``tracking.print_every`` steps and, when switched on, mirrors metrics.jsonl to TensorBoard and W&B
+  (tracking.py).
+* **Clean stops.** ``should_stop`` (SLURM's pre-timeout signal in a sweep job; SIGINT/SIGTERM under
+  ``ablate train``) ends the run at a step boundary with a checkpoint and status "interrupted".
 * **One writer.** Rank 0 holds the run directory's lock for the whole run, so a second trainer (or an
   evaluation, or a relaunch) on the same directory is refused at once, naming the holder.
 
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +55,7 @@ from harness.training.optim import build_optimizer, build_scheduler
 from harness.training.record import prepare_run_dir
 from harness.training.rundir import RunDir
 from harness.training.spikes import SpikeDetector
+from harness.training.tracking import NullTracker, Tracker, check_available
 
 HELDOUT_SEED = 0  # the validation batches' order: fixed, so that every run of a sweep sees the same ones
 
@@ -120,9 +124,11 @@ def train(
     """Train (or resume, or confirm finished) the run in ``run_dir``; returns a summary.
 
     ``should_stop`` is polled after every optimizer step (the launcher's preemption flag, set by SLURM's
-    pre-timeout signal). When it turns true on any rank, every rank stops at the same step, a checkpoint
-    of that step is written, and the run returns ``state: "interrupted"``; the next call resumes exactly.
+    pre-timeout signal, or the flag that SIGINT/SIGTERM raise under ``ablate train``). When it turns true
+    on any rank, every rank stops at the same step, a checkpoint of that step is written, and the run
+    returns ``state: "interrupted"``; the next call resumes exactly.
     """
+    check_available(cfg.tracking)
     info = D.init_distributed(resolve_device(cfg.train.device).type)
     device = resolve_device(cfg.train.device, info.local_rank)
     run = RunDir(run_dir)
@@ -140,12 +146,21 @@ def train(
         D.barrier(info)
         if run.status().get("state") == "done":
             return {"state": "done", "skipped": True, **run.status()}
-        session = _start(cfg, run, info, device)
-        return _loop(session, should_stop)
+        session, runtime = _start(cfg, run, info, device)
+        tracker = Tracker(cfg, run, session.step, session.total_steps, runtime) if info.is_main else None
+        state = "failed"
+        try:
+            result = _loop(session, should_stop, tracker or NullTracker())
+            state = result["state"]
+            return result
+        finally:
+            if tracker is not None:
+                tracker.close(state)
 
 
-def _start(cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device) -> _Session:
-    """Tokenizer, model, optimizer, schedule and data, resumed from the latest checkpoint if there is one."""
+def _start(cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device) -> tuple[_Session, dict]:
+    """Tokenizer, model, optimizer, schedule and data, resumed from the latest checkpoint if there is one;
+    and the run-time facts (device, world size, compile, scan backend) the start or resume event records."""
     loop = cfg.train
     model_cfg = cfg.model_config()
     micro_steps = loop.global_batch // (loop.micro_batch * info.world_size)
@@ -209,7 +224,7 @@ def _start(cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device) 
         state=data_state,  # the loader checks that data, tokenizer, seq_len and seed are unchanged
         num_samples=loop.total_steps * loop.global_batch,
     )
-    return _Session(
+    session = _Session(
         cfg=cfg,
         run=run,
         info=info,
@@ -230,15 +245,13 @@ def _start(cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device) 
         step=step,
         tokens=tokens,
     )
+    return session, runtime
 
 
-def _loop(s: _Session, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+def _loop(
+    s: _Session, should_stop: Callable[[], bool] | None, tracker: Tracker | NullTracker
+) -> dict[str, Any]:
     loop, run, info = s.cfg.train, s.run, s.info
-    progress = None
-    if info.is_main and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        progress = tqdm(total=s.total_steps, initial=s.step, desc=s.cfg.name, unit="step")
     s.wrapped.train()
     while s.step < s.total_steps:
         t0 = time.perf_counter()
@@ -249,17 +262,18 @@ def _loop(s: _Session, should_stop: Callable[[], bool] | None) -> dict[str, Any]
         spike = s.spikes.update(s.step, loss)
         if spike and info.is_main:
             run.event("loss_spike", **spike)
-        if info.is_main and (s.step % loop.log_every == 0 or s.step == s.total_steps):
-            _record_step(s, loss, ce, aux, grad_norm, counts, tokens_per_s)
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+        record = _step_record(s, loss, ce, aux, grad_norm, tokens_per_s)
+        logged = info.is_main and (s.step % loop.log_every == 0 or s.step == s.total_steps)
+        if logged:
+            record = _record_step(s, record, counts)
 
+        val = None
         if s.step == s.total_steps or (loop.eval_every and s.step % loop.eval_every == 0):
             val = heldout_loss(s.forward, s.cfg, s.tokenizer, info, s.device, s.autocast)
             if info.is_main:
                 run.event("heldout_loss", step=s.step, val_loss=val)
                 run.append(run.metrics, {"step": s.step, "tokens": s.tokens, "val_loss": val})
+        tracker.step(record, logged, val)
         if s.step == s.total_steps or (loop.checkpoint_every and s.step % loop.checkpoint_every == 0):
             _save(s)
         elif should_stop is not None and D.any_rank(should_stop(), info, s.device):
@@ -270,8 +284,6 @@ def _loop(s: _Session, should_stop: Callable[[], bool] | None) -> dict[str, Any]
             D.shutdown(info)
             return {"state": "interrupted", "step": s.step, "tokens": s.tokens, "run_dir": str(run.root)}
 
-    if progress is not None:
-        progress.close()
     if info.is_main:
         run.event("finish", step=s.step, tokens=s.tokens)
         run.set_status(state="done", step=s.step, tokens=s.tokens, total_steps=s.total_steps)
@@ -322,11 +334,11 @@ def _optimizer_step(s: _Session) -> tuple[float, float, float, float, torch.Tens
     return loss, ce, aux, grad_norm, counts
 
 
-def _record_step(
-    s: _Session, loss: float, ce: float, aux: float, grad_norm: float, counts, tokens_per_s: float
-) -> None:
-    """One line of metrics.jsonl and the status (rank 0)."""
-    record = {
+def _step_record(
+    s: _Session, loss: float, ce: float, aux: float, grad_norm: float, tokens_per_s: float
+) -> dict[str, Any]:
+    """The step's metrics (what metrics.jsonl records, per-expert load aside)."""
+    return {
         "step": s.step,
         "tokens": s.tokens,
         "time": time.time(),
@@ -341,12 +353,21 @@ def _record_step(
         if s.device.type == "cuda"
         else None,
     }
+
+
+def _record_step(s: _Session, record: dict[str, Any], counts) -> dict[str, Any]:
+    """One line of metrics.jsonl (the step's record plus per-expert load) and the status (rank 0); returns
+    the line."""
+    record = dict(record)
     if counts is not None:
         load = counts.float() / counts.sum(-1, keepdim=True)
         record["expert_load"] = [[round(x, 4) for x in row] for row in load.tolist()]
         record["expert_load_max_over_mean"] = float((load.max(-1).values * load.shape[-1]).max())
     s.run.append(s.run.metrics, record)
-    s.run.set_status(state="running", step=s.step, tokens=s.tokens, loss=loss, total_steps=s.total_steps)
+    s.run.set_status(
+        state="running", step=s.step, tokens=s.tokens, loss=record["loss"], total_steps=s.total_steps
+    )
+    return record
 
 
 def _save(s: _Session) -> None:

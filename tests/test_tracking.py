@@ -1,0 +1,167 @@
+"""What a run reports while it trains (harness/training/tracking.py): the plain progress line on stdout,
+TensorBoard event files and Weights & Biases offline runs that mirror metrics.jsonl, and a resumed run that
+continues the same W&B run. The last test does it all in a sweep job on the real SLURM, reading the job's
+.out file while the job runs and preempting it (USR2) so that the requeued job resumes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+import yaml
+from test_sweep_launch import sweep_file
+from test_training import corpus, write_config  # noqa: F401  (a module fixture and its config)
+from tracking_readers import tensorboard_scalars, wandb_offline_runs
+
+from harness.config_loader import ConfigError
+from harness.data.packs import prepare
+from harness.sweeps.launch import launch, wait
+from harness.training.config import load_run_config
+from harness.training.rundir import read_jsonl
+from harness.training.tracking import format_line
+from harness.training.trainer import train
+
+TRACKING = ["tracking.tensorboard=true", "tracking.wandb=true", "tracking.wandb_mode=offline"]
+LINE = re.compile(r"step (\d+)/(\d+) \| tokens \S+ \| loss (\d+\.\d{4})")
+
+
+def with_tracking(path, **tracking):
+    """The run config file ``path`` with a tracking section."""
+    data = yaml.safe_load(path.read_text())
+    data["tracking"] = tracking
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def train_losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_jsonl(run_dir / "metrics.jsonl") if "loss" in r}
+
+
+def test_format_line_leaves_out_what_is_unknown():
+    line = format_line("run", 40, 150, 81920, 4.21337, val_loss=4.3, lr=2.87e-3, grad_norm=0.6421,
+                       tokens_per_s=25123.0, mfu=0.31, mem_gib=2.34, eta_s=41, now=0)  # fmt: skip
+    assert line.endswith(
+        "run step 40/150 | tokens 81.9K | loss 4.2134 | val 4.3000 | lr 2.87e-03 | grad norm 0.642 | "
+        "25.1K tok/s | MFU 31.0% | mem 2.34 GiB | ETA 0:00:41"
+    )
+    assert format_line("run", 1, 10, 256, 8.3, now=0).endswith("run step 1/10 | tokens 256 | loss 8.3000")
+
+
+def test_lines_tensorboard_and_wandb_mirror_metrics_across_a_resume(tmp_path, corpus, capsys):  # noqa: F811
+    path = write_config(tmp_path, corpus, steps=12, eval_every=6, eval_batches=1)
+    tracking = {"print_every": 5, "tensorboard": True, "wandb": True, "wandb_mode": "offline"}
+    cfg = load_run_config(with_tracking(path, **tracking))
+    run_dir = tmp_path / "run"
+    polls = iter(range(100))
+    first = train(cfg, run_dir, should_stop=lambda: next(polls) == 6)  # stops after step 7
+    assert first["state"] == "interrupted" and first["step"] == 7
+    out1 = capsys.readouterr().out
+    assert train(cfg, run_dir)["state"] == "done"
+    out2 = capsys.readouterr().out
+
+    losses = train_losses(run_dir)
+    assert sorted(losses) == list(range(1, 13))
+    # progress lines: the first step of each session, every 5th step, held-out losses, the last step
+    for out, steps in ((out1, [1, 5, 6]), (out2, [8, 10, 12])):
+        lines = [m for m in map(LINE.search, out.splitlines()) if m]
+        assert [int(m.group(1)) for m in lines] == steps, out
+        assert all(float(m.group(3)) == round(losses[int(m.group(1))], 4) for m in lines)
+    assert (
+        "starts: 12 steps" in out1
+        and "resumes at step 7" in out2
+        and "tracking to TensorBoard and W&B" in out2
+    )
+    assert re.search(r"step 6/12 .*\| val \d\.\d{4} \|", out1) and re.search(r"step 12/12 .*\| val ", out2)
+
+    # TensorBoard: the metrics.jsonl values, read by tensorboard's own reader
+    scalars = tensorboard_scalars(run_dir / "tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == list(range(1, 13))
+    assert all(abs(v - losses[s]) < 1e-5 for s, v in scalars["train/loss"])
+    vals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "val_loss" in r]
+    assert [s for s, _ in scalars["val/loss"]] == [6, 12] == [r["step"] for r in vals]
+    assert {"train/lr", "train/grad_norm", "perf/tokens_per_s", "moe/expert_load_max_over_mean"} <= set(
+        scalars
+    )
+
+    # W&B: two offline sessions of one W&B run, the second continuing where the first stopped
+    sessions = wandb_offline_runs(run_dir)
+    assert len(sessions) == 2 and sessions[0]["id"] == sessions[1]["id"]
+    assert sessions[0]["project"] == "jamba-ablate" and sessions[0]["name"] == "tiny-test"
+    history = [row for s in sessions for row in s["history"]]
+    logged = {row["_step"]: row["train/loss"] for row in history if "train/loss" in row}
+    assert sorted(logged) == list(range(1, 13)) and all(abs(logged[s] - losses[s]) < 1e-9 for s in logged)
+    assert max(r["_step"] for r in sessions[0]["history"]) == 7
+    assert sessions[0]["config"]["train"]["steps"] == 12 and sessions[0]["config"]["run"]["run_id"]
+
+
+def test_missing_integration_fails_before_training(tmp_path, corpus, monkeypatch):  # noqa: F811
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("no wandb here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    cfg = load_run_config(with_tracking(write_config(tmp_path, corpus), wandb=True))
+    with pytest.raises(ConfigError, match=r"tracking.wandb.*pip install 'jamba-ablate\[tracking\]'"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ SLURM
+def test_sweep_job_out_shows_progress_and_tracking_survives_a_requeue(slurm_cluster, tmp_path):
+    prepare(packs=["web"])
+    steps = 60
+    path = sweep_file(tmp_path, name="tracked", arms={"1:7": {"model": {"preset": "tiny-1to7"}}}, steps=steps)
+    data = yaml.safe_load(path.read_text())
+    data["base"]["train"]["checkpoint_every"] = 0
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    root = tmp_path / "runs"
+    # Tracking comes from command-line overrides: run-time settings, so the run ids stay the file's.
+    report = launch(path, executor="slurm", root=root, overrides=["tracking.print_every=5", *TRACKING])
+    (state,) = report.submitted
+    run_dir, job_id = state.dir.root, report.job_ids[0]
+    out_file = run_dir / "logs" / f"job-{job_id}.out"
+
+    deadline = time.monotonic() + 180
+    while True:  # the job's .out shows loss lines while it trains
+        text = out_file.read_text() if out_file.exists() else ""
+        lines = [m for m in map(LINE.search, text.splitlines()) if m]
+        status = state.dir.status()
+        if len(lines) >= 2:
+            break
+        assert time.monotonic() < deadline, (text[-2000:], status)
+        time.sleep(0.2)
+    assert status["state"] == "running" and status.get("step", 0) < steps, status
+    assert int(lines[-1].group(2)) == steps
+
+    # Preempt it (the signal SLURM sends before a time limit): checkpoint, requeue, resume.
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+    (final,) = wait(path, root=root, poll_s=1, timeout_s=300)
+    assert final.state == "done", final.as_dict()
+    events = read_jsonl(run_dir / "events.jsonl")
+    (requeue,) = [e for e in events if e["event"] == "requeue"]
+    stop = requeue["step"]
+    assert 0 < stop < steps and [e["step"] for e in events if e["event"] == "resume"] == [stop]
+
+    text = out_file.read_text()  # the requeued job appends to the same .out
+    printed = [int(m.group(1)) for m in map(LINE.search, text.splitlines()) if m]
+    assert f"resumes at step {stop}" in text and printed[-1] == steps and stop + 1 in printed
+
+    losses = train_losses(run_dir)
+    assert sorted(losses) == list(range(1, steps + 1))
+    scalars = tensorboard_scalars(run_dir / "tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == list(range(1, steps + 1))
+    assert all(abs(v - losses[s]) < 1e-5 for s, v in scalars["train/loss"])
+
+    sessions = wandb_offline_runs(run_dir)
+    assert len(sessions) == 2 and sessions[0]["id"] == sessions[1]["id"]
+    assert sessions[0]["project"] == "tracked" and sessions[0]["group"] == "tracked 1:7"
+    assert sessions[0]["name"] == "1:7 seed=0" and sessions[0]["config"]["run"]["arm"] == "1:7"
+    first, second = ([r["_step"] for r in s["history"] if "train/loss" in r] for s in sessions)
+    assert first == list(range(1, stop + 1)) and second == list(range(stop + 1, steps + 1))
