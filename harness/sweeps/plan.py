@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.accounting import format_params, plan_model
-from harness.sweeps.config import ResourcesConfig, SweepConfig, SweepRun, expand_sweep, load_sweep
+from harness.sweeps.config import (
+    ResourcesConfig,
+    SweepConfig,
+    SweepRun,
+    check_runs,
+    expand_sweep,
+    load_sweep,
+)
 
 
 def run_costs(run: SweepRun, resources: ResourcesConfig) -> dict:
@@ -41,6 +48,7 @@ def sbatch_preview(sweep: SweepConfig, n_runs: int, folder: str | None = None) -
 def print_plan(path: str | Path, show_sbatch: bool = True) -> list[dict]:
     sweep = load_sweep(path)
     runs = expand_sweep(sweep, source=str(path))
+    check_runs(sweep, runs, str(path))
     rows = [{"run": run, **run_costs(run, sweep.resources)} for run in runs]
     r = sweep.resources
     print(f"sweep {sweep.name}: {len(runs)} runs" + (f" - {sweep.description}" if sweep.description else ""))
