@@ -309,6 +309,18 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
             _check_range(fields[key], float(value), _join(path, str(key)), source)
         kwargs[key] = _coerce(value, hints[key], _join(path, str(key)), source)
         _check_range(fields[key], kwargs[key], _join(path, str(key)), source)
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in kwargs]
+    if missing:
+        raise ConfigError(
+            f"missing key '{missing[0]}' (required in {cls.__name__}: {', '.join(required)})",
+            source=source,
+            key=_join(path, missing[0]),
+        )
     try:
         return cls(**kwargs)
     except ConfigError as e:

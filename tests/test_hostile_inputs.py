@@ -202,3 +202,20 @@ def test_a_directory_is_not_file_not_found(here, capsys):
     refused(capsys, ["sweep", "status", "missing.yaml"], "missing.yaml: file not found")
     with pytest.raises(ConfigError, match="is a directory"):
         load_yaml(here)
+
+
+def test_missing_keys_and_misplaced_sections_are_named(here, capsys):
+    sweep = yaml.safe_load(SWEEP.read_text())
+    del sweep["base"]["train"]["steps"]
+    Path("s.yaml").write_text(yaml.safe_dump(sweep))
+    refused(capsys, ["sweep", "plan", "s.yaml"], "key 'base.train.steps'", "give exactly one of 'steps'")
+    sweep = yaml.safe_load(SWEEP.read_text())
+    sweep["base"]["train"] = "-{'seq_len': 256}"
+    Path("s.yaml").write_text(yaml.safe_dump(sweep))
+    refused(
+        capsys, ["sweep", "plan", "s.yaml"], "key 'base.train'", "expected a mapping, got str", "seeds set"
+    )
+    path = edited(RUN.read_text(), "name: tiny-1to7-web\n", "nme: tiny-1to7-web\n", "n.yaml")
+    refused(capsys, ["train", str(path)], "key 'nme'", "Did you mean 'name'?")
+    path = edited(RUN.read_text(), "name: tiny-1to7-web\n", "", "n.yaml")
+    refused(capsys, ["train", str(path)], "key 'name'", "missing key 'name' (required in RunConfig: name,")

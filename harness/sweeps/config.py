@@ -227,10 +227,15 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]
     out = copy.deepcopy(data)
     node = out
     *parents, leaf = dotted.split(".")
-    for key in parents:
+    for i, key in enumerate(parents):
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"grid axis '{dotted}': '{key}' is not a mapping", key=f"grid.{dotted}")
+            where = ".".join(parents[: i + 1])
+            setter = "seeds set" if dotted == "train.seed" else f"grid axis '{dotted}' sets"
+            raise ConfigError(
+                f"expected a mapping, got {type(node).__name__} {shown(node)} ({setter} '{dotted}' in it)",
+                key=where,
+            )
     node[leaf] = value
     return out
 
@@ -256,12 +261,12 @@ def expand_sweep(sweep: SweepConfig, source: str | None = None) -> list[SweepRun
         for point in itertools.product(*(values for _, values in axes)):
             grid_point = dict(zip((k for k, _ in axes), point, strict=True))
             for seed in sweep.seeds:
-                data = deep_merge(copy.deepcopy(sweep.base), override)
-                for key, value in grid_point.items():
-                    data = _set_dotted(data, key, value)
-                data = _set_dotted(data, "train.seed", seed)
-                data["name"] = _run_name(sweep.name, arm, grid_point, seed)
                 try:
+                    data = deep_merge(copy.deepcopy(sweep.base), override)
+                    for key, value in grid_point.items():
+                        data = _set_dotted(data, key, value)
+                    data = _set_dotted(data, "train.seed", seed)
+                    data["name"] = _run_name(sweep.name, arm, grid_point, seed)
                     cfg = resolve_run_config(data)
                 except ConfigError as e:
                     raise locate_error(e, sweep, arm, grid_point, source) from None
