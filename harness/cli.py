@@ -6,7 +6,7 @@ Subcommands:
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N]
   ablate data prepare | ablate data show | ablate tokenizer train
-  ablate train CONFIG.yaml [--run-dir DIR]
+  ablate train CONFIG.yaml [--run-dir DIR] [--dry-run]
   ablate sweep plan FILE
   ablate sweep launch FILE [--executor auto|slurm|local|debug] [--wait]
   ablate sweep status FILE
@@ -228,14 +228,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config)
     run_dir = args.run_dir or f"runs/{cfg.name}-{config_hash(cfg)}"
     try:
+        if args.dry_run:
+            return _train_dry_run(cfg, run_dir)
         summary = train(cfg, run_dir)
     except TrainingError as e:
         print(f"ablate: training stopped: {e}", file=sys.stderr)
         return 1
+    except ConfigError as e:
+        if e.source is None and e.key:  # a check of the config as a whole: it is still the file's key
+            raise ConfigError(e.message, source=args.config, key=e.key) from None
+        raise
     if summary.get("skipped"):
         print(f"{run_dir}: already finished at step {summary.get('step')}; nothing to do")
     else:
         print(f"{run_dir}: done, {summary['step']} steps, {summary['tokens']:,} tokens")
+    return 0
+
+
+def _train_dry_run(cfg, run_dir: str) -> int:
+    """``ablate train --dry-run``: every check ``ablate train`` makes before writing, and what it would do;
+    writes nothing."""
+    from pathlib import Path
+
+    from harness.training.checkpoint import latest_checkpoint
+    from harness.training.config import config_hash
+    from harness.training.preflight import check_before_writing
+    from harness.training.record import prepare_run_dir
+    from harness.training.rundir import RunDir
+
+    check_before_writing(cfg)
+    run = RunDir(run_dir)
+    if not Path(run_dir).exists():
+        print(f"would start {cfg.name} (run id {config_hash(cfg)}) in {run_dir}")
+        return 0
+    prepare_run_dir(cfg, run, write=False)  # the directory holds this experiment, or ConfigError
+    ckpt = latest_checkpoint(run.checkpoints)
+    where = f"resume from {ckpt.name}" if ckpt else "start from step 0"
+    print(f"would {where} of {cfg.name} (run id {config_hash(cfg)}) in {run_dir}")
     return 0
 
 
@@ -264,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train (or resume) one run from a YAML run config")
     train.add_argument("config", help="run config YAML (see harness/training/config.py)")
     train.add_argument("--run-dir", help="run directory (default runs/<name>-<config hash>)")
+    train.add_argument(
+        "--dry-run", action="store_true", help="check the config and the run directory; write nothing"
+    )
     train.set_defaults(func=cmd_train)
 
     sweep = sub.add_parser("sweep", help="declarative sweeps (YAML files in sweeps/)")

@@ -12,6 +12,9 @@ import yaml
 
 from harness.cli import main
 from harness.config_loader import MAX_YAML_BYTES, ConfigError, load_yaml
+from harness.training.config import load_run_config
+from harness.training.record import prepare_run_dir
+from harness.training.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "sweeps" / "table4-tiny.yaml"
@@ -152,6 +155,46 @@ def test_unsafe_run_name_is_refused_before_writing(here, capsys):
     assert not (here.parent / "x").exists()
 
 
+def test_dry_run_and_plans_write_nothing(here, capsys):
+    before = files(here)
+    assert main(["sweep", "launch", str(SWEEP), "--dry-run", "--executor", "local", "--root", "runs"]) == 0
+    assert main(["sweep", "plan", str(SWEEP)]) == 0
+    Path("model.yaml").write_text("model: {vocab_size: 64, d_model: 16, d_ff: 32, pattern: '(M-*-)x2'}\n")
+    before = files(here)
+    assert main(["plan", "--config", "model.yaml"]) == 0
+    assert main(["train", str(RUN), "--dry-run"]) == 0
+    assert "would start tiny-1to7-web" in capsys.readouterr().out
+    assert files(here) == before  # no runs/, no launch lock, no run directory
+
+
+def test_tokenizer_and_mqar_checks_run_before_writing(here, capsys):
+    path = edited(RUN.read_text(), "vocab_size: 4096", "vocab_size: 8192", "tok.yaml")
+    refused(
+        capsys,
+        ["train", str(path)],
+        "key 'data.tokenizer.vocab_size'",
+        "8192 tokens",
+        "model.vocab_size is 4096",
+    )
+    path = edited(RUN.read_text(), "kind: bpe, vocab_size: 4096", "kind: gpt2", "gpt2.yaml")
+    refused(capsys, ["train", str(path)], "key 'model.vocab_size'", "50257 tokens")
+    path = edited(MQAR.read_text(), "seq_lens: [128]", "seq_lens: [256]", "mqar.yaml")
+    refused(
+        capsys, ["train", str(path)], "key 'data.train[1].mqar.seq_lens'", "exceeds the run's train.seq_len"
+    )
+    path = edited(
+        MQAR.read_text(), "num_pairs: [4, 8, 16]", "vocab: 8000, num_pairs: [4, 8, 16]", "mqar.yaml"
+    )
+    refused(
+        capsys, ["train", str(path)], "key 'data.train[0].mqar.vocab'", "exceeds the tokenizer's vocab_size"
+    )
+    sweep = yaml.safe_load(SWEEP.read_text())
+    sweep["resources"]["gpus_per_node"] = 3
+    Path("gpus.yaml").write_text(yaml.safe_dump(sweep))
+    refused(capsys, ["sweep", "plan", "gpus.yaml"], "key 'base.train.global_batch'", "8 x 3", "3 processes")
+    refused(capsys, ["sweep", "launch", "gpus.yaml", "--executor", "local"], "micro_batch x processes")
+
+
 def test_sweep_size_is_bounded_before_expansion(here, capsys):
     sweep = yaml.safe_load(SWEEP.read_text())
     sweep["grid"] = {"optim.lr": [i / 1e4 + 1e-4 for i in range(40)], "train.seq_len": list(range(64, 71))}
@@ -202,6 +245,22 @@ def test_a_directory_is_not_file_not_found(here, capsys):
     refused(capsys, ["sweep", "status", "missing.yaml"], "missing.yaml: file not found")
     with pytest.raises(ConfigError, match="is a directory"):
         load_yaml(here)
+
+
+def test_edited_config_yaml_names_both_ids_and_the_keys(tmp_path):
+    cfg = load_run_config(RUN)
+    run = RunDir(tmp_path / "run")
+    prepare_run_dir(cfg, run)
+    text = run.config.read_text()
+    run.config.write_text(text.replace("lr: 0.003", "lr: 0.004"))
+    with pytest.raises(ConfigError) as err:
+        prepare_run_dir(cfg, run)
+    stored = load_run_config(run.config)
+    from harness.training.config import config_hash
+
+    msg = str(err.value)
+    assert config_hash(stored) != config_hash(cfg)
+    assert config_hash(stored) in msg and config_hash(cfg) in msg and "optim.lr: 0.004 -> 0.003" in msg
 
 
 def test_missing_keys_and_misplaced_sections_are_named(here, capsys):

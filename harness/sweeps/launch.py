@@ -38,7 +38,7 @@ from evals.plan import plan_record
 from harness.atomic import atomic_write_text
 from harness.config_loader import to_dict
 from harness.locks import exclusive
-from harness.sweeps.config import SweepConfig, SweepRun, expand_sweep, load_sweep
+from harness.sweeps.config import SweepConfig, SweepRun, check_runs, expand_sweep, load_sweep
 from harness.sweeps.job import RunJob
 from harness.sweeps.lifecycle import RunState, run_states, sweep_dir
 from harness.sweeps.scheduler import (
@@ -146,6 +146,7 @@ def launch(
     source = str(path)
     sweep = load_sweep(path)
     runs = expand_sweep(sweep, source=source)  # validates every run before anything is written
+    check_runs(sweep, runs, source)
     plan = sweep.eval_plan(source)
     kind = pick_executor(executor)
     folder = sweep_dir(sweep, root)

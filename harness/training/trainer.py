@@ -49,6 +49,7 @@ from harness.training.checkpoint import (
 )
 from harness.training.config import RunConfig, config_hash
 from harness.training.optim import build_optimizer, build_scheduler
+from harness.training.preflight import check_before_writing
 from harness.training.record import prepare_run_dir
 from harness.training.rundir import RunDir
 from harness.training.spikes import SpikeDetector
@@ -126,6 +127,11 @@ def train(
     info = D.init_distributed(resolve_device(cfg.train.device).type)
     device = resolve_device(cfg.train.device, info.local_rank)
     run = RunDir(run_dir)
+    try:
+        check_before_writing(cfg, info.world_size)
+    except ConfigError:
+        D.shutdown(info)
+        raise
     with contextlib.ExitStack() as held:
         busy = None
         if info.is_main:
