@@ -250,11 +250,11 @@ def _train_dry_run(cfg, run_dir: str) -> int:
     writes nothing."""
     from pathlib import Path
 
-    from harness.training.checkpoint import latest_checkpoint
     from harness.training.config import config_hash
     from harness.training.preflight import check_before_writing
     from harness.training.record import prepare_run_dir
     from harness.training.rundir import RunDir
+    from harness.training.trainer import resume_point
 
     check_before_writing(cfg)
     run = RunDir(run_dir)
@@ -262,8 +262,8 @@ def _train_dry_run(cfg, run_dir: str) -> int:
         print(f"would start {cfg.name} (run id {config_hash(cfg)}) in {run_dir}")
         return 0
     prepare_run_dir(cfg, run, write=False)  # the directory holds this experiment, or ConfigError
-    ckpt = latest_checkpoint(run.checkpoints)
-    where = f"resume from {ckpt.name}" if ckpt else "start from step 0"
+    resume = resume_point(cfg, run)
+    where = f"resume from {resume[1].name}" if resume else "start from step 0"
     print(f"would {where} of {cfg.name} (run id {config_hash(cfg)}) in {run_dir}")
     return 0
 
