@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness.config_loader import ConfigError, from_dict, to_dict
+from harness.config_loader import ConfigError, from_dict, load_yaml, to_dict
 
 RUN_DIR_NAME = re.compile(r"^(?P<slug>.+)-(?P<run_id>[0-9a-f]{12})$")
 CONTEXT_256K = 262144
@@ -147,6 +145,16 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _config(path: Path) -> tuple[dict[str, Any], str]:
+    """A run's config.yaml (through the YAML gate) and, when it cannot be read, why."""
+    if not path.is_file():
+        return {}, ""
+    try:
+        return load_yaml(path), ""
+    except ConfigError as e:
+        return {}, f"{path} is damaged ({e.message})"
+
+
 def _model_facts(model: dict[str, Any]) -> dict[str, Any]:
     """Pattern, shorthand, parameters and the 256K-token KV cache of a resolved model config."""
     from harness.accounting import plan_model
@@ -181,7 +189,7 @@ def read_run(ref: RunRef) -> RunInfo:
     match = RUN_DIR_NAME.match(path.name)
     record = _json(path / "run.json")
     status = _json(path / "status.json")
-    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+    config, damaged = _config(path / "config.yaml")
     sweep_rec = record.get("sweep") or {}
 
     if record:
@@ -224,7 +232,7 @@ def read_run(ref: RunRef) -> RunInfo:
         params_total=facts.get("params_total"),
         params_active=facts.get("params_active"),
         kv_cache_256k=facts.get("kv_cache_256k"),
-        error=status.get("error", ""),
+        error=damaged or status.get("error", ""),
         eval_errors=dict(status.get("eval_errors") or {}),
         planned_suites=list(suites) if suites is not None else ref.planned_suites,
         suite_hashes={s: v.get("hash") for s, v in (suites or {}).items() if isinstance(v, dict)},

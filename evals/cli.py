@@ -23,9 +23,8 @@ from harness.config_loader import ConfigError
 
 def parse_options(items: list[str], suites: list[str]) -> dict[str, dict]:
     """``SUITE.KEY=VALUE`` strings -> {suite: {key: value}}; values are YAML scalars or lists."""
-    import yaml
-
     from evals.suites import get_suite
+    from harness.config_loader import parse_yaml
 
     out: dict[str, dict] = {}
     for item in items:
@@ -38,10 +37,7 @@ def parse_options(items: list[str], suites: list[str]) -> dict[str, dict]:
             raise ConfigError(
                 f"--option {item!r}: suite '{suite}' is not among the suites run ({', '.join(suites)})"
             )
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--option {item!r}: value is not valid YAML ({e})") from None
+        value = parse_yaml(raw, f"--option {item!r}", mapping=False)  # the YAML gate, as for files
         out.setdefault(suite, {})[key] = value
     return out
 

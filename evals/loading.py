@@ -2,6 +2,9 @@
 
 Evaluations read only the run directory (config.yaml, tokenizer/, checkpoints/), never the sweep file,
 so any run, launched by any means, can be evaluated and the result tied to the exact weights it used.
+The latest checkpoint is the newest one that verifies against the checksums recorded when it was saved
+(a damaged one is named and skipped), and it must have been trained under the run's config.yaml
+(else the two run ids and the differing keys are reported).
 """
 
 from __future__ import annotations
@@ -16,9 +19,23 @@ from harness.config_loader import ConfigError
 from harness.data.tokenizer import Tokenizer, load_tokenizer
 from harness.devices import resolve_device
 from harness.model.lm import HybridLM
-from harness.training.checkpoint import PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint
-from harness.training.config import RunConfig, config_hash, load_run_config
-from harness.training.rundir import RunDir
+from harness.training.checkpoint import (
+    PREFIX,
+    list_checkpoints,
+    load_checkpoint,
+    newest_good_checkpoint,
+    verify_checkpoint,
+)
+from harness.training.config import RunConfig, config_hash
+from harness.training.record import check_provenance, stored_config
+from harness.training.rundir import DamagedFile, RunDir, warn_damage
+
+
+def _state(run: RunDir) -> str:
+    try:
+        return run.status().get("state", "?")
+    except DamagedFile:
+        return "unknown: status.json is damaged"
 
 
 @dataclass
@@ -66,17 +83,30 @@ def load_run(
             f"{run.root} is not a run directory (no config.yaml); pass a directory made by "
             "`ablate train` or `ablate sweep launch`"
         )
-    cfg = load_run_config(run.config)
+    cfg = stored_config(run)
     if step is None:
-        ckpt = latest_checkpoint(run.checkpoints)
-        if ckpt is None:
-            raise ConfigError(f"{run.root} has no checkpoint yet (state: {run.status().get('state')})")
+        skipped: list[tuple[Path, str]] = []
+        found = newest_good_checkpoint(run.checkpoints, lambda path, why: skipped.append((path, why)))
+        target = f"evaluating {found[0].name}" if found else "no other checkpoint verifies"
+        for path, why in skipped:
+            warn_damage(f"{path} is damaged ({why}); skipped, {target}")
+        if found is None:
+            damaged = " that verifies" if skipped else " yet"
+            raise ConfigError(f"{run.root} has no checkpoint{damaged} (state: {_state(run)})")
+        ckpt, (weights, _, meta) = found
     else:
         ckpt = run.checkpoints / f"{PREFIX}{step:08d}"
+        have = [int(p.name[len(PREFIX) :]) for p in list_checkpoints(run.checkpoints)]
         if ckpt not in list_checkpoints(run.checkpoints):
-            have = [int(p.name[len(PREFIX) :]) for p in list_checkpoints(run.checkpoints)]
             raise ConfigError(f"{run.root} has no checkpoint at step {step}; it has steps {have}")
-    weights, _, meta = load_checkpoint(ckpt)
+        why = verify_checkpoint(ckpt)
+        try:
+            weights, _, meta = load_checkpoint(ckpt) if why is None else (None, None, None)
+        except Exception as e:
+            why = f"it does not load: {type(e).__name__}"
+        if why is not None:
+            raise DamagedFile(ckpt, why, f"evaluate another step (it has steps {have})")
+    check_provenance(cfg, run, ckpt, meta)
     dev = resolve_device(device)
     model_cfg = cfg.model_config()
     model_cfg.mamba = dataclasses.replace(model_cfg.mamba, scan_backend=scan_backend or "auto")

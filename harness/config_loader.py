@@ -3,7 +3,14 @@
 Why: a typo in a config key (``n_kv_head`` for ``n_kv_heads``) must never be silently ignored in an
 experiment that costs GPU-hours. Every dataclass config in the harness is built through
 :func:`from_dict`, which rejects unknown keys and wrong types with a :class:`ConfigError` that names the
-source file, the dotted key path, the offending value, the valid keys and the nearest valid key.
+source file, the dotted key path, the offending value, the valid keys and the nearest valid key. Numbers
+must be finite, and a field declared with :func:`bounded` must lie in its range (the message says which).
+
+Every user YAML (sweep files, run configs, model configs, ``--option`` values) is read through one gate,
+:func:`load_yaml` / :func:`parse_yaml`: it refuses, naming the file and where, a file that is too large
+(:data:`MAX_YAML_BYTES`), not UTF-8 (byte offset, line and column), nested too deeply, expanding past
+:data:`MAX_YAML_NODES` values through aliases (a "billion laughs"), recursive aliases, or repeating a key in
+one mapping (YAML would silently keep the last one).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -21,11 +29,17 @@ import yaml
 
 T = TypeVar("T")
 
+MAX_MESSAGE_CHARS = 2000
+
 
 class ConfigError(ValueError):
     """A user's configuration mistake. The CLI prints its message without a traceback."""
 
     def __init__(self, message: str, *, source: str | Path | None = None, key: str | None = None):
+        if len(message) > MAX_MESSAGE_CHARS:  # a huge value quoted in a message must not flood the terminal
+            message = message[: MAX_MESSAGE_CHARS - 30] + " ... (message shortened)"
+        if key is not None and len(key) > 200:
+            key = key[:196] + " ..."
         self.message = message
         self.source = str(source) if source is not None else None
         self.key = key
@@ -48,6 +62,97 @@ def did_you_mean(name: str, candidates: typing.Iterable[str]) -> str:
     """`` Did you mean 'x'?`` for the closest candidate, or an empty string when nothing is close."""
     hint = nearest(name, candidates)
     return f" Did you mean '{hint}'?" if hint else ""
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: what a message quotes of a value that may be huge."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def _num(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The valid range of a numeric field (:func:`bounded`): lower bound ``ge`` or ``gt``, upper ``le`` or
+    ``lt``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def contains(self, value: float) -> bool:
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def describe(self) -> str:
+        """``> 0``, ``>= 1``, ``<= 8``, ``in [0, 1)``."""
+        low = (
+            f"[{_num(self.ge)}"
+            if self.ge is not None
+            else f"({_num(self.gt)}"
+            if self.gt is not None
+            else None
+        )
+        high = (
+            f"{_num(self.le)}]"
+            if self.le is not None
+            else f"{_num(self.lt)})"
+            if self.lt is not None
+            else None
+        )
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return (">= " if low[0] == "[" else "> ") + low[1:]
+        if high:
+            return ("<= " if high[-1] == "]" else "< ") + high[:-1]
+        return "a number"
+
+
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    runtime: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """A numeric config field with a valid range, checked by :func:`from_dict` with the range in the
+    message (``must be >= 0, got -1``). ``runtime`` makes it a :func:`runtime_field` as well."""
+    metadata = {"range": Range(ge=ge, gt=gt, le=le, lt=lt)}
+    if runtime:
+        metadata["runtime"] = True
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def _non_finite(value: Any) -> bool:
+    """A float (or a numeric string, which float fields accept) that is nan or infinite."""
+    if isinstance(value, str) and len(value) < 64:
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _check_range(f: dataclasses.Field, value: Any, path: str, source: str | None) -> None:
+    rng = f.metadata.get("range")
+    if rng is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"must be a finite number {rng.describe()}, got {value}", source=source, key=path)
+    if not rng.contains(value):
+        raise ConfigError(f"must be {rng.describe()}, got {shown(value)}", source=source, key=path)
 
 
 def _join(path: str, key: str) -> str:
@@ -76,7 +181,7 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(
-            f"value {value!r} is not a valid {' | '.join(_type_name(a) for a in args)}",
+            f"value {shown(value)} is not a valid {' | '.join(_type_name(a) for a in args)}",
             source=source,
             key=path,
         )
@@ -84,7 +189,7 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
         allowed = typing.get_args(tp)
         if value not in allowed:
             raise ConfigError(
-                f"value {value!r} is not one of {', '.join(repr(a) for a in allowed)}",
+                f"value {shown(value)} is not one of {', '.join(repr(a) for a in allowed)}",
                 source=source,
                 key=path,
             )
@@ -94,7 +199,7 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(
-                f"expected a mapping of {tp.__name__} fields, got {type(value).__name__} {value!r}",
+                f"expected a mapping of {tp.__name__} fields, got {type(value).__name__} {shown(value)}",
                 source=source,
                 key=path,
             )
@@ -102,7 +207,7 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(
-                f"expected a list, got {type(value).__name__} {value!r}", source=source, key=path
+                f"expected a list, got {type(value).__name__} {shown(value)}", source=source, key=path
             )
         (item_tp, *_rest) = typing.get_args(tp) or (Any,)
         items = [_coerce(v, item_tp, f"{path}[{i}]", source) for i, v in enumerate(value)]
@@ -110,41 +215,74 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(
-                f"expected a mapping, got {type(value).__name__} {value!r}", source=source, key=path
+                f"expected a mapping, got {type(value).__name__} {shown(value)}", source=source, key=path
             )
-        _k, v_tp = typing.get_args(tp) or (Any, Any)
+        k_tp, v_tp = typing.get_args(tp) or (Any, Any)
+        if k_tp is str:
+            for k in value:
+                if not isinstance(k, str):
+                    raise ConfigError(
+                        f"the key {shown(k)} is a {type(k).__name__}, not a name; quote it (YAML reads 1:7 "
+                        "unquoted as the number 67, and yes/no/on/off as true/false): '1:7'",
+                        source=source,
+                        key=_join(path, str(k)),
+                    )
         return {k: _coerce(v, v_tp, _join(path, str(k)), source) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {value!r}", source=source, key=path)
+            raise ConfigError(f"expected true or false, got {shown(value)}", source=source, key=path)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise ConfigError(
-                f"expected an integer, got {type(value).__name__} {value!r}", source=source, key=path
+                f"expected an integer, got {type(value).__name__} {shown(value)}", source=source, key=path
             )
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             # YAML 1.1 reads "1e-3" (no dot) as a string; accept numeric strings.
+            number = None
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    number = float(value)
                 except ValueError:
                     pass
-            raise ConfigError(
-                f"expected a number, got {type(value).__name__} {value!r}", source=source, key=path
-            )
-        return float(value)
+            if number is None:
+                raise ConfigError(
+                    f"expected a number, got {type(value).__name__} {shown(value)}", source=source, key=path
+                )
+            value = number
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"expected a finite number, got {value}", source=source, key=path)
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(
-                f"expected a string, got {type(value).__name__} {value!r}", source=source, key=path
+                f"expected a string, got {type(value).__name__} {shown(value)}", source=source, key=path
             )
         return value
     return value
+
+
+def _section_hint(hints: dict[str, Any], fields: dict[str, dataclasses.Field], key: str) -> str:
+    """`` Did you mean 'model.preset'?`` when ``key`` is a key of one of the sections (a dataclass field, or
+    a mapping field whose metadata lists its ``keys``)."""
+    for name, f in fields.items():
+        keys = f.metadata.get("keys")
+        if keys is None:
+            tp = hints[name]
+            args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_args(tp) else [tp]
+            sections = [a for a in args if dataclasses.is_dataclass(a)]
+            keys = [g.name for section in sections for g in dataclasses.fields(section)]
+        if key in keys:
+            return f" Did you mean '{name}.{key}'?"
+    return ""
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None = None, path: str = "") -> T:
@@ -161,13 +299,28 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            suggestion = did_you_mean(str(key), fields)
+            suggestion = did_you_mean(str(key), fields) or _section_hint(hints, fields, str(key))
             raise ConfigError(
                 f"unknown key '{key}' in {cls.__name__}.{suggestion} Valid keys: {', '.join(sorted(fields))}",
                 source=source,
                 key=_join(path, str(key)),
             )
+        if _non_finite(value):  # refused with the field's range in the message, when it has one
+            _check_range(fields[key], float(value), _join(path, str(key)), source)
         kwargs[key] = _coerce(value, hints[key], _join(path, str(key)), source)
+        _check_range(fields[key], kwargs[key], _join(path, str(key)), source)
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in kwargs]
+    if missing:
+        raise ConfigError(
+            f"missing key '{missing[0]}' (required in {cls.__name__}: {', '.join(required)})",
+            source=source,
+            key=_join(path, missing[0]),
+        )
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -253,20 +406,159 @@ def short_hash(data: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning syntax errors into a ConfigError that names the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("file not found", source=path)
+# ------------------------------------------------------------------------------------------ the YAML gate
+MAX_YAML_BYTES = 256 * 1024  # sweep files are a few KB; a bigger file is a mistake (or an attack)
+MAX_YAML_NODES = 100_000  # values after alias expansion
+MAX_YAML_DEPTH = 64
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _yaml_where(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """A one-line description of a PyYAML error (its own text spans several lines)."""
+    if isinstance(e, yaml.reader.ReaderError):
+        return f"invalid YAML: character #x{e.character:04x} at position {e.position}: {e.reason}"
+    if isinstance(e, yaml.MarkedYAMLError):
+        text = f"invalid YAML at {_yaml_where(e.problem_mark)}: {e.problem}"
+        if e.context:
+            text += f" ({e.context} at {_yaml_where(e.context_mark)})"
+        return text
+    return f"invalid YAML: {' '.join(str(e).split())}"
+
+
+def _scalar_key(node: yaml.Node) -> Any:
+    return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else None
+
+
+def _check_nodes(root: yaml.Node, source: str | None) -> None:
+    """Refuse duplicate keys, recursive aliases, deep nesting and alias expansion past the limits; walks the
+    composed node graph once (an aliased node is counted, not walked, again)."""
+    sizes: dict[int, int] = {}
+    walking: set[int] = set()
+
+    def walk(node: yaml.Node, path: str, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in walking:
+            raise ConfigError(
+                f"a recursive alias (an anchor used inside itself) at {_yaml_where(node.start_mark)}",
+                source=source,
+                key=path or None,
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(
+                f"nested deeper than {MAX_YAML_DEPTH} levels ({_yaml_where(node.start_mark)})",
+                source=source,
+                key=path or None,
+            )
+        walking.add(id(node))
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                size += walk(item, f"{path}[{i}]", depth + 1)
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                key = _scalar_key(key_node)
+                name = str(key_node.value) if key is not None else "?"
+                if key is not None and key_node.tag != _MERGE_TAG:
+                    if key in seen:
+                        raise ConfigError(
+                            f"duplicate key '{name}' ({_yaml_where(key_node.start_mark)}; first at "
+                            f"{_yaml_where(seen[key].start_mark)}): YAML would silently keep the last one; "
+                            "remove one of them",
+                            source=source,
+                            key=_join(path, name),
+                        )
+                    seen[key] = key_node
+                size += walk(key_node, path, depth + 1)
+                size += walk(value_node, _join(path, name), depth + 1)
+        walking.discard(id(node))
+        sizes[id(node)] = size
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"expands to more than {MAX_YAML_NODES:,} values (through aliases, at "
+                f"{_yaml_where(node.start_mark)}); a config is never that large",
+                source=source,
+                key=path or None,
+            )
+        return size
+
+    walk(root, "", 0)
+
+
+def parse_yaml(text: str, source: str | None = None, *, mapping: bool = True) -> Any:
+    """The gate's parser: YAML text to plain data, refusing (ConfigError naming ``source``) what
+    :func:`load_yaml` documents. ``mapping``: the document must be a mapping (empty: ``{}``)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"larger than {MAX_YAML_BYTES // 1024} KiB; a config is never that large", source=source
+        )
+    loader = None
     try:
-        data = yaml.safe_load(path.read_text())
+        loader = yaml.SafeLoader(text)
+        loader.name = source or "<text>"
+        node = loader.get_single_node()
+        if node is None:
+            data = None
+        else:
+            _check_nodes(node, source)
+            data = loader.construct_document(node)
+    except ConfigError:
+        raise
     except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {e}", source=path) from None
+        raise ConfigError(_yaml_error(e), source=source) from None
+    except RecursionError:
+        raise ConfigError(f"nested deeper than {MAX_YAML_DEPTH} levels", source=source) from None
+    except (ValueError, OverflowError, TypeError) as e:  # a scalar that does not construct (a 5000-digit int)
+        raise ConfigError(f"invalid value: {' '.join(str(e).split())}", source=source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if not mapping:
+        return data
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", source=path)
+        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", source=source)
     return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a user's YAML mapping through the one gate every config file passes (sweep files, run
+    configs, model configs, run directories' config.yaml): the file must exist and be a file, be at most
+    :data:`MAX_YAML_BYTES`, be UTF-8 (else the byte offset, line and column of the first bad byte), and
+    parse (:func:`parse_yaml`: no duplicate keys, bounded alias expansion and nesting). Every refusal is a
+    ConfigError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError("is a directory, not a YAML file", source=path)
+    if not path.exists():
+        raise ConfigError("file not found", source=path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(
+                f"is {size:,} bytes, larger than {MAX_YAML_BYTES // 1024} KiB; a config is never that large",
+                source=path,
+            )
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot be read: {e.strerror or e}", source=path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(
+            f"is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} (line {line}, column "
+            f"{column}); save it as UTF-8",
+            source=path,
+        ) from None
+    return parse_yaml(text, str(path))
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

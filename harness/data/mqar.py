@@ -83,7 +83,7 @@ class MQARTask:
         return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little")
 
     def check(self, where: str = "") -> None:
-        pool = len(id_pool(self.vocab, self.eos))
+        pool = self.vocab - (0 <= self.eos < self.vocab)  # len(id_pool(vocab, eos)), without building it
         if self.num_pairs < 1 or 4 * self.num_pairs > self.seq_len:
             raise ConfigError(
                 f"{self.num_pairs} pairs do not fit a {self.seq_len}-token sequence (needs 4 * num_pairs <= "

@@ -218,6 +218,9 @@ class ModelConfig:
 
 
 _GROUP = re.compile(r"\(([^()]*)\)x(\d+)")
+# The paper's largest models have 64 sublayers; a pattern that expands beyond this is a typo (an extra
+# digit in a repeat count), refused before it is expanded.
+MAX_SUBLAYERS = 10_000
 
 
 def _pattern_error(pattern: str, pos: int, message: str) -> ConfigError:
@@ -231,10 +234,25 @@ def normalize_pattern(pattern: str, *, require_ffn: bool = True) -> str:
         raise ConfigError("the pattern is empty; e.g. 'M-M-M-M-*-M-M-M-'", key="pattern")
     flat = re.sub(r"\s+", "", pattern)
     while True:
-        expanded = _GROUP.sub(lambda m: m.group(1) * int(m.group(2)), flat)
-        if expanded == flat:
+        groups = list(_GROUP.finditer(flat))
+        if not groups:
             break
-        flat = expanded
+        length = len(flat)
+        for m in groups:
+            count = int(m.group(2)) if len(m.group(2)) <= 6 else MAX_SUBLAYERS + 1
+            length += len(m.group(1)) * count - len(m.group(0))
+            if length > MAX_SUBLAYERS:
+                group = m.group(0) if len(m.group(0)) <= 40 else f"{m.group(0)[:20]}...{m.group(0)[-16:]}"
+                raise ConfigError(
+                    f"the pattern expands to more than {MAX_SUBLAYERS:,} sublayers (the group '{group}' "
+                    f"repeats {m.group(2)[:12]} times); the paper's largest models have 64",
+                    key="pattern",
+                )
+        flat = _GROUP.sub(lambda m: m.group(1) * int(m.group(2)), flat)
+    if len(flat) > MAX_SUBLAYERS:
+        raise ConfigError(
+            f"the pattern has {len(flat):,} sublayers, more than {MAX_SUBLAYERS:,}", key="pattern"
+        )
     for pos, ch in enumerate(flat):
         if ch not in SYMBOLS:
             known = ", ".join(f"'{s}' {n}" for s, n in SYMBOLS.items())
@@ -277,8 +295,8 @@ def expand_layout(layout: LayoutConfig) -> str:
     """The paper's shorthand (l, a:m + offset, e + offset) as a flat pattern string."""
     a, m = parse_ratio(layout.attn_mamba)
     period = a + m
-    if layout.layers < 1:
-        raise ConfigError(f"must be >= 1, got {layout.layers}", key="layout.layers")
+    if not 1 <= layout.layers <= MAX_SUBLAYERS // 2:
+        raise ConfigError(f"must be in [1, {MAX_SUBLAYERS // 2}], got {layout.layers}", key="layout.layers")
     if layout.layers % period:
         raise ConfigError(
             f"a:m = {a}:{m} has a period of {period} layers, which does not divide layers = {layout.layers}; "

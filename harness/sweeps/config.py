@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,13 @@ from typing import Any
 
 from evals.plan import resolve_plan
 from evals.suites import get_suite
-from harness.config_loader import ConfigError, deep_merge, from_dict, load_yaml
-from harness.training.config import RunConfig, config_hash, resolve_run_config
+from harness.config_loader import ConfigError, bounded, deep_merge, from_dict, load_yaml, short_hash, shown
+from harness.training.config import MAX_NAME_CHARS, RunConfig, config_hash, resolve_run_config
+
+# SLURM's default MaxArraySize is 1001, and every run is a training job: a sweep beyond this is a mistake
+# (a grid axis with a typo'd range), refused before it is expanded.
+MAX_SWEEP_RUNS = 1000
+MAX_ARM_CHARS = 100
 
 
 @dataclass
@@ -53,7 +59,7 @@ class ResourcesConfig:
     nodes: int = 1
     gpus_per_node: int = 0
     cpus_per_task: int = 2
-    mem_gb: int | None = None
+    mem_gb: int | None = bounded(None, ge=1)
     # HH:MM:SS, D-HH:MM:SS or minutes.
     time: str | int = "01:00:00"
     partition: str | None = None
@@ -68,7 +74,7 @@ class ResourcesConfig:
     max_requeues: int = 100
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
     gpu_type: str = "h100"
-    assumed_mfu: float = 0.4
+    assumed_mfu: float = bounded(0.4, gt=0, le=1)
 
     def __post_init__(self) -> None:
         for name in ("nodes", "cpus_per_task", "array_parallelism", "signal_delay_s"):
@@ -137,13 +143,45 @@ class SweepConfig:
     overrides: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise ConfigError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'", key="name")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) or len(self.name) > MAX_ARM_CHARS:
+            raise ConfigError(
+                f"name {shown(self.name)} must be letters, digits, '.', '_' or '-', starting with a letter "
+                f"or digit, at most {MAX_ARM_CHARS} characters (it names the folder runs/<name>)",
+                key="name",
+            )
         if not self.seeds:
             raise ConfigError("seeds is empty; give at least one, e.g. [0]", key="seeds")
+        for seed in self.seeds:
+            if self.seeds.count(seed) > 1:
+                raise ConfigError(f"seeds lists {seed} twice; each seed is one run", key="seeds")
+        for arm in self.arms:
+            if len(arm_slug(arm)) > MAX_ARM_CHARS:
+                raise ConfigError(
+                    f"arm name {shown(arm)} is longer than {MAX_ARM_CHARS} characters (it names the run "
+                    "directories)",
+                    key=f"arms.{arm}",
+                )
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid axis '{key}' needs a non-empty list of values", key=f"grid.{key}")
+            for i, value in enumerate(values):
+                if value in values[:i]:
+                    raise ConfigError(
+                        f"grid axis '{key}' lists {shown(value)} twice; each value is one run",
+                        key=f"grid.{key}",
+                    )
+        runs = len(self.arms or {"": {}}) * math.prod(len(v) for v in self.grid.values()) * len(self.seeds)
+        if runs > MAX_SWEEP_RUNS:
+            shape = " x ".join(
+                [f"{len(self.arms or [''])} arm(s)"]
+                + [f"{len(v)} {k} values" for k, v in self.grid.items()]
+                + [f"{len(self.seeds)} seed(s)"]
+            )
+            raise ConfigError(
+                f"the sweep expands to {runs:,} runs ({shape}); at most {MAX_SWEEP_RUNS} per sweep file: "
+                "split it or shorten a grid axis",
+                key="grid" if self.grid else "seeds",
+            )
         for suite, options in self.eval_options.items():
             if not isinstance(options, dict):
                 raise ConfigError("must be a mapping of option -> value", key=f"eval_options.{suite}")
@@ -194,10 +232,15 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]
     out = copy.deepcopy(data)
     node = out
     *parents, leaf = dotted.split(".")
-    for key in parents:
+    for i, key in enumerate(parents):
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"grid axis '{dotted}': '{key}' is not a mapping", key=f"grid.{dotted}")
+            where = ".".join(parents[: i + 1])
+            setter = "seeds set" if dotted == "train.seed" else f"grid axis '{dotted}' sets"
+            raise ConfigError(
+                f"expected a mapping, got {type(node).__name__} {shown(node)} ({setter} '{dotted}' in it)",
+                key=where,
+            )
     node[leaf] = value
     return out
 
@@ -216,7 +259,8 @@ def load_sweep(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
 
 
 def expand_sweep(sweep: SweepConfig, source: str | None = None) -> list[SweepRun]:
-    """Every run of the sweep, validated. Raises ConfigError naming the arm and key of the first problem."""
+    """Every run of the sweep, validated. Raises ConfigError naming the key of the first problem where its
+    value sits in the file (``base.optim.lr``, ``arms.mamba.model.d_ff``, ``grid.optim.lr``)."""
     arms = sweep.arms or {"": {}}
     axes = list(sweep.grid.items())
     runs: list[SweepRun] = []
@@ -228,22 +272,97 @@ def expand_sweep(sweep: SweepConfig, source: str | None = None) -> list[SweepRun
         for point in itertools.product(*(values for _, values in axes)):
             grid_point = dict(zip((k for k, _ in axes), point, strict=True))
             for seed in sweep.seeds:
-                data = deep_merge(copy.deepcopy(sweep.base), override)
-                for key, value in grid_point.items():
-                    data = _set_dotted(data, key, value)
-                data = _set_dotted(data, "train.seed", seed)
-                data["name"] = "-".join(
-                    p for p in (sweep.name, arm_slug(arm), *_grid_slugs(grid_point), f"s{seed}") if p
-                )
                 try:
+                    data = deep_merge(copy.deepcopy(sweep.base), override)
+                    for key, value in grid_point.items():
+                        data = _set_dotted(data, key, value)
+                    data = _set_dotted(data, "train.seed", seed)
+                    data["name"] = _run_name(sweep.name, arm, grid_point, seed)
                     cfg = resolve_run_config(data)
                 except ConfigError as e:
-                    where = f"arms.{arm} merged onto base" if arm else "base"
-                    key = e.key if not arm or not e.key else f"arms.{arm}.{e.key}"
-                    raise ConfigError(f"{e.message} (in {where})", source=source, key=key) from None
+                    raise locate_error(e, sweep, arm, grid_point, source) from None
                 runs.append(SweepRun(arm, grid_point, seed, cfg, config_hash(cfg)))
     _refuse_collisions(runs, source)
     return runs
+
+
+def check_runs(sweep: SweepConfig, runs: list[SweepRun], source: str | None = None) -> None:
+    """:func:`harness.training.preflight.check_before_writing` for every run (tokenizer against model
+    vocabulary, MQAR tasks, batch geometry against the processes of ``resources``): what ``launch`` and
+    ``plan`` check before anything is written."""
+    from harness.training.preflight import check_before_writing
+
+    world_size = sweep.resources.nodes * sweep.resources.processes_per_node
+    for run in runs:
+        try:
+            check_before_writing(run.config, world_size)
+        except ConfigError as e:
+            if e.key == "train.global_batch" and world_size > 1:
+                e = ConfigError(f"{e.message} (resources: {world_size} processes per run)", key=e.key)
+            raise locate_error(e, sweep, run.arm, run.grid_point, source) from None
+
+
+def _run_name(sweep_name: str, arm: str, grid_point: dict[str, Any], seed: int) -> str:
+    name = "-".join(p for p in (sweep_name, arm_slug(arm), *_grid_slugs(grid_point), f"s{seed}") if p)
+    if len(name) > MAX_NAME_CHARS:  # long grid values: cut, and keep names distinct with a hash
+        name = f"{name[: MAX_NAME_CHARS - 13]}-{short_hash(name)}"
+    return name
+
+
+def _has_key(data: Any, dotted: str) -> bool:
+    """Whether ``data`` holds the run-config key ``dotted`` (``data.train[0].weight``)."""
+    node = data
+    for part in dotted.split("."):
+        name, *indices = part.split("[")
+        if name:
+            if not isinstance(node, dict) or name not in node:
+                return False
+            node = node[name]
+        for index in indices:
+            index = index.rstrip("]")
+            if not index.isdigit() or not isinstance(node, list) or int(index) >= len(node):
+                return False
+            node = node[int(index)]
+    return True
+
+
+def _longest_prefix(data: Any, dotted: str) -> int:
+    parts = dotted.split(".")
+    return max((n for n in range(1, len(parts) + 1) if _has_key(data, ".".join(parts[:n]))), default=0)
+
+
+def locate_error(
+    e: ConfigError, sweep: SweepConfig, arm: str, grid_point: dict[str, Any], source: str | None
+) -> ConfigError:
+    """``e`` (a run config's error, key relative to the run config) with its key where the value sits in
+    the sweep file: a grid axis, ``seeds``, the arm's overrides or ``base``."""
+    key = e.key
+    override = sweep.arms.get(arm, {}) if arm else {}
+    if key is None:
+        where = f"arms.{arm}" if arm else "base"
+        return ConfigError(f"{e.message} (in {where})", source=source, key=where)
+    for axis, value in grid_point.items():
+        if key == axis or key.startswith((f"{axis}.", f"{axis}[")):
+            return ConfigError(
+                f"{e.message} (grid point {axis}={shown(value)})", source=source, key=f"grid.{axis}"
+            )
+    if key == "train.seed":
+        return ConfigError(e.message, source=source, key="seeds")
+    if key == "name":
+        return ConfigError(
+            f"{e.message} (the run name is made from the sweep's name, arm and grid point)",
+            source=source,
+            key="name",
+        )
+    in_arm, in_base = _has_key(override, key), _has_key(sweep.base, key)
+    if not in_arm and not in_base:  # a value from a preset or a default: the closest key that is set
+        in_arm = _longest_prefix(override, key) >= max(1, _longest_prefix(sweep.base, key))
+    if arm and in_arm:
+        return ConfigError(
+            f"{e.message} (in arms.{arm}, merged onto base)", source=source, key=f"arms.{arm}.{key}"
+        )
+    inherited = f", inherited by arm '{arm}'" if arm else ""
+    return ConfigError(f"{e.message} (in base{inherited})", source=source, key=f"base.{key}")
 
 
 def arm_slug(text: str) -> str:
@@ -262,6 +381,13 @@ def _refuse_collisions(runs: list[SweepRun], source: str | None) -> None:
     seen: dict[str, SweepRun] = {}
     for run in runs:
         other = seen.setdefault(run.dir_name, run)
+        if other is not run and other.arm == run.arm:
+            raise ConfigError(
+                f"runs {other.label} and {run.label} are the same run (run id {run.run_id}): a grid value "
+                "sets a key to what it already is",
+                source=source,
+                key="grid",
+            )
         if other is not run:
             raise ConfigError(
                 f"arms '{other.arm}' and '{run.arm}' ({other.label} / {run.label}) would share the run "

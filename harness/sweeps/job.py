@@ -31,7 +31,7 @@ import submitit
 from evals.plan import missing_suites, plan_from_record
 from harness.locks import LockBusy
 from harness.training.config import resolve_run_config
-from harness.training.rundir import RunDir
+from harness.training.rundir import DamagedFile, RunDir
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -135,7 +135,11 @@ class RunJob(submitit.helpers.Checkpointable):
         error = f"{type(exc).__name__}: {exc}"
         for suite in suites:
             run.event("eval_failed", suite=suite, error=error, seconds=round(seconds, 1))
-        errors = dict(run.status().get("eval_errors", {}), **dict.fromkeys(suites, error))
+        try:
+            earlier = run.status().get("eval_errors")
+        except DamagedFile:
+            earlier = None
+        errors = dict(earlier if isinstance(earlier, dict) else {}, **dict.fromkeys(suites, error))
         run.set_status(eval_errors=errors)
 
 

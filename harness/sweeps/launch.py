@@ -40,13 +40,14 @@ from evals.plan import plan_record
 from harness.atomic import atomic_write_text
 from harness.config_loader import to_dict
 from harness.locks import exclusive
-from harness.sweeps.config import SweepConfig, SweepRun, expand_sweep, load_sweep
+from harness.sweeps.config import SweepConfig, SweepRun, check_runs, expand_sweep, load_sweep
 from harness.sweeps.job import RunJob
 from harness.sweeps.lifecycle import RunState, run_states, sweep_dir
 from harness.sweeps.scheduler import (
     cancel_jobs,
     make_executor,
     pick_executor,
+    read_job,
     recorded_job_ids,
     remove_orphans,
     submitted_jobs,
@@ -54,7 +55,7 @@ from harness.sweeps.scheduler import (
     write_job,
 )
 from harness.training.record import build_record, prepare_run_dir
-from harness.training.rundir import RunDir
+from harness.training.rundir import DamagedFile, RunDir, read_state_json
 
 INTENT_FILE = ".launch-intent.json"
 LOCK_FILE = ".launch.lock"
@@ -74,6 +75,8 @@ def _decide(state: RunState, retry_failed: bool) -> str | None:
     """Why the run is not submitted, or None to submit it."""
     if state.state == "done":
         return "done"
+    if state.state == "damaged" and not state.resumable:
+        return state.detail
     if state.active:
         who = f"job {state.job['job_id']}" if state.job and not state.holder else state.detail
         return f"{state.state} ({who or 'job ?'})"
@@ -113,8 +116,12 @@ def reconcile(sweep: SweepConfig, folder: Path, echo: Callable[[str], None] = pr
     submitit_folder = folder / ".submitit"
     run_dirs = [p for p in folder.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
     done: list[str] = []
-    if intent_path.exists():
-        intent = json.loads(intent_path.read_text())
+    intent = read_state_json(
+        intent_path,
+        "an earlier launch was killed and what it submitted cannot be read: cancel this sweep's jobs that "
+        f"no run's job.json records (squeue --me --name {sweep.name}), then delete the file",
+    )
+    if intent is not None:
         recorded = recorded_job_ids(run_dirs)
         for job_id, run_dir in submitted_jobs(submitit_folder).items():
             if job_id in recorded or not Path(run_dir).is_dir():
@@ -129,12 +136,25 @@ def reconcile(sweep: SweepConfig, folder: Path, echo: Callable[[str], None] = pr
                 cancel_jobs([{"executor": "slurm", "job_id": j} for j in unfiled])
                 done.append(f"cancelled jobs {', '.join(unfiled)}, whose submission was never filed")
         intent_path.unlink()
-    removed = remove_orphans(submitit_folder, recorded_job_ids(run_dirs))
+    # A damaged job.json records nothing: which submitit files (its job's logs) are orphans is then unknown.
+    removed = (
+        []
+        if any(_job_unreadable(d) for d in run_dirs)
+        else remove_orphans(submitit_folder, recorded_job_ids(run_dirs))
+    )
     if removed:
         done.append(f"removed {len(removed)} orphaned submitit file(s): {', '.join(removed[:5])}")
     for line in done:
         echo(f"reconcile: {line}")
     return done
+
+
+def _job_unreadable(run_dir: Path) -> bool:
+    try:
+        read_job(RunDir(run_dir))
+    except DamagedFile:
+        return True
+    return False
 
 
 def launch(
@@ -151,6 +171,7 @@ def launch(
     source = str(path)
     sweep = load_sweep(path, overrides)
     runs = expand_sweep(sweep, source=source)  # validates every run before anything is written
+    check_runs(sweep, runs, source)
     plan = sweep.eval_plan(source)
     kind = pick_executor(executor)
     folder = sweep_dir(sweep, root)

@@ -16,7 +16,14 @@ done           trained, and every suite of the sweep's plan has a result for the
 failed         the trainer failed (e.g. a non-finite loss), or the job ended without finishing
 cancelled      the job was cancelled (``ablate sweep cancel``); a relaunch resumes it
 interrupted    the job ended (time-out, node failure) without requeueing; a relaunch resumes it
+damaged        a state file cannot be read: ``job.json`` or ``config.yaml`` (a relaunch leaves the run alone
+               until it is repaired; the detail says how), or ``status.json`` (a relaunch resumes the run
+               from its newest good checkpoint, which rewrites it)
 =============  ==============================================================================
+
+A damaged state file never stops the command: that run is shown as ``damaged`` with one line naming the
+file and what to do, the others as usual. A newest checkpoint whose files do not have the sizes recorded
+at save time is named too; its run resumes from the newest good checkpoint when relaunched.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ from evals.plan import missing_suites
 from harness.locks import describe_holder, read_holder
 from harness.sweeps.config import SweepConfig, SweepRun
 from harness.sweeps.scheduler import ACTIVE, live_states, read_job
-from harness.training.rundir import LOCK_FILE, RunDir, read_jsonl
+from harness.training.checkpoint import latest_checkpoint, verify_checkpoint
+from harness.training.config import config_hash
+from harness.training.record import config_differences, stored_config
+from harness.training.rundir import LOCK_FILE, DamagedFile, RunDir, read_jsonl
 
 ACTIVE_STATES = ("pending", "requeued", "running", "evaluating")
 
@@ -59,6 +69,8 @@ class RunState:
     evals_missing: dict[str, str] = field(default_factory=dict)  # suite -> why its result does not count
     holder: dict[str, Any] | None = None  # who holds the run directory's lock now
     detail: str = ""
+    damaged: list[str] = field(default_factory=list)  # one line per damaged state file
+    resumable: bool = False  # damaged, but a relaunch resumes it (only status.json is damaged)
 
     @property
     def active(self) -> bool:
@@ -80,6 +92,7 @@ class RunState:
             "evals_missing": self.evals_missing,
             "holder": self.holder,
             "detail": self.detail,
+            "damaged": self.damaged,
         }
 
 
@@ -103,20 +116,24 @@ def _last_job_event(run: RunDir) -> str | None:
 def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> list[RunState]:
     plan = sweep.eval_plan()
     dirs = [run_dir(sweep, run, root) for run in runs]
-    jobs = [read_job(d) for d in dirs]
+    damage: list[list[DamagedFile]] = [[] for _ in runs]
+    jobs = [_read(read_job, d, found, None) for d, found in zip(dirs, damage, strict=True)]
     recorded = [read_holder(d.root / LOCK_FILE) for d in dirs]
     remote = [{"executor": "slurm", "job_id": r["job_id"]} for r in recorded if _elsewhere(r)]
     live = live_states([j for j in jobs if j is not None] + remote)
     states = []
-    for run, d, job, rec in zip(runs, dirs, jobs, recorded, strict=True):
-        status = d.status()
+    for run, d, job, rec, found in zip(runs, dirs, jobs, recorded, damage, strict=True):
+        status = _read(RunDir.status, d, found, {})
+        _check_config(run, d, found)
         s = RunState(
-            run=run, dir=d, state="not launched", job=job, trainer_state=status.get("state", "pending")
+            run=run, dir=d, state="not launched", job=job, trainer_state=str(status.get("state", "pending"))
         )
-        s.step = int(status.get("step", 0))
-        s.total_steps = int(status.get("total_steps", run.config.train.total_steps))
+        s.step = _int(status.get("step"), 0)
+        s.total_steps = _int(status.get("total_steps"), run.config.train.total_steps)
         s.loss = status.get("loss")
-        trained = s.trainer_state == "done"
+        newest = latest_checkpoint(d.checkpoints)
+        bad_checkpoint = verify_checkpoint(newest, checksums=False) if newest is not None else None
+        trained = s.trainer_state == "done" and bad_checkpoint is None
         s.evals_missing = (
             missing_suites(d.evals, plan, s.step) if trained else dict.fromkeys(plan, "not trained yet")
         )
@@ -146,7 +163,7 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
         elif (sched and sched.startswith("CANCELLED")) or _last_job_event(d) == "cancel":
             s.state = "cancelled"
         elif trained:
-            errors = status.get("eval_errors", {})
+            errors = status.get("eval_errors") if isinstance(status.get("eval_errors"), dict) else {}
             s.state = "failed"
             s.detail = "; ".join(f"{k}: {v}" for k, v in errors.items() if k in s.evals_missing) or (
                 f"job ended ({sched}) before evals {', '.join(s.evals_missing)}"
@@ -155,8 +172,48 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
             s.state, s.detail = "failed", f"job {sched}; see {job.get('stderr')}"
         else:
             s.state, s.detail = "interrupted", f"job {sched or 'ended'} at step {s.step}"
+        if bad_checkpoint is not None:
+            note = (
+                f"{newest} is damaged ({bad_checkpoint}); a relaunch resumes from the newest good checkpoint"
+            )
+            s.detail = f"{s.detail}; {note}" if s.detail else note
+        if found:
+            s.damaged = [str(e) for e in found]
+            s.resumable = all(e.path.name == "status.json" for e in found)
+            if not s.active:
+                s.state, s.detail = "damaged", "; ".join(s.damaged)
         states.append(s)
     return states
+
+
+def _read(reader, run: RunDir, found: list[DamagedFile], default: Any) -> Any:
+    """``reader(run)``; a DamagedFile is kept in ``found`` and ``default`` returned instead."""
+    try:
+        return reader(run)
+    except DamagedFile as e:
+        found.append(e)
+        return default
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _check_config(run: SweepRun, d: RunDir, found: list[DamagedFile]) -> None:
+    """A run directory's config.yaml must read and hold this very run (its id is the directory's)."""
+    if not d.config.exists():
+        return
+    stored = _read(stored_config, d, found, None)
+    if stored is not None and config_hash(stored) != run.run_id:
+        changed = "; ".join(config_differences(stored, run.config)[:4])
+        found.append(
+            DamagedFile(
+                d.config,
+                f"it holds run id {config_hash(stored)}, not this run's {run.run_id}; edited? differences: "
+                f"{changed}",
+                "restore it, or delete the run directory to start the run over",
+            )
+        )
 
 
 def _elsewhere(holder: dict[str, Any]) -> bool:

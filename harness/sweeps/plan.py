@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.accounting import format_params, plan_model
-from harness.sweeps.config import ResourcesConfig, SweepConfig, SweepRun, expand_sweep, load_sweep
+from harness.sweeps.config import (
+    ResourcesConfig,
+    SweepConfig,
+    SweepRun,
+    check_runs,
+    expand_sweep,
+    load_sweep,
+)
 
 
 def run_costs(run: SweepRun, resources: ResourcesConfig) -> dict:
@@ -42,6 +49,7 @@ def sbatch_preview(sweep: SweepConfig, n_runs: int, folder: str | None = None) -
 def print_plan(path: str | Path, show_sbatch: bool = True, overrides: Sequence[str] = ()) -> list[dict]:
     sweep = load_sweep(path, overrides)
     runs = expand_sweep(sweep, source=str(path))
+    check_runs(sweep, runs, str(path))
     rows = [{"run": run, **run_costs(run, sweep.resources)} for run in runs]
     r = sweep.resources
     print(f"sweep {sweep.name}: {len(runs)} runs" + (f" - {sweep.description}" if sweep.description else ""))

@@ -26,7 +26,7 @@ from submitit.core.utils import DelayedSubmission, JobPaths
 from harness.atomic import atomic_write_text
 from harness.config_loader import ConfigError
 from harness.sweeps.config import ResourcesConfig
-from harness.training.rundir import RunDir
+from harness.training.rundir import DamagedFile, RunDir, read_state_json
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 # squeue states of a job that has not ended (it still holds, or will hold, resources).
@@ -101,8 +101,18 @@ def make_executor(kind: str, folder: Path, resources: ResourcesConfig, job_name:
 
 # ------------------------------------------------------------------------------------------ job records
 def read_job(run: RunDir) -> dict[str, Any] | None:
+    """The run's job record (None before its first submission); DamagedFile when it cannot be read."""
     path = run.root / JOB_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    record = read_state_json(
+        path,
+        "this run's job cannot be checked: if no job of it is queued or running (squeue --me), delete the "
+        "file and relaunch",
+    )
+    if record is not None and not (
+        isinstance(record.get("job_id"), str) and record.get("executor") in EXECUTORS
+    ):
+        raise DamagedFile(path, "it records no job id and executor", "delete the file and relaunch")
+    return record
 
 
 def write_job(
@@ -110,10 +120,14 @@ def write_job(
 ) -> dict[str, Any]:
     """Record job ``job_id`` (its submitit paths under ``submitit_folder``) as the run's current job; the
     previous one moves to ``history``."""
-    previous = read_job(run)
+    try:
+        previous = read_job(run)
+    except DamagedFile:  # replaced: the job recorded now is the one that counts
+        previous = None
     history = []
     if previous is not None:
-        history = previous.pop("history", []) + [previous]
+        earlier = previous.pop("history", [])
+        history = (earlier if isinstance(earlier, list) else []) + [previous]
     paths = JobPaths(submitit_folder, job_id=job_id)
     record = {
         "executor": executor,
@@ -142,9 +156,13 @@ def recorded_job_ids(run_dirs: list[Path]) -> set[str]:
     """Every job id the run directories record, current and earlier."""
     ids: set[str] = set()
     for d in run_dirs:
-        record = read_job(RunDir(d))
+        try:
+            record = read_job(RunDir(d))
+        except DamagedFile:
+            continue
         if record:
-            ids.update(str(r["job_id"]) for r in [record, *record.get("history", [])])
+            history = record.get("history") if isinstance(record.get("history"), list) else []
+            ids.update(str(r["job_id"]) for r in [record, *history] if isinstance(r, dict) and "job_id" in r)
     return ids
 
 

@@ -5,21 +5,28 @@ A checkpoint is a directory ``checkpoints/step_XXXXXXXX/`` holding
 * ``model.safetensors``: the weights (safetensors: no pickle, loadable without this code);
 * ``state.pt``: optimizer, scheduler, RNG states (python, numpy, torch CPU and CUDA), the data loader's
   position, the step and token counters;
-* ``meta.json``: step, tokens, time, and the config hash, written last.
+* ``meta.json``: step, tokens, time, the config hash and the config it hashes (the provenance
+  ``ablate eval`` and resume check), and the size and sha256 of each file above, written last.
 
 It is assembled in a temporary sibling directory and renamed into place only when complete
 (:func:`harness.atomic.atomic_directory`), so a kill at any moment during a save leaves the previous
 checkpoints intact and no half-written one visible.
 Older checkpoints beyond ``keep_last`` are removed after the new one is in place.
+
+A checkpoint damaged afterwards (a truncated copy, a disk error) is found by :func:`verify_checkpoint`
+against the checksums recorded at save time; :func:`newest_good_checkpoint` skips it, saying which one and
+why, and resume and evaluation fall back to the newest one that verifies.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +34,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.atomic import atomic_directory, remove_stale_temporaries
+from harness.atomic import TMP_MARK, atomic_directory, remove_stale_temporaries
 
 PREFIX = "step_"
+FILES = ("model.safetensors", "state.pt")
+TMP_DAMAGED = f"{TMP_MARK}damaged-"  # a damaged checkpoint set aside: removed by the next save
 
 
 def rng_state() -> dict[str, Any]:
@@ -54,7 +63,7 @@ def list_checkpoints(root: Path) -> list[Path]:
     done = [
         p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "meta.json").exists()
     ]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
+    return sorted((p for p in done if p.name[len(PREFIX) :].isdigit()), key=checkpoint_step)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -89,10 +98,84 @@ def save_checkpoint(
         save_file(unique, str(tmp / "model.safetensors"))
         torch.save({**state, "aliases": aliases}, tmp / "state.pt")
         _slow_down_for_tests(step)
-        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "saved_at": time.time()}, indent=2))
-    for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+        files = {name: _file_record(tmp / name) for name in FILES}
+        meta = {**meta, "step": step, "saved_at": time.time(), "files": files}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    # Prune only older checkpoints: one newer than this step is left from before a resume (and damaged).
+    older = [p for p in list_checkpoints(root) if checkpoint_step(p) < step]
+    for old in older[: max(0, len(older) - (keep_last - 1))] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name[len(PREFIX) :])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's meta.json; ValueError (saying what is wrong) when it cannot be read."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except OSError as e:
+        raise ValueError(f"meta.json cannot be read: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ValueError(f"meta.json is not valid JSON ({e}); truncated?") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise ValueError("meta.json does not record the step")
+    return meta
+
+
+def verify_checkpoint(path: Path, *, checksums: bool = True) -> str | None:
+    """None when the checkpoint is whole; else what is wrong, in a phrase. Its files are compared with the
+    sizes and (``checksums``) sha256 recorded at save time; a checkpoint saved before checksums were
+    recorded is checked for its files only."""
+    try:
+        meta = read_meta(path)
+    except ValueError as e:
+        return str(e)
+    recorded = meta.get("files") or dict.fromkeys(FILES)
+    for name, record in recorded.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if record is None:
+            continue
+        size = file.stat().st_size
+        if size != record.get("bytes"):
+            return f"{name} has {size:,} bytes, {record.get('bytes'):,} when saved; truncated?"
+        if checksums and _sha256(file) != record.get("sha256"):
+            return f"{name} does not match the checksum recorded when it was saved"
+    return None
+
+
+def newest_good_checkpoint(
+    root: Path, report: Callable[[Path, str], None] | None = None
+) -> tuple[Path, tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]] | None:
+    """The newest checkpoint that verifies and loads, and what it holds (:func:`load_checkpoint`); each
+    newer one that does not is passed to ``report(path, why)`` and skipped. None when no checkpoint is good.
+    """
+    for path in reversed(list_checkpoints(root)):
+        why = verify_checkpoint(path)
+        if why is None:
+            try:
+                return path, load_checkpoint(path)
+            except Exception as e:  # unverifiable older checkpoints: a file that does not load
+                why = f"it does not load: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        if report is not None:
+            report(path, why)
+    return None
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
@@ -101,7 +184,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     for name, target in state.pop("aliases", {}).items():
         weights[name] = weights[target]
-    meta = json.loads((path / "meta.json").read_text())
+    meta = read_meta(path)
     return weights, state, meta
 
 

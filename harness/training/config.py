@@ -24,12 +24,14 @@ from typing import Any, Literal
 
 from harness.config_loader import (
     ConfigError,
+    bounded,
     deep_merge,
     from_dict,
     identity,
     load_yaml,
     runtime_field,
     short_hash,
+    shown,
     to_dict,
 )
 from harness.data import DataConfig
@@ -40,18 +42,13 @@ from harness.model.config import ModelConfig
 class OptimConfig:
     """AdamW (fused on CUDA). Norm gains, biases, embeddings, A_log and D get no weight decay."""
 
-    lr: float = 3e-4
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"must be > 0, got {self.lr}", key="lr")
-        if self.grad_clip < 0:
-            raise ConfigError(f"must be >= 0 (0 disables clipping), got {self.grad_clip}", key="grad_clip")
+    lr: float = bounded(3e-4, gt=0)
+    beta1: float = bounded(0.9, ge=0, lt=1)
+    beta2: float = bounded(0.95, ge=0, lt=1)
+    eps: float = bounded(1e-8, gt=0)
+    weight_decay: float = bounded(0.1, ge=0)
+    # 0 disables clipping.
+    grad_clip: float = bounded(1.0, ge=0)
 
 
 @dataclass
@@ -60,17 +57,9 @@ class ScheduleConfig:
     then a linear decay over the last ``decay_fraction`` of training), or constant."""
 
     kind: Literal["cosine", "wsd", "constant"] = "cosine"
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    decay_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.warmup_steps < 0:
-            raise ConfigError(f"must be >= 0, got {self.warmup_steps}", key="warmup_steps")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"must be in [0, 1], got {self.min_lr_ratio}", key="min_lr_ratio")
-        if not 0 < self.decay_fraction <= 1:
-            raise ConfigError(f"must be in (0, 1], got {self.decay_fraction}", key="decay_fraction")
+    warmup_steps: int = bounded(100, ge=0)
+    min_lr_ratio: float = bounded(0.1, ge=0, le=1)
+    decay_fraction: float = bounded(0.2, gt=0, le=1)
 
 
 @dataclass
@@ -85,7 +74,7 @@ class LoopConfig:
     # Exactly one of steps and tokens (tokens = steps * global_batch * seq_len).
     steps: int | None = None
     tokens: int | None = None
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=2**32 - 1)
     # auto: bf16 autocast on CUDA, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Run-time settings (not part of the run id): torch.compile the model, and the device to train on.
@@ -93,18 +82,19 @@ class LoopConfig:
     device: str = runtime_field("auto")
     log_every: int = 1
     # 0 means only at the end of training.
-    eval_every: int = 0
+    eval_every: int = bounded(0, ge=0)
     eval_batches: int = 4
-    checkpoint_every: int = 0
-    keep_last: int = 2
+    # 0: only at the end (and when interrupted). keep_last 0 keeps every checkpoint.
+    checkpoint_every: int = bounded(0, ge=0)
+    keep_last: int = bounded(2, ge=0)
     # A loss above spike_factor x its exponential moving average (decay spike_ema) is recorded as a spike.
-    spike_factor: float = 1.5
-    spike_ema: float = 0.98
-    spike_warmup: int = 20
+    spike_factor: float = bounded(1.5, gt=1)
+    spike_ema: float = bounded(0.98, ge=0, lt=1)
+    spike_warmup: int = bounded(20, ge=0)
     # Run-time settings too: how several ranks split the model (the losses agree within float tolerance)
     # and data-loader worker processes (the batches are identical for any count).
     distributed: Literal["auto", "none", "ddp", "fsdp"] = runtime_field("auto")
-    num_workers: int = runtime_field(0)
+    num_workers: int = bounded(0, ge=0, runtime=True)
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "global_batch", "micro_batch", "log_every", "eval_batches"):
@@ -167,7 +157,8 @@ class TrackingConfig:
 @dataclass
 class RunConfig:
     name: str
-    model: dict[str, Any]
+    # A preset plus overrides, or a full model config (resolved by resolve_model).
+    model: dict[str, Any] = field(metadata={"keys": ("preset", *ModelConfig.__dataclass_fields__)})
     data: DataConfig
     train: LoopConfig
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -175,8 +166,36 @@ class RunConfig:
     # Run-time (never part of the run id) and left out of config.yaml while it holds its defaults.
     tracking: TrackingConfig = runtime_field(default_factory=TrackingConfig, later=True)
 
+    def __post_init__(self) -> None:
+        check_path_component(self.name, "name", "runs/<name>-<run id>")
+
     def model_config(self) -> ModelConfig:
         return resolve_model(self.model)
+
+
+MAX_NAME_CHARS = 200
+
+
+def check_path_component(name: str, key: str, where: str) -> None:
+    """Refuse a name that is not safe as one path component (it names a directory, ``where``): no ``/`` or
+    ``\\``, no control characters, not ``.`` or ``..`` or hidden, at most :data:`MAX_NAME_CHARS`."""
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif "/" in name or "\\" in name:
+        problem = "contains a path separator"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "contains a control character"
+    elif name.startswith("."):
+        problem = "starts with '.' (a hidden or parent directory)"
+    elif len(name) > MAX_NAME_CHARS:
+        problem = f"is {len(name)} characters long, more than {MAX_NAME_CHARS}"
+    if problem:
+        raise ConfigError(
+            f"{shown(name)} {problem}; it names a directory ({where}), so it must be one safe path "
+            "component: letters, digits, '.', '_', '-', e.g. 'tiny-1to7'",
+            key=key,
+        )
 
 
 def resolve_model(section: dict[str, Any], source: str | None = None) -> ModelConfig:
@@ -186,7 +205,16 @@ def resolve_model(section: dict[str, Any], source: str | None = None) -> ModelCo
     section = dict(section)
     preset = section.pop("preset", None)
     if preset is not None:
-        base = preset_dict(preset)
+        if not isinstance(preset, str):
+            raise ConfigError(
+                f"expected a preset name, got {type(preset).__name__} {shown(preset)} (see `ablate presets`)",
+                source=source,
+                key="model.preset",
+            )
+        try:
+            base = preset_dict(preset)
+        except ConfigError as e:
+            raise ConfigError(e.message, source=source, key="model.preset") from None
         if "layout" in section or "pattern" in section:
             base.pop("pattern", None)
         section = deep_merge(base, section)

@@ -20,12 +20,13 @@ the record (its plan may have changed) each time it submits the run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from harness.accounting import plan_model
 from harness.config_loader import ConfigError, short_hash, to_dict
 from harness.training.config import RunConfig, config_hash, config_identity, resolve_run_config
-from harness.training.rundir import RunDir
+from harness.training.rundir import DamagedFile, RunDir
 
 RECORD_FORMAT = 1
 EMPTY_PLAN = {"suites": {}, "hash": short_hash({})}
@@ -80,11 +81,47 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data}
 
 
-def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
-    """``key: old -> new`` for every experiment setting (run-time settings aside) that differs."""
-    old, new = _flatten(config_identity(a)), _flatten(config_identity(b))
+def config_differences(a: RunConfig | dict[str, Any], b: RunConfig | dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every experiment setting (run-time settings aside) that differs; either side
+    may be a config identity (:func:`config_identity`, as a checkpoint's meta records it)."""
+    old = _flatten(a if isinstance(a, dict) else config_identity(a))
+    new = _flatten(b if isinstance(b, dict) else config_identity(b))
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def check_provenance(cfg: RunConfig, run: RunDir, checkpoint: Path, meta: dict[str, Any]) -> None:
+    """Refuse a checkpoint trained under another config than the run's ``config.yaml`` (edited since, or a
+    checkpoint copied from another run): both run ids and the differing keys. Checkpoints that record no
+    config hash (none do since run ids exist) are accepted."""
+    stored = meta.get("config_hash")
+    current = config_hash(cfg)
+    if stored is None or stored == current:
+        return
+    if isinstance(meta.get("config"), dict):
+        changed = "; ".join(config_differences(meta["config"], cfg)[:8]) or "none among the recorded keys"
+    else:
+        changed = "not recorded by this checkpoint"
+    raise ConfigError(
+        f"{checkpoint.name} was trained under config {stored}, but the run's config.yaml is now {current} "
+        f"(differences: {changed}). Restore config.yaml, or train this config in a new run directory",
+        source=str(run.config),
+    )
+
+
+def stored_config(run: RunDir) -> RunConfig:
+    """The run's config.yaml, resolved; DamagedFile when it does not read or no longer validates."""
+    data = run.read_config()
+    try:
+        return resolve_run_config(data, source=str(run.config))
+    except ConfigError as e:
+        where = f"key '{e.key}': " if e.key else ""
+        raise DamagedFile(
+            run.config,
+            f"{where}{e.message}",
+            "the run's experiment cannot be read: restore the file, or delete the run directory to start the "
+            "run over",
+        ) from None
 
 
 def prepare_run_dir(
@@ -97,7 +134,7 @@ def prepare_run_dir(
     gets the record of a plain ``ablate train`` run. The caller holds the directory's lock; ``write`` is
     False on the ranks that only check."""
     if run.config.exists():
-        stored = resolve_run_config(run.read_config(), source=str(run.config))
+        stored = stored_config(run)
         if config_hash(stored) != config_hash(cfg):
             changed = "; ".join(config_differences(stored, cfg)[:8])
             raise ConfigError(

@@ -15,12 +15,17 @@
 
 Every file that is rewritten (config, status) is written atomically (:mod:`harness.atomic`); JSONL files
 are append-only, flushed per line.
+
+A state file that cannot be read (truncated by a full disk, edited by hand, copied half way) raises
+:class:`DamagedFile`: one line naming the file, what is wrong and what to do. ``ablate sweep status`` shows
+such a run as ``damaged`` and the others normally; a damaged JSONL line is skipped with a one-line warning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,21 +33,83 @@ from typing import Any
 import yaml
 
 from harness.atomic import atomic_write_text
+from harness.config_loader import ConfigError
 from harness.locks import current_holder, exclusive
 
 LOCK_FILE = ".lock"
 
 
+class DamagedFile(ConfigError):
+    """A state file the harness wrote cannot be read; the message names it, says what is wrong and what to
+    do, in one line (printed like a configuration error: no traceback)."""
+
+    def __init__(self, path: str | Path, problem: str, advice: str):
+        self.path = Path(path)
+        self.problem = problem
+        self.advice = advice
+        super().__init__(f"{path} is damaged ({problem}): {advice}")
+
+
+def json_problem(e: ValueError) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        if not e.doc.strip():
+            return "empty"
+        return f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}); truncated?"
+    return f"not valid JSON: {e}"
+
+
+def read_state_json(path: Path, advice: str) -> dict[str, Any] | None:
+    """A JSON object written by the harness (None when the file does not exist), or DamagedFile."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DamagedFile(path, f"unreadable: {e}", advice) from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise DamagedFile(path, json_problem(e), advice) from None
+    if not isinstance(data, dict):
+        raise DamagedFile(path, f"a JSON {type(data).__name__}, not an object", advice)
+    return data
+
+
+_warned: set[str] = set()
+
+
+def warn_damage(message: str) -> None:
+    """Print a one-line warning about damaged state (once per message and process) to stderr."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"ablate: warning: {message}", file=sys.stderr, flush=True)
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a torn last line (from a killed writer) is ignored."""
+    """Records of a JSONL file. A torn last line (from a killed writer, or one being written) is ignored;
+    a complete line that is not a JSON object is skipped with a one-line warning naming the file and line."""
     if not path.exists():
         return []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        warn_damage(f"{path} cannot be read ({e}); its records are left out")
+        return []
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif number < len(lines):  # a complete line (the last one has no newline yet: torn or in progress)
+            warn_damage(
+                f"{path}: line {number} is damaged (not a JSON object) and skipped; the other lines are read"
+            )
     return records
 
 
@@ -96,7 +163,18 @@ class RunDir:
         atomic_write_text(self.config, yaml.safe_dump(data, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config.read_text())
+        """config.yaml (through the YAML gate), or DamagedFile."""
+        from harness.config_loader import load_yaml
+
+        try:
+            return load_yaml(self.config)
+        except ConfigError as e:
+            raise DamagedFile(
+                self.config,
+                e.message,
+                "the run's experiment cannot be read: restore the file, or delete the run directory to start "
+                "the run over",
+            ) from None
 
     def lock(self, purpose: str) -> contextlib.AbstractContextManager[dict[str, Any]]:
         """Hold the directory's one-writer lock, or raise :class:`harness.locks.LockBusy` naming the live
@@ -108,25 +186,38 @@ class RunDir:
         return current_holder(self.root / LOCK_FILE)
 
     def read_record(self) -> dict[str, Any] | None:
-        """run.json, or None for directories written before runs recorded themselves."""
-        if not self.record.exists():
-            return None
-        return json.loads(self.record.read_text())
+        """run.json, or None for directories written before runs recorded themselves (DamagedFile when it
+        cannot be read)."""
+        return read_state_json(
+            self.record,
+            "relaunch the sweep (`ablate sweep launch` rewrites it) or delete it (`ablate train` "
+            "writes a new one)",
+        )
 
     def write_record(self, record: dict[str, Any]) -> None:
-        """Write run.json (keeping the first ``created_at``)."""
-        old = self.read_record() or {}
+        """Write run.json (keeping the first ``created_at``; a damaged one is replaced)."""
+        try:
+            old = self.read_record() or {}
+        except DamagedFile:
+            old = {}
         now = time.time()
         full = {**record, "created_at": old.get("created_at", now), "updated_at": now}
         atomic_write_text(self.record, json.dumps(full, indent=2) + "\n")
 
     def status(self) -> dict[str, Any]:
-        if not self.status_file.exists():
-            return {"state": "pending"}
-        return json.loads(self.status_file.read_text())
+        """status.json (``{"state": "pending"}`` before there is one), or DamagedFile."""
+        status = read_state_json(
+            self.status_file,
+            "delete it, or relaunch: the run resumes from its newest good checkpoint and rewrites it",
+        )
+        return {"state": "pending"} if status is None else status
 
     def set_status(self, **fields: Any) -> None:
-        status = self.status()
+        """Update status.json (a damaged one is replaced by ``fields``)."""
+        try:
+            status = self.status()
+        except DamagedFile:
+            status = {}
         status.update(fields, updated_at=time.time())
         atomic_write_text(self.status_file, json.dumps(status, indent=2))
 

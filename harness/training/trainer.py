@@ -6,7 +6,9 @@ One loop serves a CPU test, a single GPU and many GPUs under torchrun or SLURM. 
   N steps + kill + resume + N steps logs the same losses as 2N uninterrupted steps. Metrics logged after
   the last checkpoint by a killed run are dropped on resume.
 * **Nothing lost.** Checkpoints are atomic (see checkpoint.py); a run directory that holds a different
-  config, or a finished run, is never overwritten.
+  config, or a finished run, is never overwritten. Everything that can be checked before writing is
+  (:mod:`harness.training.preflight`). A checkpoint damaged after it was saved is skipped, named, and the
+  run resumes from the newest one that verifies; one trained under another config is refused.
 * **Telemetry.** ``metrics.jsonl`` gets step, tokens, loss (total, cross-entropy, MoE aux), lr, grad
   norm, tokens/s, MFU (from the accounting's FLOPs per token), peak memory and per-expert load;
   ``events.jsonl`` gets loss spikes (loss above ``spike_factor`` x its EMA), held-out losses,
@@ -44,16 +46,19 @@ from harness.locks import LockBusy
 from harness.model import HybridLM
 from harness.training import distributed as D
 from harness.training.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
+    TMP_DAMAGED,
+    checkpoint_step,
+    list_checkpoints,
+    newest_good_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from harness.training.config import RunConfig, config_hash
+from harness.training.config import RunConfig, config_hash, config_identity
 from harness.training.optim import build_optimizer, build_scheduler
-from harness.training.record import prepare_run_dir
-from harness.training.rundir import RunDir
+from harness.training.preflight import check_before_writing
+from harness.training.record import check_provenance, prepare_run_dir
+from harness.training.rundir import DamagedFile, RunDir, warn_damage
 from harness.training.spikes import SpikeDetector
 from harness.training.tracking import NullTracker, Tracker, check_available
 
@@ -132,6 +137,11 @@ def train(
     info = D.init_distributed(resolve_device(cfg.train.device).type)
     device = resolve_device(cfg.train.device, info.local_rank)
     run = RunDir(run_dir)
+    try:
+        check_before_writing(cfg, info.world_size)
+    except ConfigError:
+        D.shutdown(info)
+        raise
     with contextlib.ExitStack() as held:
         busy = None
         if info.is_main:
@@ -144,9 +154,11 @@ def train(
             raise busy or LockBusy(f"{run.root} is in use (rank 0 could not take its lock)", {})
         prepare_run_dir(cfg, run, write=info.is_main)
         D.barrier(info)
-        if run.status().get("state") == "done":
-            return {"state": "done", "skipped": True, **run.status()}
-        session, runtime = _start(cfg, run, info, device)
+        resume = resume_point(cfg, run, report=info.is_main)
+        status = _status(run, report=info.is_main)
+        if status.get("state") == "done" and resume and resume[0] >= cfg.train.total_steps:
+            return {"state": "done", "skipped": True, **status}
+        session, runtime = _start(cfg, run, info, device, resume)
         tracker = Tracker(cfg, run, session.step, session.total_steps, runtime) if info.is_main else None
         state = "failed"
         try:
@@ -158,9 +170,47 @@ def train(
                 tracker.close(state)
 
 
-def _start(cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device) -> tuple[_Session, dict]:
-    """Tokenizer, model, optimizer, schedule and data, resumed from the latest checkpoint if there is one;
-    and the run-time facts (device, world size, compile, scan backend) the start or resume event records."""
+def resume_point(cfg: RunConfig, run: RunDir, report: bool = True) -> tuple[int, Path, tuple] | None:
+    """``(step, checkpoint, (weights, state, meta))`` of the newest checkpoint that verifies (checksums
+    recorded at save time) and was trained under ``cfg`` (else ConfigError with both run ids); None when
+    there is none. Each newer, damaged checkpoint is named (``report``) and skipped."""
+    skipped: list[tuple[Path, str]] = []
+    found = newest_good_checkpoint(run.checkpoints, lambda path, why: skipped.append((path, why)))
+    if report:
+        target = f"resuming from {found[0].name}" if found else "starting from step 0"
+        for path, why in skipped:
+            warn_damage(f"{path} is damaged ({why}); skipped, {target}")
+    if found is None:
+        return None
+    path, (weights, state, meta) = found
+    check_provenance(cfg, run, path, meta)
+    return int(meta["step"]), path, (weights, state, meta)
+
+
+def _status(run: RunDir, report: bool) -> dict[str, Any]:
+    """status.json; a damaged one is named (``report``) and read as empty (the trainer rewrites it)."""
+    try:
+        return run.status()
+    except DamagedFile as e:
+        if report:
+            warn_damage(f"{e.path} is damaged ({e.problem}); the trainer rewrites it")
+        return {}
+
+
+def _set_aside_damaged(run: RunDir, step: int) -> None:
+    """Checkpoints newer than the one resumed from did not verify: renamed out of the way (hidden, removed
+    by the next save), so that no listing or pruning takes them for good ones."""
+    for path in list_checkpoints(run.checkpoints):
+        if checkpoint_step(path) > step:
+            path.rename(path.with_name(f".{path.name}{TMP_DAMAGED}{time.time_ns()}"))
+            run.event("checkpoint_damaged", checkpoint=path.name, resumed_from=step)
+
+
+def _start(
+    cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device, resume: tuple | None = None
+) -> tuple[_Session, dict]:
+    """Tokenizer, model, optimizer, schedule and data, resumed from ``resume`` (:func:`resume_point`); and
+    the run-time facts (device, world size, compile, scan backend) the start or resume event records."""
     loop = cfg.train
     model_cfg = cfg.model_config()
     micro_steps = loop.global_batch // (loop.micro_batch * info.world_size)
@@ -193,11 +243,13 @@ def _start(cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device) 
 
     step, tokens, data_state = 0, 0, None
     spikes = SpikeDetector(loop.spike_factor, loop.spike_ema, loop.spike_warmup)
-    ckpt = latest_checkpoint(run.checkpoints)
     runtime = {"device": str(device), "world_size": info.world_size, "compile": loop.compile}
     runtime["scan_backend"] = model_cfg.mamba.scan_backend
-    if ckpt is not None:
-        weights, state, meta = load_checkpoint(ckpt)
+    D.barrier(info)  # every rank has read its checkpoint before rank 0 moves damaged ones aside
+    if info.is_main:
+        _set_aside_damaged(run, resume[0] if resume else 0)
+    if resume is not None:
+        _, ckpt, (weights, state, meta) = resume
         _load_full_state(wrapped, optimizer, weights, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -207,6 +259,7 @@ def _start(cfg: RunConfig, run: RunDir, info: D.DistInfo, device: torch.device) 
             run.truncate_metrics_after(step)
             run.event("resume", step=step, checkpoint=ckpt.name, **runtime)
     elif info.is_main:
+        run.truncate_metrics_after(0)  # a run killed before its first checkpoint starts over
         run.event("start", step=0, params=model.num_parameters(), **runtime)
     if info.is_main:
         run.set_status(state="running", step=step, total_steps=loop.total_steps, world_size=info.world_size)
@@ -381,7 +434,7 @@ def _save(s: _Session) -> None:
             "data": s.batches.state_dict(),
             "spike_ema": s.spikes.ema,
         }
-        meta = {"tokens": s.tokens, "config_hash": config_hash(s.cfg)}
+        meta = {"tokens": s.tokens, "config_hash": config_hash(s.cfg), "config": config_identity(s.cfg)}
         path = save_checkpoint(
             s.run.checkpoints, s.step, weights, state, meta, keep_last=s.cfg.train.keep_last
         )
