@@ -5,6 +5,7 @@ is a plain ``ablate sweep launch`` of the study's sweep files with the local exe
 all on the one GPU), so nothing here trains or evaluates by itself:
 
     python3 scripts/gpu/mini_study.py start --train-seconds 780  # calibrate, fix the budget, launch
+    python3 scripts/gpu/mini_study.py start --tokens 15000000 --sequential  # fixed budget; text, then MQAR
     python3 scripts/gpu/mini_study.py wait --seconds 540         # follow until all are done, or time is up
     python3 scripts/gpu/mini_study.py pack $OUT                  # small files -> $OUT/mini-results.tar.xz
 
@@ -12,9 +13,13 @@ all on the one GPU), so nothing here trains or evaluates by itself:
 will be, and reads each one's tokens/s from its metrics. From those rates it picks the largest token
 budget for the text sweep (the same for every arm, at most 50M) such that all runs finish within
 ``--train-seconds``, simulating the runs finishing one after another (a run's share of the GPU grows as
-others end, at most ``--speedup-cap`` times its shared rate). The sweep files actually run are written to
-``results/mini/sweeps/`` with that budget, then launched in a session of their own, so they keep training
-between the device tool's commands while the machine is held. ``study.json`` records the device, the
+others end, at most ``--speedup-cap`` times its shared rate). ``--tokens`` fixes the budget instead
+and skips the calibration. The sweep files actually run are written to ``ROOT/sweeps/`` with that budget
+(never under ``results/``: the device tool's next command replaces the working tree, and anything written
+into a tracked folder there is lost), then launched in a session of their own, so they keep training
+between the device tool's commands while the machine is held: all at once, or with ``--sequential`` one
+sweep after another (the text study, then MQAR), which keeps the CPU cores that feed the GPU from being
+oversubscribed. ``study.json`` records the device, the
 versions, the commit, the calibration, the budget and the timings; ``pack`` archives it with every run
 directory's small files (config, run.json, status, metrics, events, eval results and attention maps; one
 copy of each tokenizer; the job logs' tails; never checkpoints).
@@ -135,8 +140,11 @@ def _study_files(args) -> list[tuple[str, dict]]:
     return out
 
 
-def _launch(files: list[Path], root: Path, *, wait: bool, log: Path, detach: bool) -> subprocess.Popen:
-    """``ablate sweep launch FILE --executor local`` for each file, one after the other, in one shell."""
+def _launch(
+    files: list[Path], root: Path, *, wait: bool, log: Path, detach: bool, keep_going: bool = False
+) -> subprocess.Popen:
+    """``ablate sweep launch FILE --executor local`` for each file, one after the other, in one shell (with
+    ``keep_going``, a sweep whose launch or runs fail does not stop the next one)."""
     cmds = [
         [
             sys.executable,
@@ -153,7 +161,7 @@ def _launch(files: list[Path], root: Path, *, wait: bool, log: Path, detach: boo
         + (["--wait", "--poll", "5"] if wait else [])
         for f in files
     ]
-    script = " && ".join(" ".join(f"'{c}'" for c in cmd) for cmd in cmds)
+    script = (" ; " if keep_going else " && ").join(" ".join(f"'{c}'" for c in cmd) for cmd in cmds)
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "a")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
@@ -209,15 +217,9 @@ def choose_budget(text: dict[str, dict], other: list[tuple[float, float]], secon
     return best
 
 
-def cmd_start(args) -> None:
-    root = _root(args)
-    state = _read_state(args)
-    state.update(started_at=_now(), device=_device(), commit=os.environ.get("MINI_COMMIT"), scale=args.scale)
-    state["host_cpus"] = os.cpu_count()
-    _write_state(args, state)
-    print(f"[study] device {json.dumps(state['device'])}", flush=True)
-
-    # 1. calibration: every run of both sweeps, all at once, a few steps.
+def _calibrate(args, root: Path) -> dict:
+    """Every run of both sweeps, all at once, ``--calibrate-steps`` steps: per sweep, per run, its arm and
+    tokens/s (and ``_meta``: seconds and steps)."""
     calib_dir = root / "calibration"
     calib_files = []
     for rel, data in _study_files(args):
@@ -236,58 +238,82 @@ def cmd_start(args) -> None:
     if proc.wait() != 0:
         raise SystemExit(f"calibration failed (exit {proc.returncode}); see {root / 'calibration.log'}")
     warmup = args.calibrate_steps // 2
-    names = [yaml.safe_load(f.read_text())["name"].removesuffix("-calib") for f in calib_files]
-    names = [f"{n}-calib" for n in names]
+    names = [yaml.safe_load(f.read_text())["name"] for f in calib_files]
     rates = {name: _rates(root, name, warmup) for name in names}
     for name in names:  # calibration checkpoints are of no further use, and the disk is shared
         for ckpt in (root / name).glob("*/checkpoints"):
             shutil.rmtree(ckpt, ignore_errors=True)
-    state["calibration"] = {"seconds": round(_now() - t0, 1), "steps": args.calibrate_steps, "rates": rates}
-    print(f"[study] calibration in {state['calibration']['seconds']} s:", flush=True)
+    seconds = round(_now() - t0, 1)
+    print(f"[study] calibration in {seconds} s:", flush=True)
     for name, runs in rates.items():
         for r in runs.values():
             print(f"[study]   {name:<18} {r['arm']:<16} seed {r['seed']}  {r['tokens_per_s']:>10,.0f} tok/s")
+    return {**rates, "_meta": {"seconds": seconds, "steps": args.calibrate_steps}}
+
+
+def cmd_start(args) -> None:
+    root = _root(args)
+    state = _read_state(args)
+    state.update(started_at=_now(), device=_device(), commit=os.environ.get("MINI_COMMIT"), scale=args.scale)
+    state["host_cpus"] = os.cpu_count()
+    _write_state(args, state)
+    print(f"[study] device {json.dumps(state['device'])}", flush=True)
+
+    names = [f"{data['name']}-calib" for _, data in _study_files(args)]
+    rates = _calibrate(args, root) if args.tokens is None else {}
+    if rates:
+        state["calibration"] = rates.pop("_meta") | {"rates": rates}
+    else:
+        state["calibration"] = {"skipped": f"--tokens {args.tokens} fixed the budget"}
+    _write_state(args, state)
 
     # 2. the budget, and the sweep files actually run.
-    final_dir = REPO / "results" / "mini" / "sweeps" if args.scale == "mini" else root / "sweeps"
+    final_dir = root / "sweeps"
     final_dir.mkdir(parents=True, exist_ok=True)
     files, text_name, other = [], None, []
     for (rel, data), name in zip(_study_files(args), names, strict=True):
         train = data["base"]["train"]
-        if rel != TEXT_SWEEP:
+        if rel != TEXT_SWEEP and rates:
             steps = train["steps"]
             other += [(steps * r["tokens_per_step"], r["tokens_per_s"]) for r in rates[name].values()]
     for (rel, data), name in zip(_study_files(args), names, strict=True):
         if rel == TEXT_SWEEP:
             text_name = name
-            if args.scale == "mini":
+            if args.tokens is not None:
+                data["base"]["train"]["tokens"] = state["text_tokens_per_run"] = args.tokens
+            elif args.scale == "mini":
                 budget = choose_budget(rates[name], other, args.train_seconds, args.speedup_cap)
                 data["base"]["train"]["tokens"] = budget
                 state["text_tokens_per_run"] = budget
         path = final_dir / Path(rel).name
         header = (
             f"# As run by scripts/gpu/mini_study.py on {state['device'].get('gpu', 'CPU')} (study.json):\n"
-            f"# {REPO / rel} with the token budget the calibration allowed.\n"
+            f"# {rel} with the token budget {'of --tokens' if args.tokens else 'the calibration allowed'}.\n"
         )
         path.write_text(header + yaml.safe_dump(data, sort_keys=False))
         files.append(path)
     state["sweep_files"] = [str(f.relative_to(REPO)) if f.is_relative_to(REPO) else str(f) for f in files]
-    predicted = simulate(
-        [(state.get("text_tokens_per_run", 0), r["tokens_per_s"]) for r in rates[text_name].values()] + other,
-        args.speedup_cap,
-    )
-    state["predicted_train_seconds"] = round(predicted, 1)
     budget = state.get("text_tokens_per_run")
-    print(
-        f"[study] budget: {f'{budget:,}' if budget else 'as in the file'} tokens per text run; "
-        f"training predicted to take {predicted:.0f} s (allowed {args.train_seconds} s)",
-        flush=True,
-    )
+    line = f"[study] budget: {f'{budget:,}' if budget else 'as in the file'} tokens per text run"
+    if rates:
+        predicted = simulate(
+            [(budget or 0, r["tokens_per_s"]) for r in rates[text_name].values()] + other, args.speedup_cap
+        )
+        state["predicted_train_seconds"] = round(predicted, 1)
+        line += f"; training predicted to take {predicted:.0f} s (allowed {args.train_seconds} s)"
+    print(line, flush=True)
 
     # 3. launch, detached: the runs keep going between commands while the machine is held.
     state["launched_at"] = _now()
+    state["sequential"] = args.sequential
     _write_state(args, state)
-    proc = _launch(files, root, wait=False, log=root / "launch.log", detach=True)
+    log = root / "launch.log"
+    proc = _launch(files, root, wait=args.sequential, log=log, detach=True, keep_going=args.sequential)
+    if args.sequential:  # the shell goes on launching each sweep when the one before it has finished
+        state["launcher_pid"] = proc.pid
+        _write_state(args, state)
+        print(f"[study] launching {len(files)} sweeps one after another; follow with: mini_study.py wait")
+        return
     if proc.wait() != 0:
         raise SystemExit(f"launch failed (exit {proc.returncode}); see {root / 'launch.log'}")
     print(f"[study] launched {len(files)} sweeps; follow with: mini_study.py wait", flush=True)
@@ -304,6 +330,19 @@ def _states(args) -> list:
     return out
 
 
+def _launcher_alive(args) -> bool:
+    """Whether a ``--sequential`` launcher shell is still going (it has sweeps left to launch or wait for)."""
+    pid = _read_state(args).get("launcher_pid")
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (finished, not yet reaped) is not alive
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def cmd_wait(args) -> None:
     deadline = _now() + args.seconds
     last = 0.0
@@ -311,7 +350,8 @@ def cmd_wait(args) -> None:
         states = _states(args)
         if not states:
             raise SystemExit("nothing launched yet: run `mini_study.py start`")
-        if _now() - last >= args.every or not any(s.active for s in states):
+        busy = any(s.active for s in states) or _launcher_alive(args)
+        if _now() - last >= args.every or not busy:
             last = _now()
             counts: dict[str, int] = {}
             for s in states:
@@ -320,7 +360,7 @@ def cmd_wait(args) -> None:
                 1, sum(s.total_steps for s in states)
             )
             print(f"[study] {time.strftime('%H:%M:%S')} {progress:6.1%} of all steps; {counts}", flush=True)
-        if not any(s.active for s in states):
+        if not busy:
             state = _read_state(args)
             state.setdefault("finished_at", _now())
             _write_state(args, state)
@@ -427,6 +467,12 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--train-seconds", type=float, default=780, help="time every run must train within")
     start.add_argument("--calibrate-steps", type=int, default=30)
     start.add_argument("--speedup-cap", type=float, default=3.0, help="most a run speeds up as others end")
+    start.add_argument(
+        "--tokens", type=int, help="tokens per text run: fixes the budget and skips the calibration"
+    )
+    start.add_argument(
+        "--sequential", action="store_true", help="launch each sweep when the one before it has finished"
+    )
     wait = sub.add_parser("wait", help="follow the runs until all are done or --seconds have passed")
     wait.add_argument("--seconds", type=float, default=540)
     wait.add_argument("--every", type=float, default=60, help="seconds between progress lines")
