@@ -27,7 +27,6 @@ import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -124,17 +123,15 @@ def set_value(data: dict, parts: list[str], override: Override) -> None:
     container[key] = copy.deepcopy(override.value)
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Any]:
-    """A copy of a run config's data with ``overrides`` set (call within :func:`blamed`, which names the
-    override in errors)."""
-    from harness.training.config import RunConfig
-
+def apply_overrides(data: dict[str, Any], overrides: Sequence[Override], schema: type) -> dict[str, Any]:
+    """A copy of a config's data with ``overrides`` set; each must start with a field of the dataclass
+    ``schema`` (the run config). Call within :func:`blamed`, which names the override in errors."""
     out = copy.deepcopy(data)
-    fields = [f.name for f in dataclasses.fields(RunConfig)]
+    fields = [f.name for f in dataclasses.fields(schema)]
     for ov in overrides:
         if ov.parts[0] not in fields:
             raise ConfigError(
-                f"unknown key '{ov.parts[0]}' in RunConfig."
+                f"unknown key '{ov.parts[0]}' in {schema.__name__}."
                 f"{did_you_mean(ov.parts[0], fields)} Valid keys: {', '.join(sorted(fields))}",
                 key=ov.key,
             )
@@ -142,15 +139,15 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict
     return out
 
 
-def apply_sweep_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Any]:
-    """A copy of a sweep file's data with ``overrides`` set (see the module docstring; call within
-    :func:`blamed`)."""
-    from harness.sweeps.config import SweepConfig
-    from harness.training.config import RunConfig
-
+def apply_sweep_overrides(
+    data: dict[str, Any], overrides: Sequence[Override], sweep_schema: type, run_schema: type
+) -> dict[str, Any]:
+    """A copy of a sweep file's data with ``overrides`` set: a key that starts with a field of
+    ``sweep_schema`` edits it, one that starts with a field of ``run_schema`` applies to every run (see
+    the module docstring). Call within :func:`blamed`."""
     out = copy.deepcopy(data)
-    sweep_fields = [f.name for f in dataclasses.fields(SweepConfig)]
-    run_fields = [f.name for f in dataclasses.fields(RunConfig) if f.name != "name"]
+    sweep_fields = [f.name for f in dataclasses.fields(sweep_schema)]
+    run_fields = [f.name for f in dataclasses.fields(run_schema) if f.name != "name"]
     for ov in overrides:
         head = ov.parts[0]
         if head == "grid" and len(ov.parts) > 1:
@@ -219,31 +216,6 @@ def blamed(source: str, overrides: Sequence[Override]) -> Iterator[None]:
         raise err from None
 
 
-def sweep_data(path: str | Path, overrides: Sequence[str | Override]) -> dict[str, Any]:
-    """A sweep file's data with command-line ``overrides`` applied."""
-    from harness.config_loader import load_yaml
-
-    parsed = _parsed(overrides)
-    with blamed(str(path), parsed):
-        return apply_sweep_overrides(load_yaml(path), parsed)
-
-
-def load_overridden_sweep(path: str | Path, overrides: Sequence[str | Override]):
-    """:func:`harness.sweeps.config.load_sweep` with overrides: the edited data validated as a sweep file,
-    its evaluation plan and every run, each error naming the override it comes from. The returned sweep
-    records its overrides (``sweep.overrides``)."""
-    from harness.config_loader import from_dict
-    from harness.sweeps.config import SweepConfig, expand_sweep
-
-    parsed = _parsed(overrides)
-    data = sweep_data(path, parsed)
-    with blamed(str(path), parsed):
-        sweep = from_dict(SweepConfig, data, source=str(path))
-        sweep.overrides = parsed
-        sweep.eval_plan(source=str(path))
-        expand_sweep(sweep, source=str(path))
-    return sweep
-
-
-def _parsed(overrides: Sequence[str | Override]) -> list[Override]:
+def as_overrides(overrides: Sequence[str | Override]) -> list[Override]:
+    """Overrides given as ``key=value`` strings or already parsed, parsed."""
     return [o if isinstance(o, Override) else parse_overrides([o])[0] for o in overrides]

@@ -47,48 +47,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.config_loader import ConfigError
 from harness.data.config import DataConfig
+from harness.data.mixture import MIX_BLOCK, block_counts, mixture_block, seeded_rng
 
 log = logging.getLogger("harness.data")
 
-MIX_BLOCK = 4096
 LOADER_FORMAT = 1
 DEFAULT_HUB_MAX_TOKENS = {"train": 1_000_000_000, "validation": 10_000_000}
-
-
-def _rng(*words: int) -> np.random.RandomState:
-    key = []
-    for w in words:
-        w = int(w)
-        key += [w & 0xFFFFFFFF, (w >> 32) & 0xFFFFFFFF]
-    return np.random.RandomState(np.array(key, dtype=np.uint32))
-
-
-def block_counts(weights: list[float], block: int = MIX_BLOCK) -> np.ndarray:
-    """Samples of each corpus per mixture block: largest-remainder rounding of the weight shares (>= 1)."""
-    w = np.asarray(weights, dtype=np.float64)
-    raw = block * w / w.sum()
-    counts = np.floor(raw).astype(np.int64)
-    rest = block - int(counts.sum())
-    order = sorted(range(len(w)), key=lambda i: (-(raw[i] - counts[i]), i))
-    for i in order[:rest]:
-        counts[i] += 1
-    for i in range(len(w)):
-        if counts[i] == 0:
-            counts[i] = 1
-            counts[int(np.argmax(counts))] -= 1
-    return counts
-
-
-def mixture_block(seed: int, counts: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mixture block ``b``: the component of each of its ``MIX_BLOCK`` samples (``counts[c]`` of component
-    ``c``, in a seeded random order) and each sample's rank among its component's samples in the block."""
-    layout = np.repeat(np.arange(len(counts)), counts)
-    corpus_at = layout[_rng(seed, 0x6D6978, b).permutation(MIX_BLOCK)]
-    rank_at = np.empty(MIX_BLOCK, dtype=np.int64)
-    for c in range(len(counts)):
-        where = np.flatnonzero(corpus_at == c)
-        rank_at[where] = np.arange(where.size)
-    return corpus_at, rank_at
 
 
 @dataclass(frozen=True)
@@ -143,7 +107,7 @@ class PackedDataset(Dataset):
     def _perm(self, c: int, epoch: int) -> np.ndarray:
         hit = self._perms.get((c, epoch))
         if hit is None:
-            hit = _rng(self.seed, 0x7065726D, c, epoch).permutation(self.n_samples[c])
+            hit = seeded_rng(self.seed, 0x7065726D, c, epoch).permutation(self.n_samples[c])
             self._perms[(c, epoch)] = hit
             if len(self._perms) > 2 * len(self.corpora) + 2:
                 self._perms.popitem(last=False)

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from harness.config_loader import ConfigError
 from harness.data.config import DataConfig, MQARConfig
-from harness.data.loader import MIX_BLOCK, _rng, block_counts, mixture_block
+from harness.data.mixture import MIX_BLOCK, block_counts, mixture_block, seeded_rng
 
 MQAR_FORMAT = 1  # bump when the sequences a task and index produce change
 STREAMS = {"train": 0, "validation": 1, "test": 2, "probe": 3}
@@ -150,15 +150,15 @@ def example(task: MQARTask, rng: np.random.RandomState, row_len: int | None = No
 def sample_rng(
     seed: int, stream: str, task: MQARTask, index: int, rng: np.random.RandomState | None = None
 ) -> np.random.RandomState:
-    """The generator of one sample: ``loader._rng(seed, tag, stream, task, index)``'s stream. Pass a
+    """The generator of one sample: ``seeded_rng(seed, tag, stream, task, index)``'s stream. Pass a
     ``rng`` to reseed it in place (the same stream; building a RandomState costs ~15x more)."""
     if rng is None:
-        return _rng(seed, _TAG, STREAMS[stream], task.key, index)
+        return seeded_rng(seed, _TAG, STREAMS[stream], task.key, index)
     rng.seed(_words(seed, _TAG, STREAMS[stream], task.key, index))
     return rng
 
 
-def _words(*words: int) -> np.ndarray:  # loader._rng's key
+def _words(*words: int) -> np.ndarray:  # seeded_rng's key
     key = []
     for w in words:
         w = int(w)
@@ -225,7 +225,7 @@ def run_tasks(data_cfg: DataConfig, *, seq_len: int, vocab_size: int, eos: int, 
 
 class MQARDataset(Dataset):
     """Map-style: global sample index ``k`` -> ``(inputs, targets)`` of ``seq_len`` tokens. The mixture
-    over tasks follows :func:`harness.data.loader.mixture_block` (exact weights every 4096 samples); task
+    over tasks follows :func:`harness.data.mixture.mixture_block` (exact weights every 4096 samples); task
     ``c``'s ``j``-th sample is ``example(task, sample_rng(seed, stream, task, j))`` padded to seq_len."""
 
     def __init__(self, tasks: list[tuple[MQARTask, float]], seq_len: int, seed: int, stream: str = "train"):

@@ -44,6 +44,7 @@ from typing import Any
 from evals.plan import resolve_plan
 from evals.suites import get_suite
 from harness.config_loader import ConfigError, bounded, deep_merge, from_dict, load_yaml, short_hash, shown
+from harness.overrides import Override, apply_sweep_overrides, as_overrides, blamed
 from harness.training.config import MAX_NAME_CHARS, RunConfig, config_hash, resolve_run_config
 
 # SLURM's default MaxArraySize is 1001, and every run is a training job: a sweep beyond this is a mistake
@@ -139,8 +140,8 @@ class SweepConfig:
     eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     compare: list[CompareConfig] = field(default_factory=list)
-    # The command-line overrides (harness.overrides.Override) applied to the file; not a key of the file.
-    overrides: list[Any] = field(default_factory=list, init=False, repr=False)
+    # The command-line overrides applied to the file; not a key of the file.
+    overrides: list[Override] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) or len(self.name) > MAX_ARM_CHARS:
@@ -249,13 +250,23 @@ def load_sweep(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
     """Read and check a sweep file: its schema, and its evaluation plan (suite names and options). With
     command-line ``overrides`` (``key=value``, harness/overrides.py) the file's data is edited first and
     every run is checked as well, so that an error names the override it comes from."""
-    if overrides:
-        from harness.overrides import load_overridden_sweep
-
-        return load_overridden_sweep(path, overrides)
-    sweep = from_dict(SweepConfig, load_yaml(path), source=str(path))
-    sweep.eval_plan(source=str(path))
+    if not overrides:
+        sweep = from_dict(SweepConfig, load_yaml(path), source=str(path))
+        sweep.eval_plan(source=str(path))
+        return sweep
+    parsed = as_overrides(overrides)
+    with blamed(str(path), parsed):
+        sweep = from_dict(SweepConfig, sweep_data(path, parsed), source=str(path))
+        sweep.overrides = parsed
+        sweep.eval_plan(source=str(path))
+        expand_sweep(sweep, source=str(path))
     return sweep
+
+
+def sweep_data(path: str | Path, overrides: list[Override]) -> dict[str, Any]:
+    """A sweep file's data with command-line ``overrides`` applied (what ``sweep.yaml`` records)."""
+    with blamed(str(path), overrides):
+        return apply_sweep_overrides(load_yaml(path), overrides, SweepConfig, RunConfig)
 
 
 def expand_sweep(sweep: SweepConfig, source: str | None = None) -> list[SweepRun]:

@@ -40,7 +40,7 @@ from evals.plan import plan_record
 from harness.atomic import atomic_write_text
 from harness.config_loader import to_dict
 from harness.locks import exclusive
-from harness.sweeps.config import SweepConfig, SweepRun, check_runs, expand_sweep, load_sweep
+from harness.sweeps.config import SweepConfig, SweepRun, check_runs, expand_sweep, load_sweep, sweep_data
 from harness.sweeps.job import RunJob
 from harness.sweeps.lifecycle import RunState, run_states, sweep_dir
 from harness.sweeps.scheduler import (
@@ -231,8 +231,6 @@ def sweep_text(path: str | Path, sweep: SweepConfig) -> str:
     """What the sweep folder keeps as its ``sweep.yaml``: the file as launched, its overrides applied."""
     if not sweep.overrides:
         return Path(path).read_text()
-    from harness.overrides import sweep_data
-
     header = (
         f"# {path} with the overrides {' '.join(o.text for o in sweep.overrides)}\n"
         "# (written by ablate sweep launch; the overrides are applied below)\n"

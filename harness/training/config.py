@@ -235,7 +235,7 @@ def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfi
 
     parsed = parse_overrides(overrides)
     with blamed(str(path), parsed):
-        return resolve_run_config(apply_overrides(load_yaml(path), parsed), source=str(path))
+        return resolve_run_config(apply_overrides(load_yaml(path), parsed, RunConfig), source=str(path))
 
 
 def config_identity(cfg: RunConfig) -> dict[str, Any]:
