@@ -4,7 +4,7 @@ Subcommands:
   ablate plan --preset NAME [--preset NAME ...] [--config FILE] [--context N] [--json]
   ablate presets [--family F]
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
-  ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N]
+  ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N] [--against A,B] [--json PATH]
   ablate data prepare | ablate data show | ablate tokenizer train
   ablate train CONFIG.yaml [KEY=VALUE ...] [--run-dir DIR] [--dry-run]
   ablate sweep plan FILE [KEY=VALUE ...]
@@ -183,7 +183,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from harness.benchmarks.train import run_train_benchmark
 
     run_train_benchmark(
-        args.preset, batch=args.batch, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup
+        args.preset,
+        batch=args.batch,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        warmup=args.warmup,
+        against=[a for a in args.against.split(",") if a],
+        json_path=args.json,
     )
     return 0
 
@@ -438,13 +444,27 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     scan.set_defaults(func=cmd_bench_scan)
     bench_train = bench_sub.add_parser(
-        "train", help="training tokens/s and MFU: our model vs transformers' JambaForCausalLM, same config"
+        "train", help="training tokens/s, MFU and memory: our model vs the anchors, same config and batches"
     )
     bench_train.add_argument("--preset", default="mini-1to7", help="model preset to train")
     bench_train.add_argument("--batch", type=int, default=16, help="sequences per step")
     bench_train.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
     bench_train.add_argument("--steps", type=int, default=10, help="timed steps")
     bench_train.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    bench_train.add_argument(
+        "--against",
+        default="transformers",
+        help="comma-separated anchors timed in the same run: transformers (its Jamba, our weights), "
+        "mamba_ssm (its hybrid or pure Mamba), llama (transformers' Llama, SDPA, parameter-matched); "
+        "an anchor that cannot run here is skipped with the reason",
+    )
+    bench_train.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="where to write the record (device, versions, commit, results) "
+        "(default: results/bench/train-PRESET-bBATCHxSEQ-DEVICE.json)",
+    )
     bench_train.set_defaults(func=cmd_bench_train)
     return finish_parser(parser)
 

@@ -1,39 +1,94 @@
-"""Training throughput: our model against transformers' ``JambaForCausalLM`` at the same config, same run.
+"""Training throughput: our model against the implementations users already have, same config, same run.
 
-Both models get the same weights (ours exported with :func:`harness.hf_interop.to_hf_model`), the same
-batches, bf16 weights on CUDA (fp32 on CPU), fused AdamW, and the same loss (cross-entropy of the logits,
-computed identically outside the model). bf16 weights rather than autocast because transformers' Jamba
-CUDA path fails under autocast (its fp32 inner norms hand the scan kernel B and C in another dtype than
-u) and bf16 weights are how it is normally trained; our trainer itself uses autocast over fp32 weights.
-Each model is warmed up, then timed over ``steps`` optimizer steps with the GPU synchronised; the table
-reports tokens/s, MFU (FLOPs per token from :mod:`harness.accounting`, so the same for both) and peak
-memory, and the ratio between the two.
+The ratios a speed claim rests on (issue 15) are only meaningful when measured side by side on one machine,
+so the anchors live here rather than in one-off scripts:
 
-    ablate bench train --preset mini-1to7 --batch 16 --seq-len 1024 --steps 10
+* ``transformers``: transformers' ``JambaForCausalLM`` holding *our* weights (exported with
+  :func:`harness.hf_interop.to_hf_model`), so both start from the same point; layouts it cannot run (pure
+  Mamba, RoPE, no inner Mamba norm: see hf_interop) are skipped with hf_interop's reason.
+* ``mamba_ssm``: ``MambaLMHeadModel`` with the preset's width, depth, vocabulary and pattern: Mamba-1
+  mixers, its ``MHA`` (causal, the preset's query / KV heads, bias-free like ours) at the same layer
+  indices, a ``GatedMLP`` of the preset's ``d_ff`` after every mixer (mamba_ssm rounds it up to a multiple
+  of 128), RMSNorm, fused add+norm, fp32 residual, untied embeddings. It has no inner Mamba norms (Jamba's)
+  and no MoE, so MoE presets and pure attention (that is Llama's) are skipped. It needs CUDA.
+* ``llama``: transformers' ``LlamaForCausalLM`` with SDPA and the preset's width, depth, heads and
+  vocabulary, its MLP width solved so that its parameters match our *active* parameters: for a dense
+  attention preset that is our ``d_ff``, so it is the same model with RoPE; for a hybrid it is the
+  attention reference of the same size (its FLOPs, and so its MFU, are counted for its own layout).
 
-Layouts that transformers cannot run (pure Mamba, RoPE, no inner Mamba norm: see hf_interop) are timed
-for our model only, with the reason printed.
+Every model gets the same batches, bf16 weights on CUDA (fp32 on CPU), fused AdamW, and the same loss
+(cross-entropy of the logits, computed identically outside the model). bf16 weights rather than autocast
+because transformers' Jamba CUDA path fails under autocast (its fp32 inner norms hand the scan kernel B and
+C in another dtype than u) and bf16 weights are how it is normally trained. Each model is built just before
+its turn and freed after it, so its peak memory is its own; it is warmed up, then timed over ``steps``
+optimizer steps with the GPU synchronised. The table reports tokens/s, MFU (FLOPs per token from
+:mod:`harness.accounting`), peak memory and ours / anchor; an anchor whose package is missing, which
+cannot run the layout, or which fails during its run is skipped with the reason, printed and recorded.
+
+    ablate bench train --preset 1.3b-1to7 --batch 8 --seq-len 2048 --against transformers,mamba_ssm
+
+The record (device, versions, commit: :mod:`harness.benchmarks.record`) is written as JSON, by default to
+``results/bench/train-<preset>-b<batch>x<seq-len>-<device>.json``.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from harness.accounting import plan_model
+from harness.accounting import format_params, param_breakdown, plan_model
+from harness.benchmarks.record import bench_record, device_name, write_bench_json
 from harness.config_loader import ConfigError
 from harness.model import HybridLM
+from harness.model.config import AttentionConfig, ModelConfig
 from harness.presets import get_preset
 from harness.training.trainer import peak_flops
+
+ANCHORS = ("transformers", "mamba_ssm", "llama")
+BENCH_DIR = Path("results/bench")
+
+
+class AnchorSkipped(Exception):
+    """An anchor that cannot be timed here; the message is the reason printed and recorded."""
+
+
+@dataclass
+class Contender:
+    """One model in the race: how to build it (on the device, just before its turn) and run it."""
+
+    name: str
+    label: str
+    build: Callable[[], nn.Module]
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    flops_per_token: float
+    settings: dict = field(default_factory=dict)
+
+
+def default_json_path(preset: str, batch: int, seq_len: int) -> Path:
+    """Where a run's record goes unless told otherwise: one file per preset, shape and device."""
+    device = re.sub(r"[^a-z0-9]+", "-", device_name().lower()).strip("-")
+    return BENCH_DIR / f"train-{preset}-b{batch}x{seq_len}-{device}.json"
+
+
+def _seeded(seed: int, device: torch.device, make: Callable[[], nn.Module]) -> nn.Module:
+    """``make()`` on ``device`` from a fresh seed: the same seed gives the same weights, so ours and its
+    transformers export start equal without keeping a copy alive."""
+    torch.manual_seed(seed)
+    with device:
+        return make()
 
 
 def _time_steps(
     step: Callable[[torch.Tensor], float], batches: list[torch.Tensor], warmup: int, device: torch.device
-) -> tuple[float, float, float]:
-    """Seconds per step (mean over the timed steps), last loss, peak GiB."""
+) -> tuple[float, float, float | None]:
+    """Seconds per step (mean over the timed steps), last loss, peak GiB (``None`` off CUDA)."""
     for ids in batches[:warmup]:
         step(ids)
     if device.type == "cuda":
@@ -46,15 +101,15 @@ def _time_steps(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = (time.perf_counter() - start) / max(1, len(batches) - warmup)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return elapsed, loss, peak
 
 
-def _make_step(forward: Callable[[torch.Tensor], torch.Tensor], params, device: torch.device):
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+def _make_step(model: nn.Module, forward: Callable, device: torch.device) -> Callable[[torch.Tensor], float]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
 
     def step(ids: torch.Tensor) -> float:
-        logits = forward(ids[:, :-1])
+        logits = forward(model, ids[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -64,67 +119,270 @@ def _make_step(forward: Callable[[torch.Tensor], torch.Tensor], params, device: 
     return step
 
 
+def _ours(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int) -> Contender:
+    return Contender(
+        "ours",
+        "ours (HybridLM)",
+        lambda: _seeded(seed, device, lambda: HybridLM(cfg)).to(dtype),
+        lambda model, ids: model(ids).logits,
+        plan_model(cfg, context=seq_len).flops_per_token,
+    )
+
+
+def _transformers_jamba(
+    cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int
+) -> Contender:
+    try:
+        from harness.hf_interop import to_hf_config, to_hf_model
+
+        # On CUDA, let transformers take its mamba-ssm / causal-conv1d kernel path, as ours does.
+        kernels = device.type == "cuda"
+        to_hf_config(cfg, use_mamba_kernels=kernels)  # refuses the layouts transformers cannot run
+    except (ConfigError, ImportError) as e:
+        raise AnchorSkipped(str(e)) from e
+
+    def build() -> nn.Module:
+        hf = to_hf_model(_seeded(seed, device, lambda: HybridLM(cfg)), use_mamba_kernels=kernels).to(dtype)
+        hf.config.use_cache = False
+        return hf
+
+    return Contender(
+        "transformers",
+        "transformers JambaForCausalLM",
+        build,
+        lambda model, ids: model(ids, use_cache=False).logits,
+        plan_model(cfg, context=seq_len).flops_per_token,
+        {"weights": "ours, exported", "use_mamba_kernels": kernels},
+    )
+
+
+def _mamba_ssm(
+    cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int
+) -> Contender:
+    if "E" in cfg.pattern:
+        raise AnchorSkipped("mamba_ssm has no MoE layer")
+    if "M" not in cfg.pattern:
+        raise AnchorSkipped("no Mamba layer in the pattern (the pure-attention anchor is llama)")
+    if not re.fullmatch(r"([M*]-)+", cfg.pattern):
+        raise AnchorSkipped("mamba_ssm's blocks pair every mixer with exactly one MLP")
+    try:
+        from mamba_ssm.models.config_mamba import MambaConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+    except (ImportError, OSError) as e:  # not installed, or installed without its compiled kernels
+        raise AnchorSkipped(f"the mamba_ssm package cannot be imported: {e}") from e
+    if device.type != "cuda":
+        raise AnchorSkipped("mamba_ssm's selective scan and fused norms need CUDA")
+    if cfg.attention.rope:
+        try:
+            import flash_attn.layers.rotary  # noqa: F401
+        except ImportError as e:
+            raise AnchorSkipped(f"mamba_ssm's rotary attention needs the flash_attn package: {e}") from e
+    m, mixers = cfg.mamba, cfg.pattern[::2]
+    ssm_cfg = dict(
+        layer="Mamba1",
+        d_state=m.d_state,
+        d_conv=m.d_conv,
+        expand=m.expand,
+        dt_rank=cfg.dt_rank,
+        dt_min=m.dt_min,
+        dt_max=m.dt_max,
+        dt_init_floor=m.dt_init_floor,
+        conv_bias=m.conv_bias,
+        bias=m.proj_bias,
+    )
+    attn_cfg = dict(
+        num_heads=cfg.attention.n_heads,
+        num_heads_kv=cfg.attention.kv_heads,
+        head_dim=cfg.head_dim,
+        causal=True,
+        qkv_proj_bias=False,
+        out_proj_bias=False,
+        rotary_emb_dim=cfg.head_dim if cfg.attention.rope else 0,
+        rotary_emb_base=cfg.attention.rope_theta,
+    )
+    config = MambaConfig(
+        d_model=cfg.d_model,
+        d_intermediate=cfg.d_ff,
+        n_layer=len(mixers),
+        vocab_size=cfg.vocab_size,
+        ssm_cfg=ssm_cfg,
+        attn_layer_idx=[i for i, c in enumerate(mixers) if c == "*"],
+        attn_cfg=attn_cfg,
+        rms_norm=True,
+        residual_in_fp32=True,
+        fused_add_norm=True,
+        tie_embeddings=cfg.tie_embeddings,
+    )
+    return Contender(
+        "mamba_ssm",
+        "mamba_ssm MambaLMHeadModel",
+        lambda: _seeded(seed, device, lambda: MambaLMHeadModel(config, device=device, dtype=dtype)),
+        lambda model, ids: model(ids).logits,
+        plan_model(cfg, context=seq_len).flops_per_token,
+        {"mixer": "Mamba1", "attn_layer_idx": config.attn_layer_idx, "d_intermediate": cfg.d_ff},
+    )
+
+
+def llama_equivalent(cfg: ModelConfig) -> ModelConfig:
+    """Our pure-attention config with ``cfg``'s width, depth, heads and vocabulary whose MLP width (a
+    multiple of 8) brings it to ``cfg``'s active parameters: what the Llama anchor is, in our accounting."""
+    target = plan_model(cfg).params_active
+
+    def with_d_ff(d_ff: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=cfg.vocab_size,
+            d_model=cfg.d_model,
+            d_ff=d_ff,
+            pattern=f"(*-)x{cfg.n_layers}",
+            attention=AttentionConfig(
+                n_heads=cfg.attention.n_heads,
+                n_kv_heads=cfg.attention.kv_heads,
+                head_dim=cfg.head_dim,
+                rope=True,
+            ),
+            norm_eps=cfg.norm_eps,
+            tie_embeddings=cfg.tie_embeddings,
+        )
+
+    base = sum(param_breakdown(with_d_ff(8)).values())
+    per_unit = (sum(param_breakdown(with_d_ff(16)).values()) - base) / 8
+    return with_d_ff(max(8, round((8 + (target - base) / per_unit) / 8) * 8))
+
+
+def _llama(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int) -> Contender:
+    try:
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError as e:
+        raise AnchorSkipped(f"the transformers package cannot be imported: {e}") from e
+    eq = llama_equivalent(cfg)
+    config = LlamaConfig(
+        vocab_size=eq.vocab_size,
+        hidden_size=eq.d_model,
+        intermediate_size=eq.d_ff,
+        num_hidden_layers=eq.n_layers,
+        num_attention_heads=eq.attention.n_heads,
+        num_key_value_heads=eq.attention.kv_heads,
+        head_dim=eq.head_dim,
+        rms_norm_eps=eq.norm_eps,
+        max_position_embeddings=seq_len,
+        tie_word_embeddings=eq.tie_embeddings,
+        use_cache=False,
+    )
+    config._attn_implementation = "sdpa"
+    return Contender(
+        "llama",
+        "transformers LlamaForCausalLM",
+        lambda: _seeded(seed, device, lambda: LlamaForCausalLM(config)).to(dtype),
+        lambda model, ids: model(ids, use_cache=False).logits,
+        plan_model(eq, context=seq_len).flops_per_token,
+        {"attention": "sdpa", "intermediate_size": eq.d_ff},
+    )
+
+
+ANCHOR_BUILDERS = {"transformers": _transformers_jamba, "mamba_ssm": _mamba_ssm, "llama": _llama}
+
+
+def _race(
+    contender: Contender, batches: list[torch.Tensor], warmup: int, device: torch.device, peak: float | None
+) -> dict:
+    """Build, time and free one contender; its numbers as a JSON-ready dict."""
+    model = contender.build()
+    try:
+        params = sum(p.numel() for p in model.parameters())
+        seconds, loss, mem = _time_steps(
+            _make_step(model, contender.forward, device), batches, warmup, device
+        )
+    finally:
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    tokens = batches[0].shape[0] * (batches[0].shape[1] - 1)
+    return {
+        "params": params,
+        "tokens_per_s": tokens / seconds,
+        "step_ms": seconds * 1e3,
+        "flops_per_token": contender.flops_per_token,
+        "mfu": contender.flops_per_token * tokens / seconds / peak if peak else None,
+        "peak_gib": mem,
+        "loss": loss,
+    }
+
+
+def _print_table(title: str, results: list[dict]) -> None:
+    print(title)
+    print(
+        f"{'model':<30} {'params':>8} {'tokens/s':>11} {'step ms':>9} {'MFU':>6} {'peak GiB':>9} "
+        f"{'loss':>7} {'ours/it':>8}"
+    )
+    for r in results:
+        if "skipped" in r:
+            continue
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+        mem = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        ratio = f"{r['ours_over']:.2f}x" if r.get("ours_over") is not None else "-"
+        print(
+            f"{r['label']:<30} {format_params(r['params']):>8} {r['tokens_per_s']:>11,.0f} "
+            f"{r['step_ms']:>9.1f} {mfu:>6} {mem:>9} {r['loss']:>7.3f} {ratio:>8}"
+        )
+    for r in results:
+        if "skipped" in r:
+            print(f"{r['model']} not timed: {r['skipped']}")
+
+
 def run_train_benchmark(
-    preset: str, batch: int = 16, seq_len: int = 1024, steps: int = 10, warmup: int = 3, seed: int = 0
-) -> dict[str, dict[str, float]]:
+    preset: str,
+    batch: int = 16,
+    seq_len: int = 1024,
+    steps: int = 10,
+    warmup: int = 3,
+    seed: int = 0,
+    against: Sequence[str] = (),
+    json_path: str | Path | None = None,
+) -> dict:
+    """Time ours and each anchor in ``against`` (names from :data:`ANCHORS`) on the same batches; print the
+    table, write the record to ``json_path`` (default: :func:`default_json_path`) and return it."""
+    unknown = [a for a in against if a not in ANCHOR_BUILDERS]
+    if unknown:
+        raise ConfigError(f"unknown anchor(s) {unknown}; choose from {', '.join(ANCHORS)}", key="against")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = get_preset(preset)
-    torch.manual_seed(seed)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    ours = HybridLM(cfg).to(device)
+    cfg = get_preset(preset)
     g = torch.Generator().manual_seed(seed)
     batches = [
         torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), generator=g).to(device)
         for _ in range(warmup + steps)
     ]
-    flops_per_token = plan_model(cfg, context=seq_len).flops_per_token
     peak = peak_flops(device)
-    tokens = batch * seq_len
-    results: dict[str, dict[str, float]] = {}
 
-    contenders: list[tuple[str, Callable[[], tuple[Callable, object]]]] = [
-        ("ours (HybridLM)", lambda: (lambda ids: ours(ids).logits, ours.parameters())),
-    ]
-    hf_reason = None
-    try:
-        from harness.hf_interop import to_hf_model
+    ours = _ours(cfg, device, dtype, seed, seq_len)
+    results = [{"model": ours.name, "label": ours.label, **_race(ours, batches, warmup, device, peak)}]
+    for name in against:
+        entry: dict = {"model": name}
+        try:
+            contender = ANCHOR_BUILDERS[name](cfg, device, dtype, seed, seq_len)
+            entry.update(label=contender.label, settings=contender.settings)
+            entry.update(_race(contender, batches, warmup, device, peak))
+            entry["ours_over"] = results[0]["tokens_per_s"] / entry["tokens_per_s"]
+        except AnchorSkipped as e:
+            entry["skipped"] = str(e)
+        except (RuntimeError, ValueError, AssertionError) as e:  # an anchor's own failure (OOM, ...)
+            entry = {"model": name, "skipped": f"failed during its run: {type(e).__name__}: {e}"}
+        results.append(entry)
 
-        # On CUDA, let transformers take its mamba-ssm / causal-conv1d kernel path, as ours does.
-        hf = to_hf_model(ours, use_mamba_kernels=device.type == "cuda").to(device, dtype)
-        hf.config.use_cache = False
-        contenders.append(
-            (
-                "transformers JambaForCausalLM",
-                lambda: (lambda ids: hf(ids, use_cache=False).logits, hf.parameters()),
-            )
-        )
-    except (ConfigError, ImportError) as e:
-        hf_reason = str(e)
-
-    ours.to(dtype)  # after the export, so both start from the same fp32 weights
-    for name, make in contenders:
-        forward, params = make()
-        seconds, loss, mem = _time_steps(_make_step(forward, params, device), batches, warmup, device)
-        results[name] = {
-            "tokens_per_s": tokens / seconds,
-            "step_ms": seconds * 1e3,
-            "mfu": flops_per_token * tokens / seconds / peak if peak else float("nan"),
-            "peak_gib": mem,
-            "loss": loss,
-        }
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    shape = f"batch {batch} x seq {seq_len}, {steps} steps after {warmup} warm-up"
-    print(f"{preset}: {cfg.pattern} | {shape} | {gpu}")
-    print(f"{'model':<32} {'tokens/s':>12} {'step ms':>9} {'MFU':>7} {'peak GiB':>9} {'loss':>8}")
-    for name, r in results.items():
-        row = f"{r['tokens_per_s']:>12,.0f} {r['step_ms']:>9.1f} {r['mfu']:>7.1%} {r['peak_gib']:>9.1f}"
-        print(f"{name:<32} {row} {r['loss']:>8.3f}")
-    if len(results) == 2:
-        a, b = (r["tokens_per_s"] for r in results.values())
-        print(f"throughput ratio ours / transformers: {a / b:.2f}x")
-    if hf_reason:
-        print(f"transformers not timed: {hf_reason}")
-    return results
+    shape = f"batch {batch} x seq {seq_len}, {steps} steps after {warmup} warm-up, {str(dtype)[6:]} weights"
+    _print_table(f"{preset}: {cfg.pattern} | {shape} | {device_name()}", results)
+    config = {
+        "preset": preset,
+        "pattern": cfg.pattern,
+        "batch": batch,
+        "seq_len": seq_len,
+        "steps": steps,
+        "warmup": warmup,
+        "seed": seed,
+        "dtype": str(dtype),
+        "against": list(against),
+    }
+    record = bench_record("train", config, results)
+    path = write_bench_json(record, json_path or default_json_path(preset, batch, seq_len))
+    print(f"record: {path}")
+    return record

@@ -1,0 +1,113 @@
+"""``ablate bench train --against ...``: every anchor is either timed or skipped with its reason, the JSON
+record says where and from what code it came, and the Llama anchor is the preset's size.
+
+No speed is checked here (CPU, tiny presets, one step): the ratios are measured on the GPU
+(``pytest -m gpu tests/test_bench_train.py`` runs the mamba_ssm anchor there).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from harness.benchmarks.train import ANCHORS, run_train_benchmark
+from harness.cli import main
+
+TINY = ["--batch", "2", "--seq-len", "16", "--steps", "1", "--warmup", "1"]
+NUMBERS = ("params", "tokens_per_s", "step_ms", "flops_per_token", "loss")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mamba_ssm") is not None, reason="checks the skip without mamba_ssm"
+)
+def test_every_anchor_timed_or_skipped_with_its_reason(tmp_path, capsys, one_thread):
+    path = tmp_path / "bench.json"
+    args = [
+        "bench",
+        "train",
+        "--preset",
+        "tiny-1to7",
+        *TINY,
+        "--against",
+        ",".join(ANCHORS),
+        "--json",
+        str(path),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    record = json.loads(path.read_text())
+
+    assert record["kind"] == "train" and record["device"]
+    if not torch.cuda.is_available():
+        assert record["device"] == "cpu"
+    assert record["versions"]["torch"] == torch.__version__ and record["versions"]["transformers"]
+    assert record["versions"]["mamba_ssm"] is None
+    assert record["commit"] is None or len(record["commit"]) == 40
+    assert record["config"]["preset"] == "tiny-1to7" and record["config"]["against"] == list(ANCHORS)
+
+    by_model = {r["model"]: r for r in record["results"]}
+    assert list(by_model) == ["ours", *ANCHORS]
+    for name in ("ours", "transformers", "llama"):
+        assert all(by_model[name][k] > 0 for k in NUMBERS), by_model[name]
+    assert by_model["transformers"]["params"] == by_model["ours"]["params"]  # our weights, exported
+    assert by_model["transformers"]["loss"] == pytest.approx(by_model["ours"]["loss"], rel=1e-4)
+    for name in ("transformers", "llama"):
+        assert by_model[name]["ours_over"] == pytest.approx(
+            by_model["ours"]["tokens_per_s"] / by_model[name]["tokens_per_s"]
+        )
+    assert "mamba_ssm" in by_model["mamba_ssm"]["skipped"] and "tokens_per_s" not in by_model["mamba_ssm"]
+    assert "mamba_ssm not timed: the mamba_ssm package cannot be imported" in out
+    assert "ours/it" in out and "LlamaForCausalLM" in out
+
+
+def test_layouts_an_anchor_cannot_run_are_skipped_and_llama_matches_attention(tmp_path, one_thread):
+    record = run_train_benchmark(
+        "tiny-attention",
+        batch=2,
+        seq_len=16,
+        steps=1,
+        warmup=1,
+        against=("mamba_ssm", "llama"),
+        json_path=tmp_path / "attn.json",
+    )
+    ours, mamba, llama = record["results"]
+    assert "no Mamba layer" in mamba["skipped"]
+    assert llama["params"] == pytest.approx(ours["params"], rel=0.03)
+    assert json.loads((tmp_path / "attn.json").read_text())["results"] == record["results"]
+
+
+def test_pure_mamba_skips_transformers_with_hf_interops_reason(tmp_path, one_thread):
+    record = run_train_benchmark(
+        "tiny-mamba",
+        batch=2,
+        seq_len=16,
+        steps=1,
+        warmup=1,
+        against=("transformers",),
+        json_path=tmp_path / "mamba.json",
+    )
+    assert record["results"][1]["model"] == "transformers" and record["results"][1]["skipped"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is None, reason="needs mamba-ssm")
+def test_mamba_ssm_anchor_runs_on_cuda(tmp_path):
+    record = run_train_benchmark(
+        "mini-1to7",
+        batch=2,
+        seq_len=256,
+        steps=2,
+        warmup=1,
+        against=("mamba_ssm",),
+        json_path=tmp_path / "gpu.json",
+    )
+    ours, anchor = record["results"]
+    assert "skipped" not in anchor, anchor
+    assert anchor["settings"]["attn_layer_idx"] == [4]
+    assert anchor["params"] == pytest.approx(ours["params"], rel=0.03)
+    assert anchor["tokens_per_s"] > 0 and anchor["peak_gib"] > 0 and anchor["ours_over"] > 0
+    assert record["versions"]["mamba_ssm"] and record["device"] != "cpu"
