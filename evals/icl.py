@@ -7,7 +7,7 @@ are options here (saved in the payload) and three scores are reported:
 
 * ``loglik_accuracy``: the label with the higher log-likelihood after the prompt (format-free: it asks
   only whether the model prefers the right label of the two);
-* ``format_adherence``: share of greedy generations (decoded with the inference cache) that start with
+* ``format_adherence``: share of greedy generations (decoded with the static cache) that start with
   exactly one of the label words;
 * ``generation_accuracy``: greedy generations that start with the right label; off-format counts as
   wrong (the paper's scoring). The most frequent off-format answers are listed with their counts.
@@ -39,6 +39,7 @@ from evals.options import IMDB_TEMPLATE, IclOptions, ImdbPromptOptions
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import ResolvedSource, hub_offline, resolve
+from harness.model.decode import Decoder
 
 DEFAULT_SHOTS_TARGET = 4  # shots the automatic max_review_tokens leaves room for
 MAX_AUTO_REVIEW_TOKENS = 400
@@ -245,16 +246,17 @@ def score_prompt(
 ) -> tuple[list[float], list[int]]:
     """Log-likelihood of each continuation after ``ids`` and the greedy continuation, from one prefill.
 
-    The prompt is run once with the inference cache; each continuation is scored on a copy of the cache and
-    greedy decoding then continues from the original, so all three scores share one forward pass.
+    The prompt is run once into a static decoding cache; each continuation is scored on a copy of the cache
+    and greedy decoding then continues from the original, so all three scores share one forward pass.
     """
-    cache = model.new_cache(1)
-    first = model(torch.tensor([ids], device=device), cache=cache).logits[0, -1].float().log_softmax(-1)
+    room = max([max_new_tokens, *(len(c) for c in continuations)])
+    decoder = Decoder(model, 1, len(ids) + room)
+    first = decoder.prefill(torch.tensor([ids], device=device))[0].float().log_softmax(-1)
     scores = []
     for cont in continuations:
         lp = float(first[cont[0]])
         if len(cont) > 1:
-            branch = copy.deepcopy(cache)
+            branch = copy.deepcopy(decoder.cache)
             logits = model(torch.tensor([cont[:-1]], device=device), cache=branch).logits[0].float()
             lps = logits.log_softmax(-1)
             lp += float(lps[torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum())
@@ -264,7 +266,7 @@ def score_prompt(
     for step in range(max_new_tokens):
         generated.append(token)
         if step + 1 < max_new_tokens:
-            token = int(model(torch.tensor([[token]], device=device), cache=cache).logits[0, -1].argmax())
+            token = int(decoder.step(torch.tensor([token], device=device))[0].argmax())
     return scores, generated
 
 

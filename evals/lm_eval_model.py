@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from evals.loading import LoadedRun, load_run
 from harness.config_loader import ConfigError
+from harness.model.decode import Decoder
 
 log = logging.getLogger("evals")
 
@@ -288,11 +289,11 @@ class JambaAblateLM(TemplateLM):
 
     @torch.inference_mode()
     def _generate(self, prompts: list[list[int]], until: tuple[str, ...], max_new: int, temperature: float):
-        """Decode a batch of equal-length prompts with the inference cache (the loop of HybridLM.generate,
-        plus per-row stop strings)."""
+        """Decode a batch of equal-length prompts with the static decoding cache (the loop of
+        HybridLM.generate, plus per-row stop strings)."""
         ids = torch.tensor(prompts, dtype=torch.long, device=self.device)
-        cache = self.model.new_cache(ids.shape[0])
-        logits = self.model(ids, cache=cache).logits[:, -1]
+        decoder = Decoder(self.model, ids.shape[0], ids.shape[1] + max_new)
+        logits = decoder.prefill(ids)
         generator = torch.Generator(device=self.device).manual_seed(self.seed) if temperature > 0 else None
         new: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
@@ -313,7 +314,7 @@ class JambaAblateLM(TemplateLM):
                     done[row] = True
             if all(done):
                 break
-            logits = self.model(token[:, None], cache=cache).logits[:, -1]
+            logits = decoder.step(token)
         texts = []
         for row in new:
             text = self.tok_decode(row)

@@ -5,6 +5,9 @@ Subcommands:
   ablate presets [--family F]
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N] [--against A,B] [--json PATH]
+  ablate bench prefill --preset NAME [--context 8k,32k] [--batch N] [--out FILE.json]
+  ablate bench decode --preset NAME [--batch 1,16] [--prompt 2048] [--new 256] [--no-cuda-graphs]
+  ablate bench context --preset NAME [--max-bytes N]
   ablate data prepare | ablate data show | ablate tokenizer train
   ablate train CONFIG.yaml [KEY=VALUE ...] [--run-dir DIR] [--dry-run]
   ablate sweep plan FILE [KEY=VALUE ...]
@@ -191,6 +194,42 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         against=[a for a in args.against.split(",") if a],
         json_path=args.json,
     )
+    return 0
+
+
+def cmd_bench_inference(args: argparse.Namespace) -> int:
+    from harness.benchmarks import inference
+    from harness.benchmarks.record import DEFAULT_DIR, provenance, write_bench_json
+    from harness.devices import resolve_device
+
+    device = resolve_device(args.device)
+    if args.bench == "prefill":
+        payload = inference.run_prefill(
+            args.preset, inference.parse_sizes(args.context), args.batch, device, repeats=args.repeats
+        )
+    elif args.bench == "decode":
+        payload = inference.run_decode(
+            args.preset,
+            inference.parse_sizes(args.batch),
+            args.prompt,
+            args.new,
+            device,
+            cuda_graphs=args.cuda_graphs,
+            compare_transformers=args.transformers,
+        )
+    else:
+        payload = inference.run_context(
+            args.preset,
+            device,
+            max_bytes=args.max_bytes,
+            start=args.start,
+            limit=args.limit,
+            resolution=args.resolution,
+        )
+    record = {"kind": args.bench, "preset": args.preset, **provenance(device), **payload}
+    stamp = record["time"].replace(":", "").replace("-", "")[:15]
+    path = write_bench_json(record, args.out or DEFAULT_DIR / f"{args.bench}-{args.preset}-{stamp}.json")
+    print(f"wrote {path}")
     return 0
 
 
@@ -466,6 +505,46 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: results/bench/train-PRESET-bBATCHxSEQ-DEVICE.json)",
     )
     bench_train.set_defaults(func=cmd_bench_train)
+    inference_help = {
+        "prefill": "prefill tokens/s per context, peak memory beside the accounting's cache bytes",
+        "decode": "batched greedy decoding with the static cache (CUDA graphs), vs transformers' generate",
+        "context": "the longest batch-1 prefill that fits in memory, beside the accounting's prediction",
+    }
+    for name, about in inference_help.items():
+        p = bench_sub.add_parser(name, help=about)
+        p.add_argument("--preset", required=True, help="model preset (randomly initialised)")
+        p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+        p.add_argument(
+            "--out", default=None, help="JSON path (default results/bench/<kind>-<preset>-<time>.json)"
+        )
+        p.set_defaults(func=cmd_bench_inference)
+        if name == "prefill":
+            p.add_argument("--context", default="8k,32k,64k,128k", help="comma-separated contexts (k = 1024)")
+            p.add_argument("--batch", type=int, default=1, help="sequences per prefill")
+            p.add_argument("--repeats", type=int, default=3, help="timed repetitions (the best is reported)")
+        elif name == "decode":
+            p.add_argument("--batch", default="1,16", help="comma-separated batch sizes")
+            p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per row")
+            p.add_argument("--new", type=int, default=256, help="new tokens per row")
+            p.add_argument(
+                "--cuda-graphs",
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help="replay the decode step as a CUDA graph (CUDA only)",
+            )
+            p.add_argument(
+                "--transformers",
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help="also time transformers' generate on the same weights",
+            )
+        else:
+            p.add_argument(
+                "--max-bytes", type=int, default=None, help="memory budget (required on CPU; caps the GPU's)"
+            )
+            p.add_argument("--start", type=int, default=1024, help="first context tried (then doubled)")
+            p.add_argument("--limit", type=int, default=4 * 1024 * 1024, help="longest context tried")
+            p.add_argument("--resolution", type=int, default=1024, help="bisection stops this close")
     return finish_parser(parser)
 
 

@@ -55,7 +55,7 @@ def test_causal_and_cached_decoding_equals_full_forward(name):
         torch.testing.assert_close(other[:, :15], full[:, :15], rtol=0, atol=1e-5)
         assert (other[:, 15:] - full[:, 15:]).abs().max() > 1e-2
         # Prefill 9 tokens, then decode one token at a time, then a multi-token chunk.
-        cache = model.new_cache(2)
+        cache = model.new_cache(2, 24)
         parts = [model(ids[:, :9], cache=cache).logits]
         parts += [model(ids[:, t : t + 1], cache=cache).logits for t in range(9, 20)]
         parts.append(model(ids[:, 20:], cache=cache).logits)

@@ -1,9 +1,10 @@
 """What a benchmark result needs to be re-measured and compared later: the device, the versions, the commit.
 
 A throughput number without the GPU, the torch / transformers / kernel versions and the code it came from
-cannot be checked against a later run, so every ``ablate bench`` that writes JSON goes through
-:func:`bench_record` and :func:`write_bench_json`. Versions are read from the installed distributions'
-metadata, never by importing them: ``import mamba_ssm`` fails wherever its compiled kernels are missing.
+cannot be checked against a later run, so every ``ablate bench`` that writes JSON puts
+:func:`provenance` beside its numbers and writes through :func:`write_bench_json`. Versions are read from
+the installed distributions' metadata, never by importing them: ``import mamba_ssm`` fails wherever its
+compiled kernels are missing.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from harness.atomic import atomic_write_text
 
 # Distributions whose versions decide the numbers (causal-conv1d changes every Mamba anchor's speed).
-VERSIONED = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "triton")
+VERSIONED = ("jamba-ablate", "torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "numpy")
+DEFAULT_DIR = Path("results") / "bench"
 
 
 def _version(distribution: str) -> str | None:
@@ -31,41 +34,45 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
-    """The commit of the harness's own checkout (not of the caller's working directory), if it is one."""
+def _git(*args: str) -> str | None:
+    """``git ARGS`` in the harness's own checkout (not the caller's working directory); None outside one."""
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            check=False,
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=False
         )
     except OSError:
         return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.strip() or None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
-def device_name() -> str:
-    """The GPU the benchmarks run on (``torch.cuda`` device 0, as they use), else ``cpu``."""
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+def device_name(device: torch.device | None = None) -> str:
+    """The GPU a benchmark runs on (``device``, else CUDA device 0 when there is one), else ``cpu``."""
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def provenance(device: torch.device | None = None) -> dict[str, Any]:
+    """Device, host, versions, commit (and whether the checkout had uncommitted changes) and time."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    host = {"python": platform.python_version(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
+    if device is not None and device.type == "cuda":
+        host["gpu_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
+    return {
+        "device": device_name(device),
+        "cuda": torch.version.cuda,
+        "host": host,
+        "versions": {name: _version(name) for name in VERSIONED},
+        "commit": commit or None,
+        "dirty": None if status is None else bool(status),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def bench_record(kind: str, config: dict, results: list[dict]) -> dict:
     """A JSON-ready record of one benchmark run: ``kind`` (e.g. ``train``), what was asked, what came out."""
-    return {
-        "kind": kind,
-        "device": device_name(),
-        "cuda": torch.version.cuda,
-        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
-        "versions": {name: _version(name) for name in VERSIONED},
-        "commit": _git_commit(),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": config,
-        "results": results,
-    }
+    return {"kind": kind, **provenance(), "config": config, "results": results}
 
 
 def write_bench_json(record: dict, path: str | os.PathLike) -> Path:

@@ -19,19 +19,34 @@ from harness.model.config import ModelConfig
 
 @dataclass
 class KVCache:
-    """Keys and values seen so far by one attention layer: (batch, kv_heads, tokens, head_dim)."""
+    """Keys and values of one attention layer, preallocated: (batch, kv_heads, max_len, head_dim).
 
-    k: Tensor | None = None
-    v: Tensor | None = None
+    Allocated once for the longest sequence a decode will reach and written in place, so a decoding step
+    never reallocates (and its tensors keep their addresses, which a captured CUDA graph relies on).
+    """
+
+    k: Tensor
+    v: Tensor
 
     @property
-    def length(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+    def capacity(self) -> int:
+        return self.k.shape[2]
 
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+    def write(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        """Store (batch, kv_heads, tokens, head_dim) at positions start.. and return every key and value
+        so far (views, no copy)."""
+        end = start + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache holds {self.capacity} tokens; writing up to position {end}")
+        self.k[:, :, start:end].copy_(k)
+        self.v[:, :, start:end].copy_(v)
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def write_at(self, k: Tensor, v: Tensor, position: Tensor) -> None:
+        """Store one token's (batch, kv_heads, 1, head_dim) at ``position`` (a (1,) device tensor), without
+        reading the position on the host."""
+        self.k.index_copy_(2, position, k)
+        self.v.index_copy_(2, position, v)
 
 
 def rotary_cos_sin(
@@ -64,21 +79,26 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=False)
 
-    def forward(
-        self, x: Tensor, cache: KVCache | None = None, return_probs: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
-        """x: (batch, tokens, d_model). Returns the output and, if asked, probabilities (b, h, t, s)."""
+    def _qkv(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (batch, tokens, d_model) -> q, k, v as (batch, heads, tokens, head_dim), rotated if RoPE."""
         batch, tokens, _ = x.shape
-        past = cache.length if cache is not None else 0
         q = self.q_proj(x).view(batch, tokens, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, tokens, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, tokens, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.rope:
-            positions = torch.arange(past, past + tokens, device=x.device)
             cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return q, k, v
+
+    def forward(
+        self, x: Tensor, cache: KVCache | None = None, past: int = 0, return_probs: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (batch, tokens, d_model), continuing ``past`` tokens held in ``cache``. Returns the output and,
+        if asked, probabilities (b, h, t, s)."""
+        batch, tokens, _ = x.shape
+        q, k, v = self._qkv(x, torch.arange(past, past + tokens, device=x.device))
         if cache is not None:
-            k, v = cache.append(k, v)
+            k, v = cache.write(k, v, past)
         keys = k.shape[2]
         probs = None
         if return_probs:
@@ -99,6 +119,21 @@ class Attention(nn.Module):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
         out = out.transpose(1, 2).reshape(batch, tokens, self.n_heads * self.head_dim)
         return self.o_proj(out), probs
+
+    def step(self, x: Tensor, cache: KVCache, position: Tensor, slots: Tensor) -> Tensor:
+        """One token per row, x (batch, 1, d_model), at ``position`` ((1,) device tensor), attending over
+        the whole preallocated cache with the slots after ``position`` masked out.
+
+        Every shape is fixed by the cache (``slots`` is ``arange(capacity)``) and the position is never read
+        on the host, so the step can be captured once in a CUDA graph and replayed at every position.
+        """
+        batch = x.shape[0]
+        q, k, v = self._qkv(x, position)
+        cache.write_at(k, v, position)
+        mask = (slots <= position)[None]  # (1 query, capacity): broadcasts over batch and heads
+        gqa = {"enable_gqa": True} if self.n_kv_heads != self.n_heads else {}
+        out = F.scaled_dot_product_attention(q, cache.k, cache.v, attn_mask=mask, **gqa)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, 1, self.n_heads * self.head_dim))
 
     @staticmethod
     def _causal_mask(tokens: int, keys: int, device: torch.device) -> Tensor:

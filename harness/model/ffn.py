@@ -88,3 +88,20 @@ class MoE(nn.Module):
         out = torch.zeros_like(flat).index_add_(0, token, y.to(flat.dtype))
         routing = Routing(load_balancing_loss(probs, idx, self.n_experts), counts)
         return out.view(shape), routing
+
+    def decode(self, x: Tensor) -> Tensor:
+        """The same mixture for a decoding step, without a host sync: every expert runs on every row and
+        unchosen experts get weight 0.
+
+        ``forward`` splits rows by expert, which needs the per-expert counts on the host and so cannot be
+        captured in a CUDA graph; at one token per row the extra expert FLOPs are cheaper than that sync.
+        Contributions are summed in expert order, as ``forward``'s sorted ``index_add_`` does.
+        """
+        flat = x.reshape(-1, x.shape[-1])
+        _, weights, idx = self.route(flat)
+        gate = torch.zeros(flat.shape[0], self.n_experts, device=flat.device, dtype=weights.dtype)
+        gate = gate.scatter(1, idx, weights).to(flat.dtype)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            out = out + gate[:, e, None] * expert(flat)
+        return out.view(x.shape)

@@ -2,8 +2,10 @@
 
 Each character of ``ModelConfig.pattern`` becomes one :class:`Block` (``x + sublayer(norm(x))``), so the
 model reads top to bottom like the pattern: ``M-M-M-M-*-M-M-M-`` is eight layers, each a mixer block then
-an FFN block. Incremental decoding goes through :class:`InferenceCache`, which holds a KV cache for every
-attention block and a conv/SSM state for every Mamba block.
+an FFN block. Incremental decoding goes through :class:`InferenceCache`, which holds a preallocated KV
+cache for every attention block and a conv/SSM state for every Mamba block; :meth:`HybridLM.decode_step`
+is the fixed-shape one-token step over it that :class:`harness.model.decode.Decoder` runs (or replays as a
+CUDA graph).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from harness.model.attention import Attention, KVCache
 from harness.model.config import ModelConfig
+from harness.model.decode import Decoder
 from harness.model.ffn import MoE, Routing, SwiGLU
 from harness.model.mamba import MambaMixer, MambaState
 from harness.model.norm import RMSNorm
@@ -44,37 +47,63 @@ class Block(nn.Module):
         self,
         x: Tensor,
         state: KVCache | MambaState | None = None,
-        fresh: bool = True,
+        past: int = 0,
         return_attentions: bool = False,
     ) -> tuple[Tensor, Tensor | Routing | None]:
         """Returns the new residual stream and what the sublayer reports: attention probabilities (when
-        asked) or MoE routing."""
+        asked) or MoE routing. ``past`` is how many tokens ``state`` already holds."""
         h = self.norm(x)
         extra = None
         if isinstance(self.layer, Attention):
-            h, extra = self.layer(h, cache=state, return_probs=return_attentions)
+            h, extra = self.layer(h, cache=state, past=past, return_probs=return_attentions)
         elif isinstance(self.layer, MambaMixer):
-            h = self.layer(h, state=state, fresh=fresh)
+            h = self.layer(h, state=state, fresh=past == 0)
         elif isinstance(self.layer, MoE):
             h, extra = self.layer(h)
         else:
             h = self.layer(h)
         return x + h, extra
 
+    def step(self, x: Tensor, state: KVCache | MambaState | None, position: Tensor, slots: Tensor) -> Tensor:
+        """One decoding step, x (batch, 1, d_model), with fixed shapes and no host sync (see
+        :meth:`HybridLM.decode_step`)."""
+        h = self.norm(x)
+        if isinstance(self.layer, Attention):
+            h = self.layer.step(h, state, position, slots)
+        elif isinstance(self.layer, MambaMixer):
+            h = self.layer.step(h[:, 0], state)[:, None]
+        elif isinstance(self.layer, MoE):
+            h = self.layer.decode(h)
+        else:
+            h = self.layer(h)
+        return x + h
+
 
 @dataclass
 class InferenceCache:
-    """Per-block decoding state plus the number of tokens already processed."""
+    """Per-block decoding state for ``batch`` sequences of up to ``max_len`` tokens, allocated once.
 
-    states: dict[int, KVCache | MambaState] = field(default_factory=dict)
+    ``seen`` (host) and ``position`` (a (1,) long tensor on the model's device) both count the tokens
+    already processed. Multi-token calls read ``seen``; :meth:`HybridLM.decode_step` reads and advances
+    only ``position``, so that it can be replayed as a CUDA graph, and its caller advances ``seen``.
+    """
+
+    states: dict[int, KVCache | MambaState]
+    max_len: int
+    position: Tensor
+    slots: Tensor  # arange(max_len): the attention step's mask is ``slots <= position``
     seen: int = 0
 
+    def reset(self) -> None:
+        """Forget every token, in place (tensors keep their addresses, so a captured graph stays valid)."""
+        for state in self.states.values():
+            for t in (state.k, state.v) if isinstance(state, KVCache) else (state.conv, state.ssm):
+                t.zero_()
+        self.position.zero_()
+        self.seen = 0
+
     def kv_bytes(self) -> int:
-        return sum(
-            s.k.nbytes + s.v.nbytes
-            for s in self.states.values()
-            if isinstance(s, KVCache) and s.k is not None
-        )
+        return sum(s.k.nbytes + s.v.nbytes for s in self.states.values() if isinstance(s, KVCache))
 
     def mamba_bytes(self) -> int:
         return sum(s.conv.nbytes + s.ssm.nbytes for s in self.states.values() if isinstance(s, MambaState))
@@ -132,16 +161,30 @@ class HybridLM(nn.Module):
             if isinstance(block.layer, MambaMixer):
                 block.layer.scan_backend = backend
 
-    def new_cache(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None):
+    def new_cache(
+        self,
+        batch: int,
+        max_len: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> InferenceCache:
+        """A zeroed decoding cache for ``batch`` sequences of at most ``max_len`` tokens (prompt included)."""
         device = device or self.embed_tokens.weight.device
         dtype = dtype or self.embed_tokens.weight.dtype
-        cache = InferenceCache()
+        states: dict[int, KVCache | MambaState] = {}
         for i, block in enumerate(self.blocks):
             if isinstance(block.layer, Attention):
-                cache.states[i] = KVCache()
+                shape = (batch, block.layer.n_kv_heads, max_len, block.layer.head_dim)
+                k, v = (torch.zeros(shape, device=device, dtype=dtype) for _ in "kv")
+                states[i] = KVCache(k, v)
             elif isinstance(block.layer, MambaMixer):
-                cache.states[i] = block.layer.new_state(batch, device, dtype)
-        return cache
+                states[i] = block.layer.new_state(batch, device, dtype)
+        return InferenceCache(
+            states,
+            max_len,
+            position=torch.zeros(1, dtype=torch.long, device=device),
+            slots=torch.arange(max_len, device=device),
+        )
 
     def forward(
         self,
@@ -149,26 +192,37 @@ class HybridLM(nn.Module):
         targets: Tensor | None = None,
         cache: InferenceCache | None = None,
         return_attentions: bool = False,
+        last_only: bool = False,
     ) -> LMOutput:
         """input_ids (batch, tokens). ``targets`` (batch, tokens) gives the loss (-100 is ignored).
 
-        With ``cache``, the tokens continue the cached sequence and the cache is updated.
+        With ``cache``, the tokens continue the cached sequence and the cache is updated; one token after
+        a prefill goes through :meth:`decode_step`. ``last_only`` computes the logits of the last position
+        only (batch, 1, vocab): a long prefill then never materialises (batch, tokens, vocab) logits.
         """
+        tokens = input_ids.shape[1]
+        if cache is not None and cache.seen > 0 and tokens == 1 and not return_attentions and targets is None:
+            if cache.seen >= cache.max_len:
+                raise ValueError(f"the inference cache holds {cache.max_len} tokens and is full")
+            logits = self.decode_step(input_ids[:, 0], cache)[:, None]
+            cache.seen += 1
+            return LMOutput(logits=logits, aux_loss=logits.new_zeros(()))
         x = self.embed_tokens(input_ids)
-        fresh = cache is None or cache.seen == 0
+        past = cache.seen if cache is not None else 0
         attentions: dict[int, Tensor] = {}
         aux_terms, counts = [], []
         for i, block in enumerate(self.blocks):
             state = cache.states.get(i) if cache is not None else None
-            x, extra = block(x, state=state, fresh=fresh, return_attentions=return_attentions)
+            x, extra = block(x, state=state, past=past, return_attentions=return_attentions)
             if isinstance(extra, Routing):
                 aux_terms.append(extra.aux_loss)
                 counts.append(extra.expert_counts)
             elif extra is not None:
                 attentions[i] = extra
         if cache is not None:
-            cache.seen += input_ids.shape[1]
-        logits = self.lm_head(self.final_norm(x))
+            cache.seen += tokens
+            cache.position.fill_(cache.seen)
+        logits = self.lm_head(self.final_norm(x[:, -1:] if last_only else x))
         out = LMOutput(logits=logits, attentions=attentions)
         if aux_terms:
             out.moe_aux = torch.stack(aux_terms).mean()
@@ -183,6 +237,19 @@ class HybridLM(nn.Module):
             out.loss = out.ce_loss + out.aux_loss
         return out
 
+    def decode_step(self, tokens: Tensor, cache: InferenceCache) -> Tensor:
+        """Logits (batch, vocab) after one more token per row, tokens (batch,), at ``cache.position``.
+
+        Fixed shapes, in-place cache updates and no host sync (MoE layers use their dense
+        :meth:`MoE.decode`): the function a CUDA graph captures. Advances ``cache.position``, not
+        ``cache.seen``.
+        """
+        x = self.embed_tokens(tokens)[:, None]
+        for i, block in enumerate(self.blocks):
+            x = block.step(x, cache.states.get(i), cache.position, cache.slots)
+        cache.position.add_(1)
+        return self.lm_head(self.final_norm(x))[:, 0]
+
     @torch.no_grad()
     def generate(
         self,
@@ -191,29 +258,18 @@ class HybridLM(nn.Module):
         temperature: float = 0.0,
         stop_token: int | None = None,
         generator: torch.Generator | None = None,
+        cuda_graphs: bool = False,
     ) -> Tensor:
-        """Continue ``input_ids`` (batch, tokens) with the decoding cache; greedy when temperature is 0.
+        """Continue ``input_ids`` (batch, tokens) with the static decoding cache; greedy when temperature
+        is 0. ``cuda_graphs`` replays the decoding step as a CUDA graph (on CUDA only; capture costs a
+        few steps, so it pays off for long generations).
 
         Returns only the new tokens (batch, <= max_new_tokens); stops early once every row emitted
         ``stop_token``.
         """
-        cache = self.new_cache(input_ids.shape[0])
-        logits = self(input_ids, cache=cache).logits[:, -1]
-        new = []
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for _ in range(max_new_tokens):
-            if temperature > 0:
-                probs = (logits.float() / temperature).softmax(-1)
-                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            else:
-                token = logits.argmax(-1)
-            new.append(token)
-            if stop_token is not None:
-                done |= token == stop_token
-                if bool(done.all()):
-                    break
-            logits = self(token[:, None], cache=cache).logits[:, -1]
-        return torch.stack(new, dim=1) if new else input_ids.new_zeros(input_ids.shape[0], 0)
+        batch, tokens = input_ids.shape
+        decoder = Decoder(self, batch, tokens + max_new_tokens, cuda_graphs=cuda_graphs)
+        return decoder.generate(input_ids, max_new_tokens, temperature, stop_token, generator)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

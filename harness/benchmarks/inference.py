@@ -1,0 +1,313 @@
+"""Inference speed and memory per arm: prefill throughput, batched decoding, the longest context that fits.
+
+These are the Jamba paper's Figs 2-3 axes for our own hybrids. Models are randomly initialised (speed and
+memory do not depend on the weights), bf16 on CUDA and fp32 elsewhere, and every figure sits beside what
+:mod:`harness.accounting` predicts for the same shape.
+
+    ablate bench prefill --preset mini-1to7 --context 8k,32k,128k --batch 1
+    ablate bench decode --preset mini-1to7 --batch 1,16 --prompt 2048 --new 256 --cuda-graphs
+    ablate bench context --preset mini-1to7
+
+* **prefill**: tokens/s of one forward pass that fills a static cache of exactly the context, with only the
+  last position's logits (what generation needs); peak allocator memory (CUDA) beside the accounting's
+  KV-cache and Mamba-state bytes.
+* **decode**: :class:`harness.model.decode.Decoder`, prefill then ``new`` greedy steps, CUDA graphs on or off;
+  tokens/s and ms per step per batch size. transformers' ``generate`` on the same weights
+  (:func:`harness.hf_interop.to_hf_model`) is timed end to end beside it where transformers can run the
+  layout, with the share of identical tokens; otherwise the reason is recorded.
+* **context**: the longest batch-1 prefill that fits, found by doubling then bisecting. On CUDA "fits" means
+  the prefill ran without an out-of-memory error (``--max-bytes`` caps the allocator below the device's
+  memory). The CPU has no allocator limit to hit, so there the command refuses unless ``--max-bytes`` is
+  given, and then a context fits when the weights plus the cache tensors actually allocated for it stay
+  within the budget (transient activations are not counted): a check of the search and the cache sizing,
+  not a memory measurement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from harness.accounting import kv_cache_bytes, mamba_state_bytes
+from harness.config_loader import ConfigError
+from harness.model import HybridLM
+from harness.model.decode import Decoder
+from harness.presets import get_preset
+
+SUFFIXES = {"k": 1024, "m": 1024 * 1024}
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"8k,32k,2048"`` -> [8192, 32768, 2048] (k = 1024, m = 1024**2)."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        scale = SUFFIXES.get(part[-1:], 1)
+        digits = part[:-1] if part[-1:] in SUFFIXES else part
+        if not digits.isdigit() or int(digits) == 0:
+            raise ConfigError(f"not a size: {part!r} (use whole numbers such as 2048, 8k or 1m)")
+        sizes.append(int(digits) * scale)
+    return sizes
+
+
+def build_model(preset: str, device: torch.device, seed: int = 0) -> HybridLM:
+    """A randomly initialised arm, in eval mode, bf16 on CUDA and fp32 elsewhere."""
+    torch.manual_seed(seed)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return HybridLM(get_preset(preset)).to(device, dtype).eval()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
+def _accounting(model: HybridLM, context: int, batch: int) -> dict[str, int]:
+    size = model.embed_tokens.weight.element_size()
+    return {
+        "weights_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "kv_cache_bytes": kv_cache_bytes(model.cfg, context, batch, bytes_per_element=size),
+        "mamba_state_bytes": mamba_state_bytes(model.cfg, batch, bytes_per_element=size),
+    }
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(error)
+
+
+@torch.no_grad()
+def _prefill(model: HybridLM, ids: torch.Tensor) -> int:
+    """One prefill into a fresh cache sized to the prompt; returns the cache tensors' bytes."""
+    cache = model.new_cache(ids.shape[0], ids.shape[1])
+    model(ids, cache=cache, last_only=True)
+    return cache.kv_bytes() + cache.mamba_bytes()
+
+
+def run_prefill(
+    preset: str, contexts: list[int], batch: int, device: torch.device, repeats: int = 3
+) -> dict[str, Any]:
+    model = build_model(preset, device)
+    rows = []
+    for context in contexts:
+        ids = torch.randint(0, model.cfg.vocab_size, (batch, context), device=device)
+        row: dict[str, Any] = {"context": context, "batch": batch, **_accounting(model, context, batch)}
+        try:
+            _prefill(model, ids)  # warm-up: kernels, allocator
+            _reset_peak(device)
+            times = [_timed(lambda i=ids: _prefill(model, i), device) for _ in range(repeats)]
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e):
+                raise
+            rows.append({**row, "error": "out of memory"})
+            _reset_peak(device)
+            continue
+        seconds = min(t for t, _ in times)
+        row.update(
+            seconds=seconds,
+            tokens_per_s=batch * context / seconds,
+            peak_bytes=_peak(device),
+            cache_bytes_allocated=times[0][1],
+        )
+        rows.append(row)
+        print(
+            f"{preset} prefill batch {batch} x {context:>7}: {row['tokens_per_s']:>12,.0f} tok/s"
+            + (f", peak {row['peak_bytes'] / 2**30:.2f} GiB" if row["peak_bytes"] is not None else "")
+        )
+    return {"dtype": str(model.embed_tokens.weight.dtype), "repeats": repeats, "rows": rows}
+
+
+@torch.no_grad()
+def _decode_ours(decoder: Decoder, ids: torch.Tensor, new: int, device: torch.device) -> dict[str, Any]:
+    """Prefill, then ``new - 1`` timed greedy steps (the first new token comes from the prefill)."""
+    decoder.reset()
+    prefill_s, logits = _timed(lambda: decoder.prefill(ids), device)
+    tokens = [logits.argmax(-1)]
+
+    def steps() -> None:
+        for _ in range(new - 1):
+            tokens.append(decoder.step(tokens[-1]).argmax(-1))
+
+    decode_s, _ = _timed(steps, device)
+    return {"prefill_s": prefill_s, "decode_s": decode_s, "tokens": torch.stack(tokens, 1)}
+
+
+def _hf_generate(model: HybridLM, device: torch.device) -> tuple[Callable | None, str | None]:
+    """transformers' greedy ``generate`` on a copy of ``model``'s weights, or why it cannot run."""
+    try:
+        from harness.hf_interop import to_hf_model
+
+        hf = to_hf_model(model, use_mamba_kernels=device.type == "cuda").eval()
+    except (ConfigError, ImportError) as e:
+        return None, str(e)
+
+    def generate(ids: torch.Tensor, new: int) -> torch.Tensor:
+        out = hf.generate(
+            ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, use_cache=True, pad_token_id=0
+        )
+        return out[:, ids.shape[1] :]
+
+    return generate, None
+
+
+def run_decode(
+    preset: str,
+    batches: list[int],
+    prompt: int,
+    new: int,
+    device: torch.device,
+    cuda_graphs: bool = True,
+    compare_transformers: bool = True,
+) -> dict[str, Any]:
+    if new < 2:
+        raise ConfigError("--new must be at least 2 (the first new token comes from the prefill)")
+    model = build_model(preset, device)
+    hf_generate, hf_reason = _hf_generate(model, device) if compare_transformers else (None, "not asked")
+    graphs = cuda_graphs and device.type == "cuda"
+    rows = []
+    for batch in batches:
+        ids = torch.randint(0, model.cfg.vocab_size, (batch, prompt), device=device)
+        setup_s, decoder = _timed(lambda b=batch: Decoder(model, b, prompt + new, cuda_graphs=graphs), device)
+        _decode_ours(decoder, ids, min(new, 4), device)  # warm-up
+        ours = _decode_ours(decoder, ids, new, device)
+        row: dict[str, Any] = {
+            "batch": batch,
+            "prompt": prompt,
+            "new": new,
+            "setup_s": setup_s,
+            "prefill_s": ours["prefill_s"],
+            "decode_s": ours["decode_s"],
+            "ms_per_step": ours["decode_s"] / (new - 1) * 1e3,
+            "decode_tokens_per_s": batch * (new - 1) / ours["decode_s"],
+            "end_to_end_tokens_per_s": batch * new / (ours["prefill_s"] + ours["decode_s"]),
+            **_accounting(model, prompt + new, batch),
+        }
+        if hf_generate is not None:
+            hf_generate(ids, min(new, 4))  # warm-up
+            hf_s, hf_tokens = _timed(lambda i=ids: hf_generate(i, new), device)
+            row["transformers_end_to_end_tokens_per_s"] = batch * new / hf_s
+            row["speedup_vs_transformers"] = (
+                row["end_to_end_tokens_per_s"] / row["transformers_end_to_end_tokens_per_s"]
+            )
+            row["tokens_equal_share"] = float((hf_tokens == ours["tokens"]).float().mean())
+        rows.append(row)
+        print(
+            f"{preset} decode batch {batch:>3}, prompt {prompt}, {new} new: "
+            f"{row['decode_tokens_per_s']:>10,.0f} tok/s, {row['ms_per_step']:.2f} ms/step"
+            + (f", {row['speedup_vs_transformers']:.1f}x transformers" if hf_generate is not None else "")
+        )
+        del decoder
+        _reset_peak(device)
+    if hf_reason:
+        print(f"transformers not timed: {hf_reason}")
+    return {
+        "dtype": str(model.embed_tokens.weight.dtype),
+        "cuda_graphs": graphs,
+        "transformers_skipped": hf_reason,
+        "rows": rows,
+    }
+
+
+def predicted_max_context(model: HybridLM, budget: int) -> int | None:
+    """The accounting's longest batch-1 context whose weights + KV cache + Mamba state fit ``budget`` bytes
+    (None when the arm has no attention: no cache grows with the context)."""
+    acc = _accounting(model, 1, 1)
+    if acc["kv_cache_bytes"] == 0:
+        return None
+    return max(0, (budget - acc["weights_bytes"] - acc["mamba_state_bytes"]) // acc["kv_cache_bytes"])
+
+
+def run_context(
+    preset: str,
+    device: torch.device,
+    max_bytes: int | None = None,
+    start: int = 1024,
+    limit: int = 4 * 1024 * 1024,
+    resolution: int = 1024,
+) -> dict[str, Any]:
+    """Double from ``start`` until a prefill does not fit (or ``limit`` fits), then bisect to within
+    ``resolution`` tokens."""
+    if device.type != "cuda" and max_bytes is None:
+        raise ConfigError(
+            "ablate bench context measures against the GPU's memory; on the CPU there is no allocator limit "
+            "to hit: give --max-bytes to check the search against a budget, or run it on a CUDA device"
+        )
+    model = build_model(preset, device)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        budget = min(max_bytes or total, total)
+        torch.cuda.set_per_process_memory_fraction(budget / total, device)
+        criterion = "the prefill ran without running out of CUDA memory"
+    else:
+        budget = max_bytes
+        criterion = "weights + allocated cache tensors <= --max-bytes (CPU: activations not counted)"
+    weights = _accounting(model, 1, 1)["weights_bytes"]
+    probes: list[dict[str, Any]] = []
+
+    def fits(context: int) -> bool:
+        ids = torch.randint(0, model.cfg.vocab_size, (1, context), device=device)
+        _reset_peak(device)
+        try:
+            cache_bytes = _prefill(model, ids)
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e):
+                raise
+            probes.append({"context": context, "fits": False})
+            return False
+        finally:
+            del ids
+        ok = device.type == "cuda" or weights + cache_bytes <= budget
+        probes.append(
+            {"context": context, "fits": ok, "peak_bytes": _peak(device), "cache_bytes": cache_bytes}
+        )
+        return ok
+
+    good, bad = 0, None
+    context = start
+    while context <= limit:
+        if not fits(context):
+            bad = context
+            break
+        good, context = context, context * 2
+    if bad is not None:
+        while bad - good > resolution:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if fits(mid) else (good, mid)
+    measured = good or None
+    predicted = predicted_max_context(model, budget)
+    found = measured if bad is not None else f">= {good} (the --limit)"
+    print(
+        f"{preset} longest batch-1 prefill within {budget / 2**30:.2f} GiB: {found} tokens; "
+        f"accounting predicts {predicted}"
+    )
+    return {
+        "dtype": str(model.embed_tokens.weight.dtype),
+        "budget_bytes": budget,
+        "criterion": criterion,
+        "max_context": measured,
+        "hit_limit": bad is None,
+        "limit": limit,
+        "resolution": resolution,
+        "predicted_max_context": predicted,
+        "probes": probes,
+    }
