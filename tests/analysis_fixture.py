@@ -23,6 +23,43 @@ from harness.training.config import config_hash, resolve_run_config
 TOKENS_PER_STEP = 64 * 4
 
 
+def trained_sweep(name: str, arms: dict, seeds: list[int], compare: list[dict], **extra) -> dict:
+    """A sweep file's data for real runs at toy size: 12 steps of 128 tokens per arm, then perplexity and
+    attention on two documents, which the launcher's debug executor trains and evaluates in seconds (the
+    report and notebook tests read what it writes)."""
+    return {
+        "name": name,
+        **extra,
+        "base": {
+            "model": {"preset": "tiny-attention"},
+            "data": {
+                "train": [{"name": "c4"}],
+                "validation": [],
+                "tokenizer": {"kind": "bpe", "vocab_size": 1024, "max_train_bytes": 1_000_000},
+            },
+            "train": {
+                "seq_len": 128,
+                "global_batch": 4,
+                "micro_batch": 4,
+                "steps": 12,
+                "eval_every": 6,
+                "eval_batches": 1,
+                "checkpoint_every": 12,
+            },
+            "optim": {"lr": 3.0e-3},
+        },
+        "arms": arms,
+        "seeds": seeds,
+        "evals": ["perplexity", "attention"],
+        "eval_options": {
+            "perplexity": {"limit": 2, "corpora": ["c4"], "max_doc_bytes": 2000},
+            "attention": {"limit": 2},
+        },
+        "resources": {"cpus_per_task": 1},
+        "compare": compare,
+    }
+
+
 def run_config(name: str, preset: str, seed: int, steps: int) -> dict:
     return {
         "name": name,

@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 import yaml
+from analysis_fixture import trained_sweep
 from eval_fixture import tiny_run_config, train_copying
 
 from evals.loading import load_run
@@ -31,47 +32,23 @@ from harness.training.checkpoint import PREFIX, list_checkpoints, save_checkpoin
 from harness.training.config import resolve_run_config
 from harness.training.trainer import train
 
-SWEEP = {
-    "name": "nb-table4",
-    "description": "Table 4 arms at toy size for the notebook tests",
-    "base": {
-        "model": {"preset": "tiny-attention"},
-        "data": {
-            "train": [{"name": "c4"}],
-            "validation": [],
-            "tokenizer": {"kind": "bpe", "vocab_size": 1024, "max_train_bytes": 1_000_000},
-        },
-        "train": {
-            "seq_len": 128,
-            "global_batch": 4,
-            "micro_batch": 4,
-            "steps": 12,
-            "eval_every": 6,
-            "eval_batches": 1,
-            "checkpoint_every": 12,
-        },
-        "optim": {"lr": 3.0e-3},
-    },
-    "arms": {
+SWEEP = trained_sweep(
+    "nb-table4",
+    arms={
         "attention": {"model": {"preset": "tiny-attention"}},
         "mamba": {"model": {"preset": "tiny-mamba"}},
         "1:7": {"model": {"preset": "tiny-1to7"}},
     },
-    "seeds": [0],
-    "evals": ["perplexity", "attention"],
-    "eval_options": {
-        "perplexity": {"limit": 2, "corpora": ["c4"], "max_doc_bytes": 2000},
-        "attention": {"limit": 2},
-    },
-    "resources": {"cpus_per_task": 1},
-    "compare": [
+    seeds=[0],
+    compare=[
         {
             "table": "table4",
             "baseline": "attention",
             "rows": {"attention": "Attention", "mamba": "Mamba", "1:7": "Jamba a:m=1:7"},
         }
     ],
-}
+    description="Table 4 arms at toy size for the notebook tests",
+)
 
 
 def launch_sweep(folder: Path) -> tuple[Path, Path]:

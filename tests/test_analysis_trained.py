@@ -10,6 +10,7 @@ import statistics
 
 import pytest
 import yaml
+from analysis_fixture import trained_sweep
 
 from analysis import render
 from analysis.frames import load_frames
@@ -25,39 +26,15 @@ from harness.training.rundir import read_jsonl
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, eval_packs):
     tmp = tmp_path_factory.mktemp("trained")
-    sweep = {
-        "name": "table4-tiny",  # the registry declares its paper tables (Table 4 and Table 6)
-        "base": {
-            "model": {"preset": "tiny-1to7"},
-            "data": {
-                "train": [{"name": "c4"}],
-                "validation": [],
-                "tokenizer": {"kind": "bpe", "vocab_size": 1024, "max_train_bytes": 1_000_000},
-            },
-            "train": {
-                "seq_len": 128,
-                "global_batch": 4,
-                "micro_batch": 4,
-                "steps": 12,
-                "eval_every": 6,
-                "eval_batches": 1,
-                "checkpoint_every": 12,
-            },
-            "optim": {"lr": 3.0e-3},
-        },
-        "arms": {"mamba": {"model": {"preset": "tiny-mamba"}}, "1:7": {"model": {"preset": "tiny-1to7"}}},
-        "seeds": [0, 1],
-        "evals": ["perplexity", "attention"],
-        "eval_options": {
-            "perplexity": {"limit": 2, "corpora": ["c4"], "max_doc_bytes": 2000},
-            "attention": {"limit": 2},
-        },
-        "resources": {"cpus_per_task": 1},
-        "compare": [
+    sweep = trained_sweep(
+        "table4-tiny",  # the registry declares its paper tables (Table 4 and Table 6)
+        arms={"mamba": {"model": {"preset": "tiny-mamba"}}, "1:7": {"model": {"preset": "tiny-1to7"}}},
+        seeds=[0, 1],
+        compare=[
             {"table": "table4", "rows": {"mamba": "Mamba", "1:7": "Jamba a:m=1:7"}},
             {"table": "table6", "rows": {"mamba": "Mamba", "1:7": "Attention-Mamba (1:7)"}},
         ],
-    }
+    )
     path = tmp / "table4-tiny.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     root = tmp / "runs"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_sweep_launch import sweep_file as tiny_sweep_file
 
 from evals.loading import load_run
 from harness.cli import main
@@ -29,29 +30,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sweep_file(tmp_path: Path, arms: dict, steps: int = 20) -> Path:
-    data = {
-        "name": "dmg",
-        "base": {
-            "model": {"preset": "tiny-attention"},
-            "data": {
-                "train": [{"name": "c4"}],
-                "tokenizer": {"kind": "bpe", "vocab_size": 1024, "max_train_bytes": 1_000_000},
-            },
-            "train": {
-                "seq_len": 64,
-                "global_batch": 4,
-                "micro_batch": 4,
-                "steps": steps,
-                "eval_batches": 1,
-                "checkpoint_every": 5,
-                "keep_last": 0,
-            },
-            "optim": {"lr": 3.0e-3},
-        },
-        "arms": arms,
-        "resources": {"cpus_per_task": 1, "time": "00:10:00"},
-    }
-    path = tmp_path / "dmg.yaml"
+    """The launcher tests' tiny sweep with checkpoints every 5 steps, every one kept."""
+    path = tiny_sweep_file(tmp_path, name="dmg", arms=arms, steps=steps)
+    data = yaml.safe_load(path.read_text())
+    data["base"]["train"].update(checkpoint_every=5, keep_last=0)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

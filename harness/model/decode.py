@@ -66,15 +66,13 @@ class Decoder:
 
         With a graph the result is its output buffer, overwritten by the next step: copy it to keep it.
         """
-        if self.cache.seen >= self.cache.max_len:
-            raise ValueError(f"the decoding cache holds {self.cache.max_len} tokens and is full")
+        self.cache.count_step()
         self.tokens.copy_(tokens)
         if self.graph is not None:
             self.graph.replay()
             logits = self.logits
         else:
             logits = self.model.decode_step(self.tokens, self.cache)
-        self.cache.seen += 1
         return logits
 
     @torch.no_grad()

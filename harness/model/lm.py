@@ -85,7 +85,8 @@ class InferenceCache:
 
     ``seen`` (host) and ``position`` (a (1,) long tensor on the model's device) both count the tokens
     already processed. Multi-token calls read ``seen``; :meth:`HybridLM.decode_step` reads and advances
-    only ``position``, so that it can be replayed as a CUDA graph, and its caller advances ``seen``.
+    only ``position``, so that it can be replayed as a CUDA graph, and its caller counts the token in
+    ``seen`` with :meth:`count_step`.
     """
 
     states: dict[int, KVCache | MambaState]
@@ -101,6 +102,13 @@ class InferenceCache:
                 t.zero_()
         self.position.zero_()
         self.seen = 0
+
+    def count_step(self) -> None:
+        """Count the token of one :meth:`HybridLM.decode_step` in ``seen`` (the step itself advances
+        ``position``); refuses when the cache is full."""
+        if self.seen >= self.max_len:
+            raise ValueError(f"the inference cache holds {self.max_len} tokens and is full")
+        self.seen += 1
 
     def kv_bytes(self) -> int:
         return sum(s.k.nbytes + s.v.nbytes for s in self.states.values() if isinstance(s, KVCache))
@@ -202,10 +210,8 @@ class HybridLM(nn.Module):
         """
         tokens = input_ids.shape[1]
         if cache is not None and cache.seen > 0 and tokens == 1 and not return_attentions and targets is None:
-            if cache.seen >= cache.max_len:
-                raise ValueError(f"the inference cache holds {cache.max_len} tokens and is full")
+            cache.count_step()
             logits = self.decode_step(input_ids[:, 0], cache)[:, None]
-            cache.seen += 1
             return LMOutput(logits=logits, aux_loss=logits.new_zeros(()))
         x = self.embed_tokens(input_ids)
         past = cache.seen if cache is not None else 0
