@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from evals.loading import LoadedRun, load_run
 from harness.config_loader import ConfigError
-from harness.model.decode import Decoder
+from harness.model.decode import Decoder, next_token
 
 log = logging.getLogger("evals")
 
@@ -298,11 +298,7 @@ class JambaAblateLM(TemplateLM):
         new: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
         for _ in range(max_new):
-            if temperature > 0:
-                probs = (logits.float() / temperature).softmax(-1)
-                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            else:
-                token = logits.argmax(-1)
+            token = next_token(logits, temperature, generator)
             for row, tok in enumerate(token.tolist()):
                 if done[row]:
                     continue

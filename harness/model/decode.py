@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from harness.model.lm import HybridLM, InferenceCache
 
 
+def next_token(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
+    """The next token per row from logits (batch, vocab): greedy at temperature 0, else sampled."""
+    if temperature > 0:
+        probs = (logits.float() / temperature).softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return logits.argmax(-1)
+
+
 class Decoder:
     """A static cache for ``batch`` rows of up to ``max_len`` tokens and the step that extends it."""
 
@@ -92,11 +100,7 @@ class Decoder:
         new = []
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for i in range(max_new_tokens):
-            if temperature > 0:
-                probs = (logits.float() / temperature).softmax(-1)
-                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            else:
-                token = logits.argmax(-1)
+            token = next_token(logits, temperature, generator)
             new.append(token)
             if stop_token is not None:
                 done |= token == stop_token
