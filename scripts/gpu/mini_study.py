@@ -6,6 +6,7 @@ all on the one GPU), so nothing here trains or evaluates by itself:
 
     python3 scripts/gpu/mini_study.py start --train-seconds 780  # calibrate, fix the budget, launch
     python3 scripts/gpu/mini_study.py start --tokens 15000000 --sequential  # fixed budget; text, then MQAR
+    python3 scripts/gpu/mini_study.py start --only sweeps/mini-mqar.yaml  # one sweep, budget as in its file
     python3 scripts/gpu/mini_study.py wait --seconds 540         # follow until all are done, or time is up
     python3 scripts/gpu/mini_study.py pack $OUT                  # small files -> $OUT/mini-results.tar.xz
 
@@ -134,7 +135,7 @@ def _tiny(data: dict) -> dict:
 
 def _study_files(args) -> list[tuple[str, dict]]:
     out = []
-    for rel in SWEEPS:
+    for rel in getattr(args, "only", None) or SWEEPS:
         data = yaml.safe_load((REPO / rel).read_text())
         out.append((rel, _tiny(data) if args.scale == "tiny" else data))
     return out
@@ -260,9 +261,12 @@ def cmd_start(args) -> None:
     print(f"[study] device {json.dumps(state['device'])}", flush=True)
 
     names = [f"{data['name']}-calib" for _, data in _study_files(args)]
-    rates = _calibrate(args, root) if args.tokens is None else {}
+    has_text = any(rel == TEXT_SWEEP for rel, _ in _study_files(args))
+    rates = _calibrate(args, root) if args.tokens is None and has_text else {}
     if rates:
         state["calibration"] = rates.pop("_meta") | {"rates": rates}
+    elif not has_text:
+        state["calibration"] = {"skipped": "no text sweep: every sweep run has its budget in its file"}
     else:
         state["calibration"] = {"skipped": f"--tokens {args.tokens} fixed the budget"}
     _write_state(args, state)
@@ -294,7 +298,7 @@ def cmd_start(args) -> None:
         files.append(path)
     state["sweep_files"] = [str(f.relative_to(REPO)) if f.is_relative_to(REPO) else str(f) for f in files]
     budget = state.get("text_tokens_per_run")
-    line = f"[study] budget: {f'{budget:,}' if budget else 'as in the file'} tokens per text run"
+    line = f"[study] budget: {f'{budget:,} tokens per text run' if budget else 'as in each sweep file'}"
     if rates:
         predicted = simulate(
             [(budget or 0, r["tokens_per_s"]) for r in rates[text_name].values()] + other, args.speedup_cap
@@ -469,6 +473,12 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--speedup-cap", type=float, default=3.0, help="most a run speeds up as others end")
     start.add_argument(
         "--tokens", type=int, help="tokens per text run: fixes the budget and skips the calibration"
+    )
+    start.add_argument(
+        "--only",
+        action="append",
+        choices=SWEEPS,
+        help="run only this sweep file of the study (repeatable; default: all of them)",
     )
     start.add_argument(
         "--sequential", action="store_true", help="launch each sweep when the one before it has finished"
