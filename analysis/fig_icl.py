@@ -1,5 +1,6 @@
 """Figures of in-context learning: the paper's Fig. 7 (attention to labels, per-head scores), the Table 6
-companion (IMDB's three scores and off-format answers) and the induction probe's per-position loss.
+companion (IMDB's three scores and off-format answers), the induction probe's per-position loss, and the
+recall accuracy of runs trained on MQAR (Table 6's mechanism).
 
 Inputs are the tidy frames (analysis.frames), the measures frame (analysis.measure) and, for the token
 view, :class:`analysis.attention_maps.PromptMaps`; ``names`` maps arm labels to display names, in order.
@@ -7,6 +8,8 @@ Highlighted things carry a ``gid`` (``label-tokens``, ``top-head``) so tests and
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -224,4 +227,55 @@ def induction_curve(curve: pd.DataFrame, names: dict[str, str]) -> Figure:
         ax.set_xlabel("position in the sequence (tokens)")
         ax.set_ylabel("loss (nats/token)")
         ax.legend(frameon=False)
+    return fig
+
+
+MQAR_TASK = re.compile(r"^L(\d+)_N(\d+)$")
+
+
+def mqar_recall(evals: pd.DataFrame, names: dict[str, str]) -> Figure:
+    """Zoology's view of runs trained on MQAR (the mqar suite): recall accuracy against the number of
+    key-value pairs, one panel per sequence length, one line per arm (mean over seeds; error bars: seed std,
+    or the binomial s.e. of one seed's queries)."""
+    rows = evals[(evals["suite"] == "mqar") & (evals["metric"] == "accuracy")]
+    parsed = rows["task"].str.extract(MQAR_TASK).astype(float)
+    rows = rows.assign(seq_len=parsed[0], num_pairs=parsed[1]).dropna(subset=["seq_len", "value"])
+    arm_look = looks(list(names))
+    with style():
+        lengths = sorted(rows["seq_len"].unique().astype(int))
+        fig = figure(height=2.8)
+        if not lengths:
+            empty_panel(fig.add_subplot(), "no mqar results")
+            return fig
+        axes = fig.subplots(1, len(lengths), squeeze=False, sharey=True)[0]
+        for ax, length in zip(axes, lengths, strict=True):
+            here = rows[rows["seq_len"] == length]
+            for label, name in names.items():
+                mine = here[here["label"] == label]
+                if mine.empty:
+                    continue
+                by = mine.groupby("num_pairs")
+                mean, std = by["value"].mean(), by["value"].std()
+                err = std.where(by["value"].count() > 1, by["stderr"].first()).fillna(0.0)
+                look = arm_look[label]
+                ax.errorbar(
+                    mean.index,
+                    100 * mean.to_numpy(),
+                    yerr=100 * err.to_numpy(),
+                    color=look.color,
+                    linestyle=look.linestyle,
+                    marker=look.marker,
+                    markersize=4,
+                    capsize=2,
+                    label=name,
+                )
+            pairs = sorted(here["num_pairs"].unique().astype(int))
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(pairs, [str(p) for p in pairs])
+            ax.minorticks_off()
+            ax.set_title(f"sequence length {length}")
+            ax.set_xlabel("key-value pairs")
+            ax.set_ylim(-3, 103)
+        axes[0].set_ylabel("recall accuracy (%)")
+        axes[-1].legend(frameon=False, fontsize=7)
     return fig

@@ -174,6 +174,18 @@ def _induction(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) ->
     return [Drawn("induction_curve", "Induction probe", caption, fig)]
 
 
+def _mqar(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
+    if not (frames.evals["suite"] == "mqar").any():
+        return []
+    caption = (
+        "Runs trained on multi-query associative recall (mqar suite, held-out test stream): accuracy of the "
+        "argmax over the whole vocabulary at each query, per (sequence length, key-value pairs) task; mean "
+        "over seeds, error bars: seed std or binomial s.e. Published small models (Zoology) solve it with "
+        "attention and hybrids, while pure Mamba degrades as the pairs grow."
+    )
+    return [Drawn("mqar_recall", "MQAR recall", caption, fig_icl.mqar_recall(frames.evals, names))]
+
+
 def _expert_load(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
     if frames.expert_load.empty:
         return []
@@ -181,7 +193,7 @@ def _expert_load(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) 
     return [Drawn("expert_load", "Expert load", caption, fig_training.expert_load(frames.expert_load, names))]
 
 
-FIGURES = (_loss, _attention, _imdb, _induction, _expert_load)
+FIGURES = (_loss, _attention, _imdb, _induction, _mqar, _expert_load)
 
 
 def _imdb_settings(run_dir: Path) -> dict:

@@ -1,8 +1,8 @@
 """``evals/<suite>.json`` payloads flattened into tidy rows: one row per (suite, task, metric).
 
 Each suite nests its numbers differently (evals/perplexity.py, lm_eval_suites.py, icl.py, probes.py,
-attention.py); this is the one place that knows those shapes. Every row carries the standard error and
-sample count when the payload allows one (lm-eval's stderr; a binomial one for IMDB's proportions), the
+attention.py, mqar.py); this is the one place that knows those shapes. Every row carries the standard error
+and sample count when the payload allows one (lm-eval's stderr; a binomial one for IMDB's proportions), the
 shots, the checkpoint step and the spec hash, and a task that did not run (e.g. "unavailable offline")
 becomes a row with that status and the reason, never a silent gap. Suites not known here still contribute
 their flat ``metrics`` mapping. Only ``evals/*.json`` is read: ``evals/adhoc/`` holds evaluations with
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 NAN = float("nan")
+MQAR_PREFIX = "mqar_recall"  # evals/mqar.py's metric names (analysis reads payloads, never imports evals)
 
 
 def _row(task: str, metric: str, value: Any, **extra: Any) -> dict[str, Any]:
@@ -132,6 +133,25 @@ def _attention(payload: dict) -> list[dict]:
     return [_row("attention", metric, value, n=n) for metric, value in payload.get("metrics", {}).items()]
 
 
+def _mqar(payload: dict) -> list[dict]:
+    """Task ``mqar``: accuracy over all tasks and on the hardest; then one task per (length, pairs), named
+    ``L<seq_len>_N<num_pairs>``, with accuracy (binomial s.e. over its queries), accuracy among the
+    sequence's own values, that chance, and the answers' loss."""
+    metrics = payload.get("metrics") or {}
+    rows = [
+        _row("mqar", key.rpartition("/")[2], metrics[key])
+        for key in (f"{MQAR_PREFIX}/accuracy", f"{MQAR_PREFIX}/min_accuracy")
+        if key in metrics
+    ]
+    for task in payload.get("tasks", []):
+        name, n = f"L{task['seq_len']}_N{task['num_pairs']}", task.get("queries")
+        for metric in ("accuracy", "accuracy_among_values", "chance_among_values", "answer_loss"):
+            if metric in task:
+                se = _binomial_se(task[metric], n) if metric.startswith("accuracy") else None
+                rows.append(_row(name, metric, task[metric], stderr=se, n=n))
+    return rows
+
+
 def _generic(payload: dict) -> list[dict]:
     rows = []
     for key, value in (payload.get("metrics") or {}).items():
@@ -147,6 +167,7 @@ FLATTENERS: dict[str, Callable[[dict], list[dict]]] = {
     "icl": _icl,
     "induction": _induction,
     "attention": _attention,
+    "mqar": _mqar,
 }
 
 

@@ -47,3 +47,29 @@ def test_committed_runs_load_and_table4_has_both_seeds():
     mqar = [r for r in runs if r.sweep == "mini-mqar"]
     assert {r.arm for r in mqar} == {"attention", "attention+rope", "mamba", "1:3", "1:7"}
     assert all(r.state == "done" for r in mqar)
+
+
+def test_committed_mqar_runs_give_recall_per_task_and_the_figure():
+    from analysis import fig_icl
+
+    path = RESULTS / "sweeps" / "mini-mqar.yaml"
+    runs = load_runs([str(path)], root=RESULTS / "runs")
+    frames = load_frames(runs)
+    measures = measure(frames, load_paper())
+    recall = measures[measures["metric"] == "mqar_recall"].set_index("label")["value"]
+    per_task = frames.evals[(frames.evals["suite"] == "mqar") & (frames.evals["metric"] == "accuracy")]
+    for run in runs:
+        payload = json.loads((run.path / "evals" / "mqar.json").read_text())
+        assert recall[run.arm] == pytest.approx(100 * payload["metrics"]["mqar_recall/accuracy"])  # in %
+        mine = per_task[per_task["run_id"] == run.run_id].set_index("task")["value"]
+        assert {f"L{t['seq_len']}_N{t['num_pairs']}": t["accuracy"] for t in payload["tasks"]} == {
+            task: mine[task] for task in mine.index if task != "mqar"
+        }
+    names = {label: label for label in dict.fromkeys(frames.runs["label"])}
+    fig = fig_icl.mqar_recall(frames.evals, names)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["sequence length 64", "sequence length 128"]
+    attention = per_task[per_task["label"] == "attention"].set_index("task")["value"]
+    bars = next(c for c in panels[0].containers if c.get_label() == "attention")
+    expected = [100 * attention[f"L64_N{n}"] for n in (4, 8, 16)]
+    assert list(bars.lines[0].get_ydata()) == pytest.approx(expected)

@@ -290,9 +290,13 @@ def cmd_start(args) -> None:
                 data["base"]["train"]["tokens"] = budget
                 state["text_tokens_per_run"] = budget
         path = final_dir / Path(rel).name
+        if rel != TEXT_SWEEP:
+            budget_source = "in the file"
+        else:
+            budget_source = "of --tokens" if args.tokens else "the calibration allowed"
         header = (
             f"# As run by scripts/gpu/mini_study.py on {state['device'].get('gpu', 'CPU')} (study.json):\n"
-            f"# {rel} with the token budget {'of --tokens' if args.tokens else 'the calibration allowed'}.\n"
+            f"# {rel} with the token budget {budget_source}.\n"
         )
         path.write_text(header + yaml.safe_dump(data, sort_keys=False))
         files.append(path)
