@@ -54,7 +54,7 @@ def add_report_commands(subparsers) -> None:
         "--bench",
         default=None,
         metavar="DIR",
-        help="instead of runs, render the `ablate bench` records (*.json) in DIR: Markdown tables and the "
+        help="instead of runs, render the ablate bench records (*.json) in DIR: Markdown tables and the "
         "Figs 2-3 style figures (default --out: DIR/report)",
     )
     rep.add_argument("--out", default=None, help="report folder (default: reports/<sweep>)")
