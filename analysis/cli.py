@@ -2,8 +2,11 @@
 
 ablate report SWEEP.yaml [SWEEP.yaml ...] | SWEEP_FOLDER | RUN_DIR ... [--out DIR] [--root DIR]
               [--format md --format csv --format tex]
+ablate report --bench DIR [--out DIR]
 
-Prints every table and the verdict of every paper claim, then where ``index.html`` is.
+Prints every table and the verdict of every paper claim, then where ``index.html`` is. With ``--bench``
+it renders the ``ablate bench`` records of DIR instead (:mod:`analysis.bench_report`, default out
+``DIR/report``) and prints where its README.md is.
 """
 
 from __future__ import annotations
@@ -13,6 +16,17 @@ import argparse
 
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import FORMATS, build_report
+    from harness.config_loader import ConfigError
+
+    if args.bench is not None:
+        from analysis.bench_report import build_bench_report
+
+        if args.sources:
+            raise ConfigError("give sweep files / run directories or --bench DIR, not both")
+        print(f"report: {build_bench_report(args.bench, out=args.out).resolve()}")
+        return 0
+    if not args.sources:
+        raise ConfigError("give sweep files, sweep folders or run directories to report on (or --bench DIR)")
 
     formats = tuple(args.format or FORMATS)
     index = build_report(args.sources, out=args.out, root=args.root, formats=formats)
@@ -32,9 +46,16 @@ def add_report_commands(subparsers) -> None:
     )
     rep.add_argument(
         "sources",
-        nargs="+",
+        nargs="*",
         metavar="SWEEP.yaml|RUN_DIR",
         help="sweep files, sweep folders (runs/<sweep>) or run directories",
+    )
+    rep.add_argument(
+        "--bench",
+        default=None,
+        metavar="DIR",
+        help="instead of runs, render the ablate bench records (*.json) in DIR: Markdown tables and the "
+        "Figs 2-3 style figures (default --out: DIR/report)",
     )
     rep.add_argument("--out", default=None, help="report folder (default: reports/<sweep>)")
     rep.add_argument(

@@ -5,8 +5,9 @@ Subcommands:
   ablate presets [--family F]
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N] [--against A,B] [--json PATH]
-  ablate bench prefill --preset NAME [--context 8k,32k] [--batch N] [--out FILE.json]
+  ablate bench prefill --preset NAME [--context 8k,32k] [--batch N] [--against A,B] [--out FILE.json]
   ablate bench decode --preset NAME [--batch 1,16] [--prompt 2048] [--new 256] [--no-cuda-graphs]
+                      [--no-uncached]
   ablate bench context --preset NAME [--max-bytes N]
   ablate data prepare | ablate data show | ablate tokenizer train
   ablate train CONFIG.yaml [KEY=VALUE ...] [--run-dir DIR] [--dry-run]
@@ -18,6 +19,7 @@ Subcommands:
               [--device D] [--threads N] [--option SUITE.KEY=VALUE]
   ablate export hf RUN_DIR OUT [--step N] [--overwrite]
   ablate report SWEEP.yaml [...] | RUN_DIR [...] [--out DIR] [--format md|csv|tex]
+  ablate report --bench DIR [--out DIR]
   ablate notebook NAME --runs SWEEP.yaml|RUN_DIR [...] [--out DIR] [-p KEY=VALUE]
 
 A user's configuration mistake (:class:`harness.config_loader.ConfigError`) is printed as one clear
@@ -205,7 +207,12 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.bench == "prefill":
         payload = inference.run_prefill(
-            args.preset, inference.parse_sizes(args.context), args.batch, device, repeats=args.repeats
+            args.preset,
+            inference.parse_sizes(args.context),
+            args.batch,
+            device,
+            repeats=args.repeats,
+            against=[a for a in args.against.split(",") if a],
         )
     elif args.bench == "decode":
         payload = inference.run_decode(
@@ -216,6 +223,7 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
             device,
             cuda_graphs=args.cuda_graphs,
             compare_transformers=args.transformers,
+            check_uncached=args.uncached,
         )
     else:
         payload = inference.run_context(
@@ -522,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--context", default="8k,32k,64k,128k", help="comma-separated contexts (k = 1024)")
             p.add_argument("--batch", type=int, default=1, help="sequences per prefill")
             p.add_argument("--repeats", type=int, default=3, help="timed repetitions (the best is reported)")
+            p.add_argument(
+                "--against",
+                default="",
+                help="comma-separated anchors timed at the same contexts after ours: transformers (its "
+                "Jamba, our weights), llama (transformers' Llama, SDPA, parameter-matched); an anchor that "
+                "cannot run here is skipped with the reason",
+            )
         elif name == "decode":
             p.add_argument("--batch", default="1,16", help="comma-separated batch sizes")
             p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per row")
@@ -537,6 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
                 action=argparse.BooleanOptionalAction,
                 default=True,
                 help="also time transformers' generate on the same weights",
+            )
+            p.add_argument(
+                "--uncached",
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help="check every decoded token against our uncached forward pass on the same prefix",
             )
         else:
             p.add_argument(

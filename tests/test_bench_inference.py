@@ -4,10 +4,12 @@ provenance (device, versions, commit) and the fields the GPU figures will be dra
 import json
 
 import pytest
+import torch
 
-from harness.benchmarks.inference import parse_sizes
+from harness.benchmarks.inference import build_model, first_divergence, parse_sizes, uncached_agreement
 from harness.cli import main
 from harness.config_loader import ConfigError
+from harness.model.decode import Decoder
 
 PROVENANCE = {"kind", "preset", "time", "device", "host", "versions", "commit", "dirty", "dtype"}
 
@@ -30,9 +32,38 @@ def test_sizes_parse_with_suffixes():
 def test_bench_prefill_writes_rows_beside_the_accounting(tmp_path, one_thread):
     record = bench(tmp_path, "prefill", "--preset", "tiny-1to7", "--context", "64,128", "--batch", "2")
     assert [r["context"] for r in record["rows"]] == [64, 128]
+    assert record["against"] == [] and record["anchors"] == []
     for row in record["rows"]:
+        assert row["implementation"] == "ours"
         assert row["tokens_per_s"] > 0 and row["peak_bytes"] is None  # no allocator statistics on CPU
         assert row["cache_bytes_allocated"] == row["kv_cache_bytes"] + row["mamba_state_bytes"]
+
+
+def test_bench_prefill_times_the_anchors_beside_ours_or_says_why_not(tmp_path, one_thread):
+    args = ["prefill", "--preset", "tiny-1to7", "--context", "32,64", "--repeats", "1"]
+    record = bench(tmp_path, *args, "--against", "transformers,llama")
+    assert record["against"] == ["transformers", "llama"]
+    assert [a["implementation"] for a in record["anchors"]] == ["transformers", "llama"]
+    assert all("skipped" not in a for a in record["anchors"]), record["anchors"]
+    rows = {(r["implementation"], r["context"]): r for r in record["rows"]}
+    assert set(rows) == {(i, c) for i in ("ours", "transformers", "llama") for c in (32, 64)}
+    for (implementation, context), row in rows.items():
+        assert row["tokens_per_s"] > 0 and row["peak_bytes"] is None
+        if implementation != "ours":
+            ours = rows["ours", context]["tokens_per_s"]
+            assert row["ours_over"] == pytest.approx(ours / row["tokens_per_s"])
+    # transformers' Jamba holds our weights and sizes its cache like ours; the Llama has only attention
+    assert rows["transformers", 64]["weights_bytes"] == rows["ours", 64]["weights_bytes"]
+    assert rows["transformers", 64]["kv_cache_bytes"] == rows["ours", 64]["kv_cache_bytes"]
+    assert rows["llama", 64]["mamba_state_bytes"] == 0 < rows["llama", 64]["kv_cache_bytes"]
+
+    record = bench(
+        tmp_path, "prefill", "--preset", "tiny-mamba", "--context", "32", "--against", "transformers"
+    )
+    (skip,) = record["anchors"]
+    assert skip["implementation"] == "transformers" and skip["skipped"]  # no attention: not a Jamba
+    assert [r["implementation"] for r in record["rows"]] == ["ours"]
+    assert main(["bench", "prefill", "--preset", "tiny-1to7", "--against", "mamba_ssm"]) == 2
 
 
 def test_bench_decode_matches_transformers_tokens_and_records_skips(tmp_path, one_thread):
@@ -42,12 +73,32 @@ def test_bench_decode_matches_transformers_tokens_and_records_skips(tmp_path, on
     for row, batch in zip(record["rows"], (1, 2), strict=True):
         assert row["batch"] == batch and row["decode_tokens_per_s"] > 0 and row["ms_per_step"] > 0
         assert row["tokens_equal_share"] == 1.0  # transformers' generate, same weights, same greedy tokens
+        assert row["first_divergence_transformers"] == [None] * batch
         assert row["speedup_vs_transformers"] > 0
+        # fp32: every cached step is the argmax of the uncached forward pass on the same prefix
+        assert row["tokens_equal_uncached_share"] == 1.0
+        assert row["first_divergence_uncached"] == [None] * batch
+        assert row["uncached_flip_margin_max"] == 0.0 and row["uncached_flips_beyond_near_tie"] == 0
     record = bench(
         tmp_path, "decode", "--preset", "tiny-mamba", "--batch", "1", "--prompt", "8", "--new", "2"
     )
     assert record["transformers_skipped"]  # no attention layer: transformers' Jamba cannot hold it
     assert "speedup_vs_transformers" not in record["rows"][0]
+    assert record["rows"][0]["tokens_equal_uncached_share"] == 1.0  # pure Mamba: state carried exactly
+
+
+def test_uncached_agreement_finds_the_first_wrong_token(one_thread):
+    model = build_model("tiny-1to7", torch.device("cpu"))
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 8))
+    tokens = Decoder(model, 2, 14).generate(ids, 6)
+    # the last token replaced by one the model would not have chosen (an earlier one would change the
+    # prefix of every later step as well)
+    tokens[1, 5] = (tokens[1, 5] + 1) % model.cfg.vocab_size
+    found = uncached_agreement(model, ids, tokens)
+    assert found["first_divergence_uncached"] == [None, 5]
+    assert found["tokens_equal_uncached_share"] == pytest.approx(11 / 12)
+    assert found["uncached_flip_margin_max"] > 0 and found["uncached_flips_beyond_near_tie"] == 1
+    assert first_divergence(torch.tensor([[False, True, True], [False] * 3])) == [1, None]
 
 
 def test_bench_context_refuses_cpu_without_budget_and_agrees_with_accounting(tmp_path, one_thread, capsys):

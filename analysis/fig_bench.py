@@ -1,0 +1,159 @@
+"""Figures of inference benchmark records: the Jamba paper's Fig. 3 (prefill throughput against context)
+and Fig. 2 (the longest context that fits), for our arms.
+
+Both take checked records (:mod:`analysis.bench_records`) and return a ``Figure`` whose series carry their
+names as matplotlib labels (``1.3b-1to7``, ``1.3b-1to7 transformers``), so tests find them on the object.
+A prefill series is one arm and implementation: ours, or an anchor timed beside it by ``ablate bench
+prefill --against``. The context bars put the measured length beside the accounting's prediction, which
+counts weights, KV cache and Mamba state only: the gap between them is what a prefill's transient
+activations take.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from analysis.bench_records import BenchRecord
+from analysis.style import MUTED, TOKENS, empty_panel, figure, looks, style
+
+GIB = 2**30
+
+
+def context_text(tokens: float, _pos: object = None) -> str:
+    """A context in binary units, as ``ablate bench`` takes them: 131072 -> ``128K``, 1673812 -> ``1.6M``."""
+    for unit, scale in (("M", 2**20), ("K", 2**10)):
+        if tokens >= scale:
+            return f"{tokens / scale:.3g}{unit}"
+    return f"{tokens:g}"
+
+
+CONTEXT = FuncFormatter(context_text)
+
+
+def series_name(preset: str, implementation: str) -> str:
+    """``1.3b-1to7`` for ours, ``1.3b-1to7 transformers`` for an anchor timed beside it."""
+    return preset if implementation == "ours" else f"{preset} {implementation}"
+
+
+def prefill_series(records: list[BenchRecord]) -> dict[str, list[dict]]:
+    """Series name -> its measured rows (out-of-memory rows left out), by context."""
+    series: dict[str, list[dict]] = {}
+    for record in (r for r in records if r.kind == "prefill"):
+        for row in record.rows:
+            if "error" not in row:
+                name = series_name(record.preset, row.get("implementation", "ours"))
+                series.setdefault(name, []).append(row)
+    return {name: sorted(rows, key=lambda r: r["context"]) for name, rows in series.items()}
+
+
+def _device(records: list[BenchRecord]) -> str:
+    return ", ".join(dict.fromkeys(r.data["device"] for r in records))
+
+
+def prefill_throughput(records: list[BenchRecord]) -> Figure:
+    """Left: prefill tokens/s against context (log x) per arm and implementation. Right: peak allocator
+    memory of the same prefills (where the device reports it), the accounting's weights + KV cache +
+    Mamba state as a thin line of the same look."""
+    series = prefill_series(records)
+    look = looks(list(series))
+    with style():
+        fig = figure(height=3.0)
+        speed, memory = fig.subplots(1, 2)
+        if not series:
+            empty_panel(speed, "no prefill records")
+            empty_panel(memory, "no prefill records")
+            return fig
+        measured_memory = False
+        for name, rows in series.items():
+            lk = look[name]
+            x = [r["context"] for r in rows]
+            kw = {"color": lk.color, "linestyle": lk.linestyle, "marker": lk.marker, "markersize": 3.5}
+            speed.plot(x, [r["tokens_per_s"] for r in rows], label=name, **kw)
+            peaks = [(r["context"], r["peak_bytes"] / GIB) for r in rows if r["peak_bytes"] is not None]
+            if peaks:
+                measured_memory = True
+                memory.plot(*zip(*peaks, strict=True), label=name, **kw)
+                predicted = [
+                    (r["weights_bytes"] + r["kv_cache_bytes"] + r["mamba_state_bytes"]) / GIB for r in rows
+                ]
+                memory.plot(x, predicted, color=lk.color, linewidth=0.6, label=f"_{name} accounting")
+        for ax in (speed, memory):
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(CONTEXT)
+            ax.set_xlabel("context (tokens, batch 1)")
+        speed.yaxis.set_major_formatter(TOKENS)
+        speed.set_ylim(bottom=0)
+        speed.set_ylabel("prefill tokens/s")
+        speed.set_title(f"Prefill throughput ({_device(records)})")
+        if measured_memory:
+            memory.set_ylim(bottom=0)
+            memory.set_ylabel("peak memory (GiB)")
+            memory.set_title("Peak memory (thin: weights + KV cache + state)")
+            memory.legend(frameon=False, loc="upper left")
+        else:
+            empty_panel(memory, "no peak memory in these records (measured on CUDA only)")
+        speed.legend(frameon=False, loc="lower left")
+    return fig
+
+
+def _budget_title(records: list[BenchRecord]) -> str:
+    budgets = sorted({r.data["budget_bytes"] for r in records})
+    return " / ".join(f"{b / GIB:.2f} GiB" for b in budgets)
+
+
+def max_context(records: list[BenchRecord]) -> Figure:
+    """Per arm, the longest batch-1 prefill measured to fit beside the accounting's prediction (log y);
+    an arm without attention has no cache that grows with the context, so no predicted bar."""
+    found = sorted((r for r in records if r.kind == "context"), key=lambda r: r.preset)
+    with style():
+        fig = figure(width=max(4.5, 1.2 * len(found) + 1.5), height=3.2)
+        ax = fig.add_subplot()
+        if not found:
+            empty_panel(ax, "no context records")
+            return fig
+        x = np.arange(len(found))
+        width = 0.38
+        measured = [r.data["max_context"] or 0 for r in found]
+        predicted = [r.data["predicted_max_context"] for r in found]
+        bars = ax.bar(x - width / 2, measured, width, color="0.15", label="measured")
+        ax.bar(
+            x + width / 2,
+            [p or 0 for p in predicted],
+            width,
+            color=MUTED,
+            hatch="//",
+            edgecolor="0.35",
+            label="accounting (weights + KV + state)",
+        )
+        for bar, record in zip(bars, found, strict=True):
+            if record.data["hit_limit"]:
+                bar.set_hatch("..")
+        top = max([*measured, *(p or 0 for p in predicted)])
+        for i, (m, p, r) in enumerate(zip(measured, predicted, found, strict=True)):
+            ax.annotate(
+                (">=" if r.data["hit_limit"] else "") + context_text(m),
+                (i - width / 2, m),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+            )
+            ax.annotate(
+                context_text(p) if p is not None else "no KV cache",
+                (i + width / 2, p if p is not None else m),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+            )
+        ax.set_yscale("log", base=2)
+        low = min((v for v in [*measured, *predicted] if v), default=1)
+        ax.set_ylim(bottom=2 ** math.floor(math.log2(max(1, low / 2))), top=max(2, top * 2))
+        ax.yaxis.set_major_formatter(CONTEXT)
+        ax.set_xticks(x, [r.preset for r in found])
+        ax.set_ylabel("longest batch-1 context (tokens)")
+        ax.set_title(f"Longest context within {_budget_title(found)} ({_device(found)})")
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)
+    return fig
