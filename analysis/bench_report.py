@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from analysis import fig_bench
 from analysis.bench_records import BenchRecord, load_records
+from analysis.style import save_figure
 from harness.atomic import atomic_directory
 from harness.config_loader import ConfigError
 
@@ -294,12 +294,6 @@ def bench_page(records: list[BenchRecord], source: str, figure_files: dict[str, 
     return "\n".join(out)
 
 
-def _save(fig: Figure, path: Path) -> None:
-    # SVG text stays text (small, diffable) and carries no date, so unchanged records render unchanged files
-    with mpl.rc_context({"svg.fonttype": "none", "svg.hashsalt": "bench"}):
-        fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
-
-
 def build_bench_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the records in ``folder`` to ``out`` (default ``<folder>/report``) and return
     its README.md; raises :class:`ConfigError` naming the file of a malformed record."""
@@ -315,6 +309,6 @@ def build_bench_report(folder: str | Path, out: str | Path | None = None) -> Pat
             fig = draw()
             figure_files[stem] = [f"figures/{stem}.{fmt}" for fmt in FIGURE_FORMATS]
             for rel in figure_files[stem]:
-                _save(fig, tmp / rel)
+                save_figure(fig, tmp / rel)
         (tmp / "README.md").write_text(bench_page(records, str(folder), figure_files) + "\n")
     return out / "README.md"

@@ -33,6 +33,7 @@ from analysis.measure import measure
 from analysis.page import FigureOut, Report, SweepReport, TableOut, index_html, index_md
 from analysis.paper import Compare, FigureSpec, Paper, load_paper
 from analysis.runs import RunInfo, load_runs
+from analysis.style import save_figure
 from analysis.tables import Table, paper_table, summary_table, table1
 from harness.config_loader import ConfigError
 
@@ -337,7 +338,7 @@ def _sweep_report(
         for fmt in FIGURE_FORMATS:
             path = folder / "figures" / f"{parts.name}-{fid}.{fmt}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            drawn.figure.savefig(path)
+            save_figure(drawn.figure, path)
             files.append(str(path.relative_to(folder)))
         title, claim = (spec.title, spec.claim) if spec else (drawn.title, "")
         report.figures.append(FigureOut(fid, title, drawn.caption, claim, files))

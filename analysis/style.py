@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
@@ -71,6 +72,14 @@ def style() -> Iterator[None]:
 def figure(width: float = WIDTH_IN, height: float = 3.0) -> Figure:
     """A new figure (use inside :func:`style`)."""
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write ``fig`` to ``path`` (format from the suffix) with no creation date in PDF or SVG and SVG text
+    kept as text (small, diffable), so re-rendering unchanged runs or records rewrites no file."""
+    dateless = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}}.get(path.suffix)
+    with mpl.rc_context({"svg.fonttype": "none", "svg.hashsalt": "ablate"}):
+        fig.savefig(path, metadata=dateless)
 
 
 def _si(value: float, _pos: object = None) -> str:
