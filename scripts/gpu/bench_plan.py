@@ -1,0 +1,153 @@
+"""The GPU measurements of the speed issues, as one resumable plan: run what fits in a command, carry on in
+the next, pack what came back.
+
+The lent GPU machine gives one command at most 10 minutes and stays warm only ~30 s between commands, so a
+list of benchmarks has to be cut into commands that each end in time, and a command that was cut short must
+not cost the next one its finished steps. Run THERE, after ``JAMBA_BUILD_KERNELS=1 source
+scripts/gpu/setup.sh``:
+
+    python3 scripts/gpu/bench_plan.py --root /tmp/bench run --seconds 540   # the next steps that fit
+    python3 scripts/gpu/bench_plan.py --root /tmp/bench pack $OUT            # records + logs -> one archive
+    python3 scripts/gpu/bench_plan.py --root /tmp/bench status               # what is done, what is left
+
+Each step is one ``ablate bench ...`` (or pytest) command writing under ``ROOT/out/``; a step is done when
+it exited 0, and is never run again (``--redo NAME`` runs it again). A step starts only if its time limit
+fits in what is left of ``--seconds``, so the command ends in time; a step that overruns its own limit is
+killed and recorded as failed, and the plan moves on. ``pack`` archives ``ROOT/out`` (the JSON records
+for ``results/bench/``, one log per step) and ``ROOT/plan.json`` (exit codes and seconds per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = "bench train --seq-len 2048 --batch"
+PREFILL = "bench prefill --context 8k,32k,64k,128k"
+DECODE = "bench decode --batch 1,16"
+CONTEXT = "bench context --max-bytes 12884901888 --start 16384 --resolution 8192"
+
+# (name, seconds allowed, what to run: ``ablate`` arguments, or ``pytest ...``), most wanted first: the
+# issue-16 tables, then the issue-15 before/after profile and the MoE kernels, then the other anchors.
+STEPS: tuple[tuple[str, int, str], ...] = (
+    ("gpu-tests", 420, "pytest -m gpu tests -q -p no:cacheprovider"),
+    ("prefill-1.3b-1to7", 150, f"{PREFILL} --preset 1.3b-1to7 --against transformers,llama"),
+    ("prefill-1.3b-attention", 150, f"{PREFILL} --preset 1.3b-attention --against transformers,llama"),
+    ("prefill-1.3b-mamba", 90, f"{PREFILL} --preset 1.3b-mamba --against llama"),
+    ("decode-1.3b-1to7", 150, f"{DECODE} --prompt 2048 --new 256 --preset 1.3b-1to7"),
+    ("decode-1.3b-attention", 150, f"{DECODE} --prompt 2048 --new 256 --preset 1.3b-attention"),
+    ("decode-eval-shape-1.3b-1to7", 90, f"{DECODE} --prompt 1024 --new 16 --preset 1.3b-1to7"),
+    ("context-1.3b-1to7", 150, f"{CONTEXT} --preset 1.3b-1to7"),
+    ("context-1.3b-attention", 120, f"{CONTEXT} --preset 1.3b-attention"),
+    ("train-1.3b-1to7", 150, f"{TRAIN} 8 --preset 1.3b-1to7 --against transformers,mamba_ssm,llama"),
+    ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers"),
+    ("train-1.3b-1to7-moe-b8", 180, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers"),
+    ("train-1.3b-1to3", 150, f"{TRAIN} 8 --preset 1.3b-1to3 --against transformers,mamba_ssm"),
+    ("train-1.3b-mamba", 120, f"{TRAIN} 8 --preset 1.3b-mamba --against mamba_ssm"),
+    ("train-1.3b-attention", 120, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama"),
+)  # fmt: skip
+
+
+def _command(name: str, what: str, out: Path) -> list[str]:
+    """The step's argv: pytest, or ``ablate`` with the record written to ``out/<name>.json``."""
+    if what.startswith("pytest "):
+        return [sys.executable, "-m", *shlex.split(what)]
+    record = ["--json" if what.startswith("bench train") else "--out", str(out / f"{name}.json")]
+    return [sys.executable, "-m", "harness.cli", *shlex.split(what), *record]
+
+
+def _state(root: Path) -> dict:
+    path = root / "plan.json"
+    return json.loads(path.read_text()) if path.exists() else {"steps": {}}
+
+
+def _save(root: Path, state: dict) -> None:
+    tmp = root / "plan.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, root / "plan.json")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    root, deadline = Path(args.root), time.monotonic() + args.seconds
+    out = root / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    state = _state(root)
+    names = [name for name, _, _ in STEPS]
+    for name in args.only + args.redo:
+        if name not in names:
+            raise SystemExit(f"bench_plan: no step {name!r}; the steps are: {', '.join(names)}")
+    wanted = [s for s in STEPS if not args.only or s[0] in args.only]
+    for name, limit, command in wanted:
+        done = state["steps"].get(name, {}).get("rc") == 0
+        if done and name not in args.redo:
+            continue
+        left = deadline - time.monotonic()
+        if limit > left:
+            print(f"[plan] {name}: needs up to {limit} s, {left:.0f} s left; next command")
+            continue
+        argv = _command(name, command, out)
+        line = shlex.join(argv)
+        print(f"[plan] {name}: {line}", flush=True)
+        start = time.monotonic()
+        with open(out / f"{name}.log", "w") as log:
+            try:
+                rc = subprocess.run(
+                    argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=limit
+                ).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        seconds = round(time.monotonic() - start, 1)
+        state["steps"][name] = {"rc": rc, "seconds": seconds, "command": line, "finished": time.time()}
+        _save(root, state)
+        tail = (out / f"{name}.log").read_text(errors="replace").strip().splitlines()[-6:]
+        print(f"[plan] {name}: exit {rc} in {seconds} s", *(f"    {t}" for t in tail), sep="\n", flush=True)
+    cmd_status(args)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    steps = _state(Path(args.root))["steps"]
+    for name, limit, _ in STEPS:
+        s = steps.get(name)
+        told = f"exit {s['rc']} in {s['seconds']} s" if s else f"pending (up to {limit} s)"
+        print(f"[plan] {name:<30} {told}")
+
+
+def cmd_pack(args: argparse.Namespace) -> None:
+    root, dest = Path(args.root), Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / "bench-plan.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        if (root / "plan.json").exists():
+            tar.add(root / "plan.json", arcname="plan.json")
+        if (root / "out").is_dir():
+            for path in sorted((root / "out").iterdir()):
+                tar.add(path, arcname=f"out/{path.name}")
+    print(f"[plan] {archive} ({archive.stat().st_size / 2**10:.0f} KiB)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default="/tmp/bench", help="state, records and logs (default /tmp/bench)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the pending steps that fit in --seconds")
+    run.add_argument("--seconds", type=float, default=540, help="time this command may take in all")
+    run.add_argument("--only", action="append", default=[], help="run only this step (repeatable)")
+    run.add_argument("--redo", action="append", default=[], help="run this step again even if done")
+    sub.add_parser("status", help="each step: exit code and seconds, or pending")
+    pack = sub.add_parser("pack", help="archive the records and logs into OUT/bench-plan.tar.xz")
+    pack.add_argument("out")
+    args = parser.parse_args(argv)
+    os.chdir(REPO)
+    {"run": cmd_run, "status": cmd_status, "pack": cmd_pack}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
