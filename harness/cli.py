@@ -5,6 +5,7 @@ Subcommands:
   ablate presets [--family F]
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N] [--against A,B] [--json PATH]
+                     [--moe-backend loop,grouped] [--profile N]
   ablate bench prefill --preset NAME [--context 8k,32k] [--batch N] [--against A,B] [--out FILE.json]
   ablate bench decode --preset NAME [--batch 1,16] [--prompt 2048] [--new 256] [--no-cuda-graphs]
                       [--no-uncached]
@@ -195,6 +196,8 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         against=[a for a in args.against.split(",") if a],
         json_path=args.json,
+        moe_backends=[b for b in args.moe_backend.split(",") if b],
+        profile=args.profile,
     )
     return 0
 
@@ -511,6 +514,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="where to write the record (device, versions, commit, results) "
         "(default: results/bench/train-PRESET-bBATCHxSEQ-DEVICE.json)",
+    )
+    bench_train.add_argument(
+        "--moe-backend",
+        default="auto",
+        help="comma-separated MoE backends, one row of ours each: auto (grouped where it runs without a host "
+        "sync), loop, grouped; e.g. loop,grouped to measure both in one run",
+    )
+    bench_train.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, profile our model over the timed batches again and record its top N kernels "
+        "(by self CUDA time; self CPU time on CPU) in the table and the JSON record",
     )
     bench_train.set_defaults(func=cmd_bench_train)
     inference_help = {

@@ -44,9 +44,10 @@ feature):
   with a single expert (transformers builds a dense MLP wherever ``num_experts == 1``).
 
 Ignored on export: ``dt_min``/``dt_max``/``dt_init_floor`` (initialisation only), ``scan_backend``
-(runtime), and a ``moe`` section when the pattern has no ``E``. ``pad_token_id`` is exported as None
-(transformers' default of 0 would freeze the gradient of token 0's embedding row); pass overrides such
-as ``pad_token_id``/``bos_token_id``/``eos_token_id`` to :func:`to_hf_config`.
+and ``moe.backend`` (runtime), and a ``moe`` section when the pattern has no ``E``. ``pad_token_id`` is
+exported as None (transformers' default of 0 would freeze the gradient of token 0's embedding row); pass
+overrides such as
+``pad_token_id``/``bos_token_id``/``eos_token_id`` to :func:`to_hf_config`.
 
 Weights
 -------

@@ -111,3 +111,24 @@ def test_mamba_ssm_anchor_runs_on_cuda(tmp_path):
     assert anchor["params"] == pytest.approx(ours["params"], rel=0.03)
     assert anchor["tokens_per_s"] > 0 and anchor["peak_gib"] > 0 and anchor["ours_over"] > 0
     assert record["versions"]["mamba_ssm"] and record["device"] != "cpu"
+
+
+def test_moe_backends_give_one_row_each_and_profile_is_recorded(tmp_path, capsys, one_thread):
+    path = tmp_path / "moe.json"
+    args = ["bench", "train", "--preset", "tiny-1to7-moe", *TINY, "--against", ""]
+    assert main([*args, "--moe-backend", "loop,grouped", "--profile", "3", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    record = json.loads(path.read_text())
+    assert record["config"]["moe_backends"] == ["loop", "grouped"] and record["config"]["profile"] == 3
+    loop, grouped = record["results"]
+    assert [loop["settings"]["moe_runs"], grouped["settings"]["moe_runs"]] == ["loop", "grouped"]
+    assert loop["loss"] == pytest.approx(grouped["loss"], rel=1e-5)  # same model, same batches
+    for row in (loop, grouped):
+        kernels = row["profile"]["kernels"]
+        assert row["profile"]["by"] == "self CPU time" and row["profile"]["steps"] == 1
+        assert 0 < len(kernels) <= 3
+        assert all(k["total_ms"] > 0 and 0 < k["share"] <= 1 and k["calls"] >= 1 for k in kernels)
+        assert [k["total_ms"] for k in kernels] == sorted((k["total_ms"] for k in kernels), reverse=True)
+    assert "ours (HybridLM, MoE loop)" in out and "top 3 by self CPU time over 1 steps" in out
+    assert main([*args, "--moe-backend", "fast", "--json", str(path)]) == 2
+    assert "unknown MoE backend(s) ['fast']" in capsys.readouterr().err

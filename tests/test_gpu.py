@@ -124,3 +124,43 @@ def test_cuda_graph_decoding_equals_eager_and_uncached_forward(name):
         assert torch.equal(new, eager)
         assert torch.equal(new, ids[:, 12:])
         assert torch.equal(graphed.generate(prompts, 10), new)  # replayed again after a reset
+
+
+def _moe_step(layer, x, backend):
+    """Output and gradients (input, then parameters) of one MoE forward/backward on ``backend``."""
+    layer.backend = backend
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out, routing = layer(x)
+    (out.float().square().mean() + routing.aux_loss).backward()
+    return [out, x.grad, *(p.grad for p in layer.parameters())]
+
+
+@pytest.mark.parametrize("tokens", [3, 1024])  # 3 tokens x top-2 of 16 experts leave most experts idle
+@pytest.mark.parametrize("precision", ["bf16 weights", "autocast"])
+def test_moe_grouped_gemm_matches_loop_without_host_sync(tokens, precision):
+    from harness.model.ffn import MoE, grouped_unsupported
+
+    torch.manual_seed(0)
+    cfg = get_preset("mini-1to7-moe")
+    layer = MoE(cfg).cuda()
+    x = torch.randn(1, tokens, cfg.d_model, device="cuda")
+    if precision == "bf16 weights":
+        layer, x = layer.bfloat16(), x.bfloat16()
+        autocast = torch.autocast("cuda", enabled=False)
+    else:
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    if grouped_unsupported(x, layer.d_ff, torch.bfloat16) is not None:
+        pytest.skip(grouped_unsupported(x, layer.d_ff, torch.bfloat16))
+    with autocast:
+        loop = _moe_step(layer, x, "loop")
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")  # any device-to-host copy or sync raises
+        try:
+            grouped = _moe_step(layer, x, "grouped")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for i, (a, b) in enumerate(zip(grouped, loop, strict=True)):
+        assert a is not None and b is not None, i
+        scale = b.float().abs().max().clamp(min=1e-3)
+        assert (a.float() - b.float()).abs().max() / scale < 2e-2, i

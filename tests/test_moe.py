@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from harness.config_loader import from_dict
-from harness.model import ModelConfig
-from harness.model.ffn import MoE, load_balancing_loss
+from harness.config_loader import from_dict, identity, to_dict
+from harness.model import HybridLM, ModelConfig
+from harness.model.ffn import MoE, grouped_unsupported, load_balancing_loss
 
 
 def moe_layer(n=2, k=1, renormalize=False) -> MoE:
@@ -57,3 +57,89 @@ def test_routing_weights_and_output(renormalize):
     assert routing.expert_counts.tolist() == [1, 1, 0]
     # f = [[1, 0, 0], [0, 1, 0]] (first and second choices), P = probs: 3 * (0.5 + 0.3)
     assert routing.aux_loss.item() == pytest.approx(3 * 0.8)
+
+
+def wide_moe_layer(n: int, k: int, d_model: int = 16, d_ff: int = 24) -> MoE:
+    """An MoE layer whose widths meet the grouped GEMM's 16-byte stride rule in fp32."""
+    cfg = from_dict(
+        ModelConfig,
+        dict(
+            vocab_size=8,
+            d_model=d_model,
+            d_ff=d_ff,
+            pattern="*E",
+            attention=dict(n_heads=1),
+            moe=dict(n_experts=n, top_k=k),
+        ),
+    )
+    torch.manual_seed(0)
+    return MoE(cfg)
+
+
+def run_backend(layer: MoE, backend: str, x: torch.Tensor) -> tuple[torch.Tensor, list, list, object]:
+    """Output, input gradient, parameter gradients and routing of one forward/backward on ``backend``."""
+    layer.backend = backend
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out, routing = layer(x)
+    (out * torch.cos(out.detach()) + routing.aux_loss).sum().backward()
+    grads = [p.grad for p in layer.parameters()]
+    return out, x.grad, grads, routing
+
+
+@pytest.mark.parametrize("tokens, n, k", [(37, 4, 2), (5, 8, 2), (64, 16, 2), (9, 3, 1), (12, 6, 6)])
+def test_grouped_backend_equals_loop(tokens, n, k):
+    layer = wide_moe_layer(n, k)
+    x = torch.randn(1, tokens, 16)
+    out_l, dx_l, grads_l, routing_l = run_backend(layer, "loop", x)
+    out_g, dx_g, grads_g, routing_g = run_backend(layer, "grouped", x)
+    torch.testing.assert_close(out_g, out_l, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dx_g, dx_l, rtol=1e-6, atol=1e-6)
+    names = [name for name, _ in layer.named_parameters()]
+    for name, a, b in zip(names, grads_g, grads_l, strict=True):
+        assert a is not None and b is not None, name  # idle experts get a zero gradient on both paths
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+    assert routing_g.expert_counts.tolist() == routing_l.expert_counts.tolist()
+    assert routing_g.aux_loss.item() == routing_l.aux_loss.item()
+    if tokens * k < n:  # some expert got no token
+        assert 0 in routing_g.expert_counts.tolist()
+
+
+def test_idle_experts_get_zero_gradients_on_the_grouped_path():
+    layer = wide_moe_layer(4, 1)
+    with torch.no_grad():  # the router sends every token to expert 2
+        layer.router.weight.zero_()
+        layer.router.weight[2, 0] = 10.0
+    x = torch.randn(1, 6, 16).abs()
+    _, _, _, routing = run_backend(layer, "grouped", x)
+    assert routing.expert_counts.tolist() == [0, 0, 6, 0]
+    for e in (0, 1, 3):
+        for p in layer.experts[e].parameters():
+            assert p.grad is not None and p.grad.eq(0).all()
+    assert layer.experts[2].down_proj.weight.grad.abs().sum() > 0
+
+
+def test_backend_choice():
+    layer = wide_moe_layer(4, 2)
+    x = torch.randn(2, 3, 16)
+    layer.backend = "auto"
+    assert layer.use_grouped(x.view(-1, 16)) == (grouped_unsupported(x, layer.d_ff, torch.float32) is None)
+    narrow = moe_layer(n=2, k=1)  # d_model 2: rows of 8 bytes, below the grouped GEMM's alignment
+    assert "multiples of 4" in grouped_unsupported(torch.zeros(3, 2), 4, torch.float32)
+    narrow.backend = "auto"
+    narrow(torch.randn(1, 3, 2))  # falls back to the loop
+    narrow.backend = "grouped"
+    with pytest.raises(ValueError, match="moe.backend 'grouped' cannot run here"):
+        narrow(torch.randn(1, 3, 2))
+
+
+def test_backend_is_a_runtime_setting():
+    base = dict(vocab_size=8, d_model=16, d_ff=24, pattern="*E", attention=dict(n_heads=1))
+    plain = from_dict(ModelConfig, {**base, "moe": dict(n_experts=4, top_k=2)})
+    looped = from_dict(ModelConfig, {**base, "moe": dict(n_experts=4, top_k=2, backend="loop")})
+    assert identity(plain) == identity(looped)  # run ids unchanged
+    assert "backend" not in to_dict(plain)["moe"]  # resolved configs of existing runs unchanged
+    model = HybridLM(looped)
+    assert model.blocks[1].layer.backend == "loop"
+    model.set_moe_backend("grouped")
+    assert model.blocks[1].layer.backend == "grouped"

@@ -27,12 +27,18 @@ cannot run the layout, or which fails during its run is skipped with the reason,
 
     ablate bench train --preset 1.3b-1to7 --batch 8 --seq-len 2048 --against transformers,mamba_ssm
 
+``--moe-backend loop,grouped`` times our model once per MoE backend (:class:`harness.model.ffn.MoE`), one
+row each, so a kernel change is measured before and after in one run; anchors' ``ours/it`` is against the
+first of our rows. ``--profile N`` adds the top N kernels of each of our rows
+(:mod:`harness.benchmarks.profile`) to the table and to that row of the record.
+
 The record (device, versions, commit: :mod:`harness.benchmarks.record`) is written as JSON, by default to
 ``results/bench/train-<preset>-b<batch>x<seq-len>-<device>.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -44,14 +50,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.accounting import format_params, param_breakdown, plan_model
+from harness.benchmarks.profile import print_kernels, top_kernels
 from harness.benchmarks.record import bench_record, device_name, write_bench_json
 from harness.config_loader import ConfigError
 from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
+from harness.model.ffn import grouped_unsupported
 from harness.presets import get_preset
 from harness.training.trainer import peak_flops
 
 ANCHORS = ("transformers", "mamba_ssm", "llama")
+MOE_BACKENDS = ("auto", "loop", "grouped")
 BENCH_DIR = Path("results/bench")
 
 
@@ -119,13 +128,28 @@ def _make_step(model: nn.Module, forward: Callable, device: torch.device) -> Cal
     return step
 
 
-def _ours(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int) -> Contender:
+def _ours(
+    cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int, moe_backend: str
+) -> Contender:
+    """Our model; with MoE layers, running them on ``moe_backend`` (the label says which, and what
+    ``auto`` resolves to here)."""
+    label, settings = "ours (HybridLM)", {}
+    if cfg.moe is not None:
+        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, backend=moe_backend))
+        probe = torch.empty(0, cfg.d_model, device=device, dtype=dtype)
+        grouped = moe_backend == "grouped" or (
+            moe_backend == "auto" and grouped_unsupported(probe, cfg.expert_d_ff, dtype) is None
+        )
+        runs = "grouped" if grouped else "loop"
+        settings = {"moe_backend": moe_backend, "moe_runs": runs}
+        label = f"ours (HybridLM, MoE {runs})"
     return Contender(
         "ours",
-        "ours (HybridLM)",
+        label,
         lambda: _seeded(seed, device, lambda: HybridLM(cfg)).to(dtype),
         lambda model, ids: model(ids).logits,
         plan_model(cfg, context=seq_len).flops_per_token,
+        settings,
     )
 
 
@@ -283,15 +307,23 @@ ANCHOR_BUILDERS = {"transformers": _transformers_jamba, "mamba_ssm": _mamba_ssm,
 
 
 def _race(
-    contender: Contender, batches: list[torch.Tensor], warmup: int, device: torch.device, peak: float | None
+    contender: Contender,
+    batches: list[torch.Tensor],
+    warmup: int,
+    device: torch.device,
+    peak: float | None,
+    profile: int = 0,
 ) -> dict:
-    """Build, time and free one contender; its numbers as a JSON-ready dict."""
+    """Build, time and free one contender; its numbers as a JSON-ready dict. ``profile`` > 0 then runs
+    the timed batches again under the profiler and adds their top ``profile`` kernels."""
     model = contender.build()
+    kernels = None
     try:
         params = sum(p.numel() for p in model.parameters())
-        seconds, loss, mem = _time_steps(
-            _make_step(model, contender.forward, device), batches, warmup, device
-        )
+        step = _make_step(model, contender.forward, device)
+        seconds, loss, mem = _time_steps(step, batches, warmup, device)
+        if profile > 0:
+            kernels = top_kernels(step, batches[warmup:], device, profile)
     finally:
         del model
         if device.type == "cuda":
@@ -305,6 +337,7 @@ def _race(
         "mfu": contender.flops_per_token * tokens / seconds / peak if peak else None,
         "peak_gib": mem,
         "loss": loss,
+        **({"profile": kernels} if kernels is not None else {}),
     }
 
 
@@ -327,6 +360,9 @@ def _print_table(title: str, results: list[dict]) -> None:
     for r in results:
         if "skipped" in r:
             print(f"{r['model']} not timed: {r['skipped']}")
+    for r in results:
+        if "profile" in r:
+            print_kernels(r["label"], r["profile"])
 
 
 def run_train_benchmark(
@@ -338,12 +374,23 @@ def run_train_benchmark(
     seed: int = 0,
     against: Sequence[str] = (),
     json_path: str | Path | None = None,
+    moe_backends: Sequence[str] = ("auto",),
+    profile: int = 0,
 ) -> dict:
-    """Time ours and each anchor in ``against`` (names from :data:`ANCHORS`) on the same batches; print the
-    table, write the record to ``json_path`` (default: :func:`default_json_path`) and return it."""
+    """Time ours (once per MoE backend in ``moe_backends`` when the preset has MoE layers) and each anchor
+    in ``against`` (names from :data:`ANCHORS`) on the same batches; ``profile`` > 0 records the top
+    ``profile`` kernels of each of our rows. Prints the table, writes the record to ``json_path``
+    (default: :func:`default_json_path`) and returns it."""
     unknown = [a for a in against if a not in ANCHOR_BUILDERS]
     if unknown:
         raise ConfigError(f"unknown anchor(s) {unknown}; choose from {', '.join(ANCHORS)}", key="against")
+    bad = [b for b in moe_backends if b not in MOE_BACKENDS] or ([] if moe_backends else ["(none)"])
+    if bad:
+        raise ConfigError(
+            f"unknown MoE backend(s) {bad}; choose from {', '.join(MOE_BACKENDS)}", key="moe_backend"
+        )
+    if profile < 0:
+        raise ConfigError(f"must be >= 0, got {profile}", key="profile")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     cfg = get_preset(preset)
@@ -354,8 +401,11 @@ def run_train_benchmark(
     ]
     peak = peak_flops(device)
 
-    ours = _ours(cfg, device, dtype, seed, seq_len)
-    results = [{"model": ours.name, "label": ours.label, **_race(ours, batches, warmup, device, peak)}]
+    results = []
+    for backend in moe_backends if cfg.moe is not None else moe_backends[:1]:
+        ours = _ours(cfg, device, dtype, seed, seq_len, backend)
+        entry = {"model": ours.name, "label": ours.label, "settings": ours.settings}
+        results.append({**entry, **_race(ours, batches, warmup, device, peak, profile)})
     for name in against:
         entry: dict = {"model": name}
         try:
@@ -381,6 +431,8 @@ def run_train_benchmark(
         "seed": seed,
         "dtype": str(dtype),
         "against": list(against),
+        "moe_backends": list(moe_backends) if cfg.moe is not None else None,
+        "profile": profile,
     }
     record = bench_record("train", config, results)
     path = write_bench_json(record, json_path or default_json_path(preset, batch, seq_len))

@@ -108,6 +108,10 @@ class MoEConfig:
     aux_loss_coef: float = 0.001
     # Hidden width of each expert; None means the dense MLP's d_ff.
     d_ff: int | None = None
+    # How the experts run (harness/model/ffn.py): one grouped GEMM over all experts, a loop over them, or
+    # auto (grouped where torch's grouped GEMM runs without a host sync). A run-time choice, not part of
+    # the architecture; added after runs were made, so left out of run ids whatever its value.
+    backend: Literal["auto", "loop", "grouped"] = runtime_field("auto", later=True)
 
     def __post_init__(self) -> None:
         if self.n_experts < 1:

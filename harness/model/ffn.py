@@ -43,6 +43,13 @@ class Routing:
     expert_counts: Tensor  # (n_experts,) token assignments per expert (top-K choices counted)
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype matmuls on ``x`` run in: autocast's where it is on (it does not cover ``_grouped_mm``)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def load_balancing_loss(probs: Tensor, top_idx: Tensor, n_experts: int) -> Tensor:
     """Switch-style loss: probs (tokens, n) router softmax, top_idx (tokens, K) chosen experts."""
     mask = F.one_hot(top_idx, n_experts).float()  # (tokens, K, n)
@@ -51,13 +58,60 @@ def load_balancing_loss(probs: Tensor, top_idx: Tensor, n_experts: int) -> Tenso
     return n_experts * (tokens_per_expert * prob_per_expert[None, :]).sum()
 
 
+def grouped_unsupported(x: Tensor, d_ff: int, dtype: torch.dtype) -> str | None:
+    """Why ``torch._grouped_mm`` cannot run the experts on ``x`` without a host sync (None: it can).
+
+    On CUDA only bf16 operands on compute capability 9.x/10.x take its CUTLASS kernel; any other dtype or
+    GPU falls back inside ATen to a loop that copies the group offsets to the host, which is what this
+    path exists to avoid. On CPU that fallback (per-group ``mm``) is exact and costs no sync. Every operand
+    stride must be a multiple of 16 bytes, so ``d_model`` and ``d_ff`` must be multiples of
+    16 / element size."""
+    if not hasattr(torch, "_grouped_mm"):
+        return f"torch {torch.__version__} has no _grouped_mm"
+    # CPU runs ATen's composite fallback; CUDA needs its own kernel (the fallback there syncs).
+    if x.device.type == "cpu":
+        runs = torch._C._dispatch_has_computed_kernel_for_dispatch_key("aten::_grouped_mm", "CPU")
+    else:
+        runs = x.device.type == "cuda" and torch._C._dispatch_has_kernel_for_dispatch_key(
+            "aten::_grouped_mm", "CUDA"
+        )
+    if not runs:
+        return f"torch {torch.__version__} has no _grouped_mm kernel for {x.device.type}"
+    if x.device.type == "cuda":
+        if dtype != torch.bfloat16:
+            return f"the CUDA grouped GEMM kernel takes bf16 only, got {dtype}"
+        if torch.cuda.get_device_capability(x.device)[0] not in (9, 10):
+            return "the CUDA grouped GEMM kernel needs compute capability 9.x or 10.x"
+    align = 16 // dtype.itemsize
+    if x.shape[-1] % align or d_ff % align:
+        return f"d_model {x.shape[-1]} and d_ff {d_ff} must be multiples of {align} for {dtype}"
+    return None
+
+
 class MoE(nn.Module):
+    """Top-K mixture of SwiGLU experts.
+
+    Each expert keeps its own ``gate_proj`` / ``up_proj`` / ``down_proj`` ``nn.Linear`` (the layout of
+    Jamba checkpoints and of our own), whichever ``backend`` runs them:
+
+    * ``loop``: the assignments sorted by expert, split by the per-expert counts (one host sync per layer)
+      and each expert applied to its slice;
+    * ``grouped``: the same sorted rows through two ``torch._grouped_mm`` calls over the experts' weights
+      stacked for the step, with the group offsets kept on the device: no per-expert launch, no host sync;
+    * ``auto``: ``grouped`` where :func:`grouped_unsupported` has no objection, else ``loop``.
+
+    The backend is a run-time setting (``moe.backend``, :meth:`HybridLM.set_moe_backend`), like the scan
+    backend: both give the same mixture.
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         assert cfg.moe is not None
         self.n_experts = cfg.moe.n_experts
         self.top_k = cfg.moe.top_k
         self.renormalize = cfg.moe.renormalize
+        self.backend = cfg.moe.backend
+        self.d_ff = cfg.expert_d_ff
         self.router = nn.Linear(cfg.d_model, self.n_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLU(cfg.d_model, cfg.expert_d_ff) for _ in range(self.n_experts))
 
@@ -69,33 +123,63 @@ class MoE(nn.Module):
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return probs, weights, idx
 
+    def use_grouped(self, flat: Tensor) -> bool:
+        """Whether this call takes the grouped path; ``grouped`` where it cannot run is an error."""
+        if self.backend == "loop":
+            return False
+        reason = grouped_unsupported(flat, self.d_ff, _compute_dtype(flat))
+        if reason is not None and self.backend == "grouped":
+            raise ValueError(f"moe.backend 'grouped' cannot run here: {reason}")
+        return reason is None
+
     def forward(self, x: Tensor) -> tuple[Tensor, Routing]:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         probs, weights, idx = self.route(flat)
-        # Sort the (token, choice) assignments by expert so each expert reads one contiguous slice: one
-        # host sync per layer (the split sizes) instead of one per expert.
+        # Sort the (token, choice) assignments by expert so each expert reads one contiguous slice.
         choice_expert = idx.flatten()
         order = torch.argsort(choice_expert, stable=True)
         token = order // self.top_k
-        counts = torch.bincount(choice_expert, minlength=self.n_experts)
-        gathered = flat[token]
-        # An expert that no token picked still runs (on zero rows), so its parameters get a zero gradient
-        # rather than none: data-parallel reductions then see the same tensors on every rank.
-        chunks = gathered.split(counts.tolist())
-        ys = [expert(chunk) for expert, chunk in zip(self.experts, chunks, strict=True)]
-        y = torch.cat(ys) * weights.flatten()[order, None].to(flat.dtype)
+        # scatter_add rather than bincount: CUDA's bincount reads the maximum back to the host.
+        counts = torch.zeros(self.n_experts, dtype=torch.long, device=flat.device)
+        counts = counts.scatter_add(0, choice_expert, torch.ones_like(choice_expert))
+        gathered = flat.index_select(0, token)
+        if self.use_grouped(flat):
+            y = self._grouped(gathered, counts)
+        else:
+            # An expert that no token picked still runs (on zero rows), so its parameters get a zero
+            # gradient rather than none: data-parallel reductions then see the same tensors on every rank.
+            chunks = gathered.split(counts.tolist())
+            y = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks, strict=True)])
+        y = y * weights.flatten()[order, None].to(flat.dtype)
         out = torch.zeros_like(flat).index_add_(0, token, y.to(flat.dtype))
         routing = Routing(load_balancing_loss(probs, idx, self.n_experts), counts)
         return out.view(shape), routing
+
+    def _grouped(self, rows: Tensor, counts: Tensor) -> Tensor:
+        """Every expert's SwiGLU on its slice of ``rows`` (sorted by expert, ``counts`` per expert).
+
+        The weights are stacked for this call (one copy, the size of the bf16 copies autocast makes for the
+        loop path anyway): gate and up rows interleaved per expert as one (n, d, 2 d_ff) operand, so one
+        grouped GEMM computes both. Each expert's slice of the stack is a view of its parameters for
+        autograd, so its gradient (zero for an expert with no rows) lands on its own ``nn.Linear``.
+        """
+        dtype = _compute_dtype(rows)
+        d = rows.shape[-1]
+        gate_up = torch.stack([w for e in self.experts for w in (e.gate_proj.weight, e.up_proj.weight)])
+        gate_up = gate_up.view(self.n_experts, 2 * self.d_ff, d).to(dtype).transpose(1, 2)
+        down = torch.stack([e.down_proj.weight for e in self.experts]).to(dtype).transpose(1, 2)
+        offs = counts.cumsum(0).to(torch.int32)
+        gate, up = torch._grouped_mm(rows.to(dtype), gate_up, offs=offs).chunk(2, dim=-1)
+        return torch._grouped_mm(F.silu(gate) * up, down, offs=offs)
 
     def decode(self, x: Tensor) -> Tensor:
         """The same mixture for a decoding step, without a host sync: every expert runs on every row and
         unchosen experts get weight 0.
 
-        ``forward`` splits rows by expert, which needs the per-expert counts on the host and so cannot be
-        captured in a CUDA graph; at one token per row the extra expert FLOPs are cheaper than that sync.
-        Contributions are summed in expert order, as ``forward``'s sorted ``index_add_`` does.
+        ``forward``'s loop backend splits rows by expert, which needs the per-expert counts on the host and
+        so cannot be captured in a CUDA graph; at one token per row the extra expert FLOPs are cheaper than
+        that sync. Contributions are summed in expert order, as ``forward``'s sorted ``index_add_`` does.
         """
         flat = x.reshape(-1, x.shape[-1])
         _, weights, idx = self.route(flat)

@@ -169,6 +169,12 @@ class HybridLM(nn.Module):
             if isinstance(block.layer, MambaMixer):
                 block.layer.scan_backend = backend
 
+    def set_moe_backend(self, backend: str) -> None:
+        """Choose how every MoE layer runs its experts (auto/loop/grouped: :class:`MoE`)."""
+        for block in self.blocks:
+            if isinstance(block.layer, MoE):
+                block.layer.backend = backend
+
     def new_cache(
         self,
         batch: int,

@@ -245,6 +245,8 @@ def _start(
     spikes = SpikeDetector(loop.spike_factor, loop.spike_ema, loop.spike_warmup)
     runtime = {"device": str(device), "world_size": info.world_size, "compile": loop.compile}
     runtime["scan_backend"] = model_cfg.mamba.scan_backend
+    if model_cfg.moe is not None:
+        runtime["moe_backend"] = model_cfg.moe.backend
     D.barrier(info)  # every rank has read its checkpoint before rank 0 moves damaged ones aside
     if info.is_main:
         _set_aside_damaged(run, resume[0] if resume else 0)
