@@ -116,9 +116,9 @@ def selective_scan(
     # The correction enters before the z gate, so the kernel runs ungated and the gate is applied here.
     y, last = _zero_start_scan(backend, u, delta, A, B, C, D, None, delta_bias, delta_softplus, True)
     y_extra, last_extra = initial_state_terms(delta, A, C, initial_state, delta_bias, delta_softplus)
-    y = y.float() + y_extra
+    y = y_extra.add_(y)  # in place: a long chunk holds one fp32 copy of y, not three
     if z is not None:
-        y = y * F.silu(z.float())
+        y.mul_(F.silu(z.to(torch.float32, copy=True), inplace=True))  # a copy: z is the caller's
     y, last = y.to(u.dtype), last + last_extra
     return (y, last) if return_last_state else y
 
