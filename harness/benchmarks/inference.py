@@ -44,7 +44,7 @@ SUFFIXES = {"k": 1024, "m": 1024 * 1024}
 # context is what the paper's Fig. 2 counts (weights, KV cache, Mamba state), not the transient activations
 # of one pass over the whole prompt (~75 KB per token at 1.3B: a 1:7 hybrid measured 114,688 tokens in
 # 12 GiB one-shot where its caches fit 1.6M). 8,192 tokens keep every kernel long enough to run at speed
-# while a chunk's activations stay well under a GiB at 1.3B.
+# while a chunk's activations stay under about a GiB at 1.3B (~100 KiB per token in a Mamba layer).
 CONTEXT_PREFILL_CHUNK = 8192
 
 
