@@ -6,10 +6,11 @@ Subcommands:
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N] [--against A,B] [--json PATH]
                      [--moe-backend loop,grouped] [--profile N]
-  ablate bench prefill --preset NAME [--context 8k,32k] [--batch N] [--against A,B] [--out FILE.json]
+  ablate bench prefill --preset NAME [--context 8k,32k] [--batch N] [--against A,B] [--prefill-chunk N]
+                       [--out FILE.json]
   ablate bench decode --preset NAME [--batch 1,16] [--prompt 2048] [--new 256] [--no-cuda-graphs]
                       [--no-uncached]
-  ablate bench context --preset NAME [--max-bytes N]
+  ablate bench context --preset NAME [--max-bytes N] [--prefill-chunk N]
   ablate data prepare | ablate data show | ablate tokenizer train
   ablate train CONFIG.yaml [KEY=VALUE ...] [--run-dir DIR] [--dry-run]
   ablate sweep plan FILE [KEY=VALUE ...]
@@ -208,6 +209,8 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
     from harness.devices import resolve_device
 
     device = resolve_device(args.device)
+    if (getattr(args, "prefill_chunk", None) or 0) < 0:
+        raise ConfigError("--prefill-chunk takes tokens per pass, or 0 for one pass")
     if args.bench == "prefill":
         payload = inference.run_prefill(
             args.preset,
@@ -216,6 +219,7 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
             device,
             repeats=args.repeats,
             against=[a for a in args.against.split(",") if a],
+            chunk=args.prefill_chunk or None,
         )
     elif args.bench == "decode":
         payload = inference.run_decode(
@@ -236,6 +240,8 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
             start=args.start,
             limit=args.limit,
             resolution=args.resolution,
+            # no --prefill-chunk: the bench's own default (CONTEXT_PREFILL_CHUNK); 0: one pass
+            **({} if args.prefill_chunk is None else {"chunk": args.prefill_chunk or None}),
         )
     record = {"kind": args.bench, "preset": args.preset, **provenance(device), **payload}
     stamp = record["time"].replace(":", "").replace("-", "")[:15]
@@ -554,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "Jamba, our weights), llama (transformers' Llama, SDPA, parameter-matched); an anchor that "
                 "cannot run here is skipped with the reason",
             )
+            p.add_argument(
+                "--prefill-chunk", type=int, default=0, help="tokens per prefill pass (default 0: one pass)"
+            )
         elif name == "decode":
             p.add_argument("--batch", default="1,16", help="comma-separated batch sizes")
             p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per row")
@@ -583,6 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--start", type=int, default=1024, help="first context tried (then doubled)")
             p.add_argument("--limit", type=int, default=4 * 1024 * 1024, help="longest context tried")
             p.add_argument("--resolution", type=int, default=1024, help="bisection stops this close")
+            p.add_argument(
+                "--prefill-chunk",
+                type=int,
+                default=None,
+                help="tokens per prefill pass (default 8192, so that the caches, not one pass's activations, "
+                "bound the context; 0: one pass)",
+            )
     return finish_parser(parser)
 
 

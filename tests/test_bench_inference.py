@@ -6,7 +6,13 @@ import json
 import pytest
 import torch
 
-from harness.benchmarks.inference import build_model, first_divergence, parse_sizes, uncached_agreement
+from harness.benchmarks.inference import (
+    CONTEXT_PREFILL_CHUNK,
+    build_model,
+    first_divergence,
+    parse_sizes,
+    uncached_agreement,
+)
 from harness.cli import main
 from harness.config_loader import ConfigError
 from harness.model.decode import Decoder
@@ -30,13 +36,16 @@ def test_sizes_parse_with_suffixes():
 
 
 def test_bench_prefill_writes_rows_beside_the_accounting(tmp_path, one_thread):
-    record = bench(tmp_path, "prefill", "--preset", "tiny-1to7", "--context", "64,128", "--batch", "2")
-    assert [r["context"] for r in record["rows"]] == [64, 128]
-    assert record["against"] == [] and record["anchors"] == []
-    for row in record["rows"]:
-        assert row["implementation"] == "ours"
-        assert row["tokens_per_s"] > 0 and row["peak_bytes"] is None  # no allocator statistics on CPU
-        assert row["cache_bytes_allocated"] == row["kv_cache_bytes"] + row["mamba_state_bytes"]
+    args = ["prefill", "--preset", "tiny-1to7", "--context", "64,128", "--batch", "2"]
+    for chunk in (None, 48):  # one pass, then 48-token chunks (which divide neither context)
+        record = bench(tmp_path, *args, *(["--prefill-chunk", str(chunk)] if chunk else []))
+        assert record["prefill_chunk"] == chunk
+        assert [r["context"] for r in record["rows"]] == [64, 128]
+        assert record["against"] == [] and record["anchors"] == []
+        for row in record["rows"]:
+            assert row["implementation"] == "ours"
+            assert row["tokens_per_s"] > 0 and row["peak_bytes"] is None  # no allocator statistics on CPU
+            assert row["cache_bytes_allocated"] == row["kv_cache_bytes"] + row["mamba_state_bytes"]
 
 
 def test_bench_prefill_times_the_anchors_beside_ours_or_says_why_not(tmp_path, one_thread):
@@ -108,5 +117,11 @@ def test_bench_context_refuses_cpu_without_budget_and_agrees_with_accounting(tmp
     args = ["context", "--preset", "tiny-1to7", "--max-bytes", str(budget), "--start", "256"]
     record = bench(tmp_path, *args, "--resolution", "64")
     assert record["budget_bytes"] == budget and not record["hit_limit"]
+    assert record["prefill_chunk"] == CONTEXT_PREFILL_CHUNK  # chunked by default: the caches bound it
     assert 0 <= record["predicted_max_context"] - record["max_context"] <= 64
     assert any(not p["fits"] for p in record["probes"])
+    for chunk, recorded in (("100", 100), ("0", None)):  # small chunks, then one pass: the same search
+        again = bench(tmp_path, *args, "--resolution", "64", "--prefill-chunk", chunk)
+        assert again["prefill_chunk"] == recorded and again["max_context"] == record["max_context"]
+    assert main(["bench", *args, "--device", "cpu", "--prefill-chunk", "-1"]) == 2
+    assert "--prefill-chunk" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """CUDA tests, run on a GPU machine with mamba-ssm installed: `pytest -m gpu tests/test_gpu.py`.
 
 They skip (with the reason) anywhere else. The CPU suite covers the same model code with the reference and
-compiled CPU scans; these check the CUDA kernels against the reference and train every mini arm.
+compiled CPU scans; these check the CUDA kernels against the reference, train every mini arm, and prefill in
+chunks through mamba_ssm's kernel and the fused attention.
 """
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 from harness.kernels.selective_scan import cuda_kernels_available, selective_scan
 from harness.model import HybridLM
+from harness.model.attention import Attention, KVCache
+from harness.model.decode import Decoder
 from harness.presets import family_preset_names, get_preset
 
 pytestmark = [
@@ -108,8 +111,6 @@ TINY = [n for n in family_preset_names() if n.startswith("tiny-")]
 
 @pytest.mark.parametrize("name", TINY)
 def test_cuda_graph_decoding_equals_eager_and_uncached_forward(name):
-    from harness.model.decode import Decoder
-
     torch.manual_seed(0)
     model = HybridLM(get_preset(name)).cuda().eval()
     prompts = torch.randint(0, model.cfg.vocab_size, (4, 12), device="cuda")
@@ -164,3 +165,58 @@ def test_moe_grouped_gemm_matches_loop_without_host_sync(tokens, precision):
         assert a is not None and b is not None, i
         scale = b.float().abs().max().clamp(min=1e-3)
         assert (a.float() - b.float()).abs().max() / scale < 2e-2, i
+
+
+def assert_close_to_scale(got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
+    """Max abs error within ``tol`` of the larger of 1 and the reference's largest magnitude."""
+    scale = max(1.0, want.abs().max().item())
+    assert (got.float() - want.float()).abs().max().item() <= tol * scale
+
+
+@pytest.mark.parametrize(
+    "name, dtype, tol", [("mini-1to7-moe", torch.float32, 2e-3), ("mini-1to7", torch.bfloat16, 3e-2)]
+)
+def test_cuda_chunked_prefill_equals_one_shot(name, dtype, tol):
+    """The CUDA scan's initial state (added by linearity around mamba_ssm's kernel) and the lower-right causal
+    attention continue a cache as one pass fills it: last logits and caches (KV, conv, SSM), and in fp32 the
+    greedy tokens after it. (bf16 runs the dense arm: rounding may flip a near-tie expert choice.)"""
+    torch.manual_seed(0)
+    model = HybridLM(get_preset(name)).to("cuda", dtype).eval()
+    prompts = torch.randint(0, model.cfg.vocab_size, (2, 300), device="cuda")
+    with torch.no_grad():
+        one_shot = Decoder(model, batch=2, max_len=310)
+        want = one_shot.prefill(prompts)
+        want_cache = [t.clone() for s in one_shot.cache.states.values() for t in vars(s).values()]
+        for chunk in (3, 64, 100):
+            chunked = Decoder(model, batch=2, max_len=310)
+            assert_close_to_scale(chunked.prefill(prompts, chunk), want, tol)
+            got_cache = [t for s in chunked.cache.states.values() for t in vars(s).values()]
+            for got, ref in zip(got_cache, want_cache, strict=True):
+                assert_close_to_scale(got, ref, tol)
+        if dtype == torch.float32:
+            new = one_shot.generate(prompts, 10)
+            chunked.reset()
+            tokens = [chunked.prefill(prompts, 64).argmax(-1)]
+            for _ in range(9):
+                tokens.append(chunked.step(tokens[-1]).argmax(-1))
+            assert torch.equal(torch.stack(tokens, 1), new)
+
+
+def test_attention_chunk_after_a_long_cache_materialises_no_mask():
+    """A 1,024-token chunk after 128K cached tokens: the lower-right causal bias runs in-kernel (GQA
+    included), so the pass allocates far less than the (tokens x keys) boolean mask would take."""
+    torch.manual_seed(0)
+    cfg = get_preset("1.3b-1to7")
+    attention = Attention(cfg).to("cuda", torch.bfloat16).eval()
+    past, tokens = 128 * 1024, 1024
+    shape = (1, attention.n_kv_heads, past + tokens, attention.head_dim)
+    cache = KVCache(*(torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in "kv"))
+    x = torch.randn(1, tokens, cfg.d_model, device="cuda", dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    with torch.no_grad():
+        out, _ = attention(x, cache=cache, past=past)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all()
+    assert torch.cuda.max_memory_allocated() - before < tokens * (past + tokens) // 4

@@ -2,7 +2,8 @@
 
 Outputs, last state and the gradients of u, delta, A, B, C must agree with ``scan_reference`` within fp32
 tolerance, on awkward shapes (L = 1, batch 1, channel counts that are not a multiple of the tile width,
-non-contiguous inputs), through the full dispatcher, with both threads, and where delta * A is large.
+non-contiguous inputs), through the full dispatcher, with both threads, and where delta * A is large; the
+dispatcher's initial state (added by linearity) against the reference started from it.
 No timing here: speed lives in ``ablate bench scan`` (harness/benchmarks/scan.py).
 """
 
@@ -19,7 +20,12 @@ import torch
 
 from harness.kernels import scan_cpu as scan_cpu_mod
 from harness.kernels.scan_cpu import scan_cpu, tile_width
-from harness.kernels.selective_scan import scan_reference, selective_scan
+from harness.kernels.selective_scan import (
+    initial_state_terms,
+    scan_reference,
+    selective_scan,
+    selective_state_step,
+)
 
 pytest.importorskip("numba")
 
@@ -155,6 +161,39 @@ def test_selective_scan_dispatcher_cpu_vs_reference():
         )
         results[backend] = [y.detach(), last.detach()] + [leaves[k].grad for k in names]
     assert_match(results["cpu"], results["reference"], names=("y", "last_state", *(f"d{k}" for k in names)))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_initial_state_by_linearity_matches_reference_and_steps(backend):
+    """Starting from h0 via the linearity correction (the path the CUDA kernel takes too) equals the
+    reference recurrence started from h0 and the one-token decoding step, with D and the z gate applied
+    after the correction; the correction's sub-blocks change nothing."""
+    batch, d_inner, d_state, L = 2, 40, 8, 23
+    u, _, A, B, C = make_inputs(batch, d_inner, d_state, L)
+    delta, z = torch.randn(batch, d_inner, L), torch.randn(batch, d_inner, L)
+    D, bias, h0 = torch.randn(d_inner), torch.randn(d_inner), torch.randn(batch, d_inner, d_state)
+    y, last = selective_scan(
+        u, delta, A, B, C, D, z, bias, True, return_last_state=True, backend=backend, initial_state=h0
+    )
+    soft = torch.nn.functional.softplus(delta + bias[None, :, None])
+    y_ref, last_ref = scan_reference(u, soft, A, B, C, initial_state=h0)
+    y_ref = (y_ref + u * D[None, :, None]) * torch.nn.functional.silu(z)
+    torch.testing.assert_close(y, y_ref, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(last, last_ref, rtol=RTOL, atol=ATOL)
+    state = h0.clone()
+    steps = [
+        selective_state_step(
+            state, u[..., t], delta[..., t], A, B[..., t], C[..., t], D, z[..., t], bias, True
+        )
+        for t in range(L)
+    ]
+    torch.testing.assert_close(torch.stack(steps, -1), y_ref, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(state, last_ref, rtol=RTOL, atol=ATOL)
+    whole = initial_state_terms(delta, A, C, h0, bias, True, block_elements=1 << 30)
+    for blocked, one in zip(
+        initial_state_terms(delta, A, C, h0, bias, True, block_elements=1), whole, strict=True
+    ):
+        torch.testing.assert_close(blocked, one, rtol=1e-6, atol=1e-6)
 
 
 def test_threads_partial_sums(monkeypatch):

@@ -20,7 +20,8 @@ memory do not depend on the weights), bf16 on CUDA and fp32 elsewhere, and every
   (:func:`harness.hf_interop.to_hf_model`) is timed end to end beside it where transformers can run the
   layout, with the share of identical tokens and each row's first differing step; otherwise the reason is
   recorded.
-* **context**: the longest batch-1 prefill that fits, found by doubling then bisecting. On CUDA "fits" means
+* **context**: the longest batch-1 prefill that fits, found by doubling then bisecting, prefilled in chunks of
+  :data:`CONTEXT_PREFILL_CHUNK` tokens by default (one pass with ``--prefill-chunk 0``). On CUDA "fits" means
   the prefill ran without an out-of-memory error (``--max-bytes`` caps the allocator below the device's
   memory). The CPU has no allocator limit to hit, so there the command refuses unless ``--max-bytes`` is
   given, and then a context fits when the weights plus the cache tensors actually allocated for it stay
@@ -64,6 +65,13 @@ SUFFIXES = {"k": 1024, "m": 1024 * 1024}
 # (of the weights' dtype) of the position's largest |logit|: cached and uncached kernels round differently.
 NEAR_TIE_EPS = 8
 PREFILL_ANCHORS = ("transformers", "llama")  # mamba_ssm's prefill needs its own inference params
+
+# The context search prefills in chunks of this many tokens, as serving engines do, so that what bounds the
+# context is what the paper's Fig. 2 counts (weights, KV cache, Mamba state), not the transient activations
+# of one pass over the whole prompt (~75 KB per token at 1.3B: a 1:7 hybrid measured 114,688 tokens in
+# 12 GiB one-shot where its caches fit 1.6M). 8,192 tokens keep every kernel long enough to run at speed
+# while a chunk's activations stay under about a GiB at 1.3B (~100 KiB per token in a Mamba layer).
+CONTEXT_PREFILL_CHUNK = 8192
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -125,10 +133,11 @@ def _is_oom(error: BaseException) -> bool:
 
 
 @torch.no_grad()
-def _prefill(model: HybridLM, ids: torch.Tensor) -> int:
-    """One prefill into a fresh cache sized to the prompt; returns the cache tensors' bytes."""
+def _prefill(model: HybridLM, ids: torch.Tensor, chunk: int | None = None) -> int:
+    """One prefill into a fresh cache sized to the prompt, ``chunk`` tokens per pass (None: one pass);
+    returns the cache tensors' bytes."""
     cache = model.new_cache(ids.shape[0], ids.shape[1])
-    model(ids, cache=cache, last_only=True)
+    model.prefill(ids, cache, chunk)
     return cache.kv_bytes() + cache.mamba_bytes()
 
 
@@ -177,13 +186,13 @@ def _prefill_rows(
 
 
 def _ours_prefill_rows(
-    preset: str, contexts: list[int], batch: int, device: torch.device, repeats: int
+    preset: str, contexts: list[int], batch: int, device: torch.device, repeats: int, chunk: int | None
 ) -> tuple[ModelConfig, torch.dtype, list[dict[str, Any]]]:
     """Our rows, with the preset's config and dtype; the model is freed on return."""
     model = build_model(preset, device)
     rows = _prefill_rows(
         "ours",
-        lambda ids: _prefill(model, ids),
+        lambda ids: _prefill(model, ids, chunk),
         lambda context: _accounting(model.cfg, model, context, batch),
         model.cfg.vocab_size,
         contexts,
@@ -212,15 +221,17 @@ def run_prefill(
     device: torch.device,
     repeats: int = 3,
     against: Sequence[str] = (),
+    chunk: int | None = None,
 ) -> dict[str, Any]:
-    """Ours, then each anchor of ``against`` (built from the same preset, one model on the device at a
-    time so each peak is its own), at the same contexts; anchor rows carry ``ours_over`` (ours / theirs)."""
+    """Ours (``chunk`` tokens per prefill pass; None: one pass), then each anchor of ``against`` (built from
+    the same preset, one model on the device at a time so each peak is its own; always one pass), at the
+    same contexts; anchor rows carry ``ours_over`` (ours / theirs)."""
     unknown = [a for a in against if a not in PREFILL_ANCHORS]
     if unknown:
         raise ConfigError(
             f"unknown prefill anchor(s) {unknown}; choose from {', '.join(PREFILL_ANCHORS)}", key="against"
         )
-    cfg, dtype, rows = _ours_prefill_rows(preset, contexts, batch, device, repeats)
+    cfg, dtype, rows = _ours_prefill_rows(preset, contexts, batch, device, repeats, chunk)
     _reset_peak(device)  # our model is freed: an anchor's peak is its own
     ours = {r["context"]: r.get("tokens_per_s") for r in rows}
     anchors = []
@@ -260,6 +271,7 @@ def run_prefill(
     return {
         "dtype": str(dtype),
         "repeats": repeats,
+        "prefill_chunk": chunk,
         "against": list(against),
         "anchors": anchors,
         "rows": rows,
@@ -416,9 +428,10 @@ def run_context(
     start: int = 1024,
     limit: int = 4 * 1024 * 1024,
     resolution: int = 1024,
+    chunk: int | None = CONTEXT_PREFILL_CHUNK,
 ) -> dict[str, Any]:
     """Double from ``start`` until a prefill does not fit (or ``limit`` fits), then bisect to within
-    ``resolution`` tokens."""
+    ``resolution`` tokens. Each probe prefills ``chunk`` tokens per pass (None: the whole context in one)."""
     if device.type != "cuda" and max_bytes is None:
         raise ConfigError(
             "ablate bench context measures against the GPU's memory; on the CPU there is no allocator limit "
@@ -440,7 +453,7 @@ def run_context(
         ids = torch.randint(0, model.cfg.vocab_size, (1, context), device=device)
         _reset_peak(device)
         try:
-            cache_bytes = _prefill(model, ids)
+            cache_bytes = _prefill(model, ids, chunk)
         except (RuntimeError, MemoryError) as e:
             if not _is_oom(e):
                 raise
@@ -476,6 +489,7 @@ def run_context(
         "dtype": str(model.embed_tokens.weight.dtype),
         "budget_bytes": budget,
         "criterion": criterion,
+        "prefill_chunk": chunk,
         "max_context": measured,
         "hit_limit": bad is None,
         "limit": limit,

@@ -15,6 +15,15 @@ Backends:
 
 ``auto`` picks ``cuda`` for CUDA tensors when mamba_ssm is importable, else ``cpu`` on CPU tensors, else
 ``reference``.
+
+An ``initial_state`` h0 (continuing a chunked prefill from a cached state) is added by linearity on top of
+the zero-state scan of any backend, because mamba_ssm's kernel takes none: the recurrence is linear in h, so
+
+    h_t = exp(A * S_t) * h0 + h_t(zero start),     S_t = delta_1 + ... + delta_t   (per channel)
+
+and y_t gains ``sum_n C_t[n] * exp(A[d, n] * S_t[d]) * h0[d, n]`` before the z gate. Every backend takes this
+one path, so the CPU tests check exactly what runs on the GPU (with ``scan_reference``'s own initial state as
+the oracle).
 """
 
 from __future__ import annotations
@@ -94,9 +103,77 @@ def selective_scan(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     backend: str = "auto",
+    initial_state: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Run the selective scan with the chosen backend; same contract as mamba_ssm's ``selective_scan_fn``."""
+    """Run the selective scan with the chosen backend; same contract as mamba_ssm's ``selective_scan_fn``,
+    plus an optional ``initial_state`` (batch, d_inner, d_state) that the scan starts from (module docstring).
+    """
     backend = resolve_backend(backend, u.device)
+    if initial_state is None:
+        return _zero_start_scan(
+            backend, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+        )
+    # The correction enters before the z gate, so the kernel runs ungated and the gate is applied here.
+    y, last = _zero_start_scan(backend, u, delta, A, B, C, D, None, delta_bias, delta_softplus, True)
+    y_extra, last_extra = initial_state_terms(delta, A, C, initial_state, delta_bias, delta_softplus)
+    y = y_extra.add_(y)  # in place: a long chunk holds one fp32 copy of y, not three
+    if z is not None:
+        y.mul_(F.silu(z.to(torch.float32, copy=True), inplace=True))  # a copy: z is the caller's
+    y, last = y.to(u.dtype), last + last_extra
+    return (y, last) if return_last_state else y
+
+
+def initial_state_terms(
+    delta: Tensor,
+    A: Tensor,
+    C: Tensor,
+    h0: Tensor,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    block_elements: int = 1 << 25,
+) -> tuple[Tensor, Tensor]:
+    """What starting from ``h0`` (batch, d_inner, d_state) instead of zeros adds to a scan: y (batch, d_inner,
+    L) and the last state, both fp32. delta is raw (bias and softplus applied here, as in the scan).
+
+    The sequence is walked in blocks of T steps with T * batch * d_inner * d_state <= ``block_elements``
+    (128 MiB of fp32 by default, one buffer worked in place: 512 steps at d_inner 4096, so an 8K chunk takes
+    16 blocks, not thousands of tiny launches), carrying the running sum S of delta: a long chunk never
+    materialises the (batch, d_inner, d_state, L) decay factors. exp(A * S) cannot overflow for a Mamba
+    layer's negative A.
+    """
+    batch, d_inner, length = delta.shape
+    A, h0 = A.float(), h0.float()
+    step = max(1, block_elements // (batch * d_inner * A.shape[1]))
+    y = delta.new_empty(batch, d_inner, length, dtype=torch.float32)
+    carried = delta.new_zeros(batch, d_inner, 1, dtype=torch.float32)
+    for start in range(0, length, step):
+        d = delta[:, :, start : start + step].float()
+        if delta_bias is not None:
+            d = d + delta_bias.float()[None, :, None]
+        if delta_softplus:
+            d = F.softplus(d)
+        sums = carried + d.cumsum(-1)  # (b, d_inner, T)
+        terms = (A[None, :, :, None] * sums[:, :, None, :]).exp_()  # (b, d_inner, N, T), then in place:
+        terms.mul_(h0[..., None]).mul_(C[:, None, :, start : start + step].float())
+        y[:, :, start : start + step] = terms.sum(2)
+        carried = sums[:, :, -1:]
+    return y, torch.exp(A[None] * carried) * h0
+
+
+def _zero_start_scan(
+    backend: str,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    return_last_state: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The scan from a zero state on a resolved backend (the body of :func:`selective_scan`)."""
     if backend == "cuda":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 

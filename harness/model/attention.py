@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.bias import causal_lower_right
 
 from harness.model.config import ModelConfig
 
@@ -115,7 +116,10 @@ class Attention(nn.Module):
                 # No cache prefix (plain causal), or one new token that may see everything before it.
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=past == 0 and tokens > 1, **gqa)
             else:
-                mask = self._causal_mask(tokens, keys, x.device)
+                # A chunk continuing the cache: each query sees the whole prefix and the chunk causally.
+                # The lower-right causal bias is that mask without materialising it (tokens x keys booleans,
+                # gigabytes for a long cache): flash / memory-efficient kernels apply it in-kernel on CUDA.
+                mask = causal_lower_right(tokens, keys)
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
         out = out.transpose(1, 2).reshape(batch, tokens, self.n_heads * self.head_dim)
         return self.o_proj(out), probs

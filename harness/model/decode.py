@@ -64,9 +64,10 @@ class Decoder:
         self.cache.reset()
 
     @torch.no_grad()
-    def prefill(self, input_ids: Tensor) -> Tensor:
-        """Run the prompts (batch, tokens) into the cache; returns the last logits (batch, vocab)."""
-        return self.model(input_ids, cache=self.cache, last_only=True).logits[:, -1]
+    def prefill(self, input_ids: Tensor, chunk: int | None = None) -> Tensor:
+        """Run the prompts (batch, tokens) into the cache, ``chunk`` tokens per pass (None: one pass; see
+        :meth:`HybridLM.prefill`); returns the last logits (batch, vocab)."""
+        return self.model.prefill(input_ids, self.cache, chunk)
 
     @torch.no_grad()
     def step(self, tokens: Tensor) -> Tensor:

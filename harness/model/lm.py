@@ -3,9 +3,9 @@
 Each character of ``ModelConfig.pattern`` becomes one :class:`Block` (``x + sublayer(norm(x))``), so the
 model reads top to bottom like the pattern: ``M-M-M-M-*-M-M-M-`` is eight layers, each a mixer block then
 an FFN block. Incremental decoding goes through :class:`InferenceCache`, which holds a preallocated KV
-cache for every attention block and a conv/SSM state for every Mamba block; :meth:`HybridLM.decode_step`
-is the fixed-shape one-token step over it that :class:`harness.model.decode.Decoder` runs (or replays as a
-CUDA graph).
+cache for every attention block and a conv/SSM state for every Mamba block; :meth:`HybridLM.prefill` fills
+it (in one pass or in chunks) and :meth:`HybridLM.decode_step` is the fixed-shape one-token step over it
+that :class:`harness.model.decode.Decoder` runs (or replays as a CUDA graph).
 """
 
 from __future__ import annotations
@@ -248,6 +248,24 @@ class HybridLM(nn.Module):
             )
             out.loss = out.ce_loss + out.aux_loss
         return out
+
+    def prefill(self, input_ids: Tensor, cache: InferenceCache, chunk: int | None = None) -> Tensor:
+        """Run the prompts input_ids (batch, tokens) into ``cache``; returns the last logits (batch, vocab).
+
+        ``chunk`` feeds at most that many tokens per forward pass, each continuing the cache (None: one
+        pass). The result is the one-pass result, but the transient activations of a pass (Mamba's
+        in_proj/conv/scan tensors, the FFN's hidden layer: tens of KB per token at 1.3B) scale with the
+        chunk instead of the prompt, so the longest context that fits is bounded by the caches, as in a
+        serving engine's chunked prefill.
+        """
+        if input_ids.shape[1] == 0 or (chunk is not None and chunk < 1):
+            raise ValueError(
+                f"a prefill needs tokens and chunks of at least one, got {input_ids.shape[1]}, {chunk}"
+            )
+        step = chunk or input_ids.shape[1]
+        for start in range(0, input_ids.shape[1], step):
+            logits = self(input_ids[:, start : start + step], cache=cache, last_only=True).logits
+        return logits[:, -1]
 
     def decode_step(self, tokens: Tensor, cache: InferenceCache) -> Tensor:
         """Logits (batch, vocab) after one more token per row, tokens (batch,), at ``cache.position``.

@@ -8,7 +8,8 @@ c_layernorm``).
 
 The scan itself is delegated to :func:`harness.kernels.selective_scan.selective_scan`, whose backend is
 chosen per module (``scan_backend``). Incremental decoding keeps a conv window and the SSM state, so each new
-token costs O(d_inner * d_state) however long the context is.
+token costs O(d_inner * d_state) however long the context is; the same state lets a prefill continue in
+chunks.
 """
 
 from __future__ import annotations
@@ -93,18 +94,20 @@ class MambaMixer(nn.Module):
     def forward(self, hidden: Tensor, state: MambaState | None = None, fresh: bool = True) -> Tensor:
         """hidden: (batch, tokens, d_model). With ``state``, also updates it for later decoding.
 
-        ``fresh`` says the state holds no tokens yet (a prefill); otherwise tokens are fed one at a time.
+        ``fresh`` says the state holds no tokens yet (a one-shot prefill, or the first chunk of one).
+        Otherwise the tokens continue the state, as the next chunk of a chunked prefill: the causal conv sees
+        the cached last d_conv - 1 inputs and the scan starts from the cached SSM state, so prefilling in
+        chunks computes what one pass computes while its activations scale with the chunk.
         """
-        if state is not None and not fresh:
-            return torch.stack([self.step(hidden[:, t], state) for t in range(hidden.shape[1])], dim=1)
         tokens = hidden.shape[1]
         xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2*d_inner, L)
         x, z = xz.chunk(2, dim=1)
+        continued = state is not None and not fresh
+        if continued:
+            x = torch.cat([state.conv[..., 1:].to(x.dtype), x], dim=-1)  # the conv's left context
         if state is not None:
-            state.conv.copy_(
-                F.pad(x, (self.d_conv - tokens, 0)) if tokens < self.d_conv else x[..., -self.d_conv :]
-            )
-        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, backend=self.scan_backend)
+            state.conv.copy_(F.pad(x, (max(0, self.d_conv - x.shape[-1]), 0))[..., -self.d_conv :])
+        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, backend=self.scan_backend)[..., -tokens:]
         dt, B, C = self._ssm_inputs(x.transpose(1, 2))
         A = -torch.exp(self.A_log.float())
         result = selective_scan(
@@ -119,6 +122,7 @@ class MambaMixer(nn.Module):
             delta_softplus=True,
             return_last_state=state is not None,
             backend=self.scan_backend,
+            initial_state=state.ssm if continued else None,
         )
         if state is not None:
             y, last = result
