@@ -82,6 +82,18 @@ class BenchRecord:
     def rows(self) -> list[dict[str, Any]]:
         return self.data[KINDS[self.kind][2]]
 
+    @property
+    def prefill_pass(self) -> str:
+        """How our prefill ran: one pass, or chunks of N tokens (``--prefill-chunk``; records written before
+        the option existed prefilled in one pass)."""
+        chunk = self.data.get("prefill_chunk")
+        return "one pass" if not chunk else f"{chunk:,}-token chunks"
+
+    def implementation(self, row: dict[str, Any]) -> str:
+        """A row's implementation; ours names its prefill chunks when it had some (anchors: one pass)."""
+        name = row.get("implementation", "ours")
+        return f"ours, {self.prefill_pass}" if name == "ours" and self.data.get("prefill_chunk") else name
+
 
 def _type_name(types: Any) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}

@@ -81,8 +81,8 @@ def prefill_table(records: list[BenchRecord]) -> list[str]:
     for r in _of(records, "prefill"):
         for row in r.rows:
             failed = row.get("error")
-            implementation = row.get("implementation", "ours")
-            order = (row["context"], r.preset, implementation != "ours", implementation)
+            implementation = r.implementation(row)
+            order = (row["context"], r.preset, not implementation.startswith("ours"), implementation)
             keyed.append(
                 (
                     order,
@@ -164,15 +164,17 @@ def decode_table(records: list[BenchRecord]) -> list[str]:
 
 
 def context_table(records: list[BenchRecord]) -> list[str]:
-    head = ["arm", "budget GiB", "longest context (measured)", "accounting's prediction", "fits when"]
+    head = ["arm", "prefill", "budget GiB", "longest context (measured)", "accounting's prediction"]
+    head.append("fits when")
     rows = []
-    for r in sorted(_of(records, "context"), key=lambda r: r.preset):
+    for r in sorted(_of(records, "context"), key=lambda r: (r.preset, r.prefill_pass)):
         d = r.data
         measured = DASH if d["max_context"] is None else f"{d['max_context']:,}"
         predicted = d["predicted_max_context"]
         rows.append(
             [
                 r.preset,
+                r.prefill_pass,
                 f"{d['budget_bytes'] / GIB:.2f}",
                 (">= " if d["hit_limit"] else "") + measured,
                 "unbounded (no KV cache)" if predicted is None else f"{predicted:,}",

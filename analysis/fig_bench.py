@@ -45,7 +45,7 @@ def prefill_series(records: list[BenchRecord]) -> dict[str, list[dict]]:
     for record in (r for r in records if r.kind == "prefill"):
         for row in record.rows:
             if "error" not in row:
-                name = series_name(record.preset, row.get("implementation", "ours"))
+                name = series_name(record.preset, record.implementation(row))
                 series.setdefault(name, []).append(row)
     return {name: sorted(rows, key=lambda r: r["context"]) for name, rows in series.items()}
 
@@ -108,7 +108,7 @@ def _budget_title(records: list[BenchRecord]) -> str:
 def max_context(records: list[BenchRecord]) -> Figure:
     """Per arm, the longest batch-1 prefill measured to fit beside the accounting's prediction (log y);
     an arm without attention has no cache that grows with the context, so no predicted bar."""
-    found = sorted((r for r in records if r.kind == "context"), key=lambda r: r.preset)
+    found = sorted((r for r in records if r.kind == "context"), key=lambda r: (r.preset, r.prefill_pass))
     with style():
         fig = figure(width=max(4.5, 1.2 * len(found) + 1.5), height=3.2)
         ax = fig.add_subplot()
@@ -152,7 +152,7 @@ def max_context(records: list[BenchRecord]) -> Figure:
         low = min((v for v in [*measured, *predicted] if v), default=1)
         ax.set_ylim(bottom=2 ** math.floor(math.log2(max(1, low / 2))), top=max(2, top * 2))
         ax.yaxis.set_major_formatter(CONTEXT)
-        ax.set_xticks(x, [r.preset for r in found])
+        ax.set_xticks(x, [f"{r.preset}\n{r.prefill_pass}" for r in found])
         ax.set_ylabel("longest batch-1 context (tokens)")
         ax.set_title(f"Longest context within {_budget_title(found)} ({_device(found)})")
         ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)

@@ -132,7 +132,7 @@ def test_a_synthetic_folder_with_anchors_renders_every_row(tmp_path):
     assert "| 32K | tiny-1to7 | transformers | out of memory |" in text
     assert "- tiny-1to7: llama not timed: the transformers package cannot be imported" in text
     assert "| 25.0% | 2 (1/2 rows) | 100.0% | none |" in text
-    assert "| tiny-mamba | 12.00 | >= 65,536 | unbounded (no KV cache) |" in text
+    assert "| tiny-mamba | one pass | 12.00 | >= 65,536 | unbounded (no KV cache) |" in text
     assert "No `train` records." in text
     records = load_records(folder)  # the report folder inside is not read as a record
     speed = fig_bench.prefill_throughput(records).axes[0]
@@ -141,6 +141,21 @@ def test_a_synthetic_folder_with_anchors_renders_every_row(tmp_path):
     before = readme.read_text()
     build_bench_report(folder)  # re-rendering replaces the folder with the same content
     assert readme.read_text() == before
+
+
+def test_chunked_prefill_records_say_so_beside_one_pass_ones(tmp_path):
+    folder = synthetic(tmp_path / "bench")
+    for name in ("prefill", "context"):
+        record = json.loads((folder / f"{name}.json").read_text())
+        (folder / f"{name}-chunked.json").write_text(json.dumps({**record, "prefill_chunk": 8192}))
+    text = build_bench_report(folder).read_text()
+    assert "| 8K | tiny-1to7 | ours, 8,192-token chunks | 100,000 |" in text
+    assert "| 8K | tiny-1to7 | ours | 100,000 |" in text
+    assert "| tiny-mamba | 8,192-token chunks | 12.00 |" in text
+    assert "| tiny-mamba | one pass | 12.00 |" in text
+    records = load_records(folder)
+    ticks = [t.get_text() for t in fig_bench.max_context(records).axes[0].get_xticklabels()]
+    assert ticks == ["tiny-mamba\n8,192-token chunks", "tiny-mamba\none pass"]
 
 
 @pytest.mark.parametrize(
