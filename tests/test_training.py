@@ -290,3 +290,16 @@ def test_two_processes_match_one(tmp_path, corpus, strategy):
         assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-4), step
     events = read_jsonl(multi / "events.jsonl")
     assert events[0]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path, corpus):
+    """``train.compile: true`` (torch.compile of the model; the numba CPU scan runs eagerly between the
+    compiled graphs) trains the hybrid MoE arm to the same losses as the eager model."""
+    eager = tmp_path / "eager"
+    train(load_run_config(write_config(tmp_path, corpus, steps=4, log_every=1)), eager)
+    compiled = tmp_path / "compiled"
+    train(load_run_config(write_config(tmp_path, corpus, steps=4, log_every=1, compile=True)), compiled)
+    want, got = losses(eager), losses(compiled)
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4]
+    assert got == pytest.approx(want, rel=1e-4)

@@ -381,6 +381,9 @@ class _SelectiveScanCPU(torch.autograd.Function):
         return tuple(g if need[i] else None for i, g in enumerate((du, ddelta, dA, dB, dC)))
 
 
+# Opaque to torch.compile: dynamo cannot trace numba's dispatch (it failed inside numba's compile hook), so
+# a compiled model calls the scan eagerly, between its compiled graphs.
+@torch.compiler.disable
 def scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
     """Selective scan on CPU tensors; same contract as ``scan_reference`` with no initial state.
 

@@ -178,8 +178,9 @@ def _zero_start_scan(
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
         # The kernel requires fp32 A, D and delta_bias, and delta, z, B, C in u's dtype. It does not
-        # propagate gradients through the returned last state (the other backends do).
-        return selective_scan_fn(
+        # propagate gradients through the returned last state (the other backends do). A compiled model
+        # calls it eagerly (a C++ extension is opaque to torch.compile), as it does the CPU scan.
+        return torch.compiler.disable(selective_scan_fn)(
             u,
             delta.to(u.dtype),
             A.float(),

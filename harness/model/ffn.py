@@ -77,6 +77,10 @@ def grouped_unsupported(x: Tensor, d_ff: int, dtype: torch.dtype) -> str | None:
         )
     if not runs:
         return f"torch {torch.__version__} has no _grouped_mm kernel for {x.device.type}"
+    if torch.compiler.is_compiling() and dtype != torch.bfloat16:
+        # torch.compile traces the op through its meta function, which accepts bf16 only (eager CPU runs
+        # the composite fallback in any dtype)
+        return f"under torch.compile, _grouped_mm takes bf16 only, got {dtype}"
     if x.device.type == "cuda":
         if dtype != torch.bfloat16:
             return f"the CUDA grouped GEMM kernel takes bf16 only, got {dtype}"
