@@ -5,7 +5,7 @@ Subcommands:
   ablate presets [--family F]
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N] [--against A,B] [--json PATH]
-                     [--moe-backend loop,grouped] [--profile N]
+                     [--moe-backend loop,grouped] [--compile off,on] [--profile N]
   ablate bench prefill --preset NAME [--context 8k,32k] [--batch N] [--against A,B] [--prefill-chunk N]
                        [--out FILE.json]
   ablate bench decode --preset NAME [--batch 1,16] [--prompt 2048] [--new 256] [--no-cuda-graphs]
@@ -199,6 +199,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         json_path=args.json,
         moe_backends=[b for b in args.moe_backend.split(",") if b],
         profile=args.profile,
+        compile_modes=[m for m in args.compile.split(",") if m],
     )
     return 0
 
@@ -534,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="after timing, profile our model over the timed batches again and record its top N kernels "
         "(by self CUDA time; self CPU time on CPU) in the table and the JSON record",
+    )
+    bench_train.add_argument(
+        "--compile",
+        default="off",
+        help="comma-separated: off, on (torch.compile our model, as train.compile does; compilation happens "
+        "in the warm-up steps), e.g. off,on for one row each",
     )
     bench_train.set_defaults(func=cmd_bench_train)
     inference_help = {

@@ -132,3 +132,17 @@ def test_moe_backends_give_one_row_each_and_profile_is_recorded(tmp_path, capsys
     assert "ours (HybridLM, MoE loop)" in out and "top 3 by self CPU time over 1 steps" in out
     assert main([*args, "--moe-backend", "fast", "--json", str(path)]) == 2
     assert "unknown MoE backend(s) ['fast']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compile_modes_give_one_row_each_with_the_same_losses(tmp_path, capsys, one_thread):
+    path = tmp_path / "compile.json"
+    args = ["bench", "train", "--preset", "tiny-1to7", *TINY, "--against", "", "--json", str(path)]
+    assert main([*args, "--compile", "off,on"]) == 0
+    record = json.loads(path.read_text())
+    eager, compiled = record["results"]
+    assert record["config"]["compile"] == ["off", "on"]
+    assert compiled["label"] == "ours (HybridLM, compiled)" and compiled["settings"] == {"compile": True}
+    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)  # same model, same batches
+    assert main([*args, "--compile", "fast"]) == 2
+    assert "unknown compile mode(s) ['fast']" in capsys.readouterr().err

@@ -61,6 +61,7 @@ from harness.training.trainer import peak_flops
 
 ANCHORS = ("transformers", "mamba_ssm", "llama")
 MOE_BACKENDS = ("auto", "loop", "grouped")
+COMPILE_MODES = ("off", "on")
 BENCH_DIR = Path("results/bench")
 
 
@@ -129,10 +130,16 @@ def _make_step(model: nn.Module, forward: Callable, device: torch.device) -> Cal
 
 
 def _ours(
-    cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int, moe_backend: str
+    cfg: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    seq_len: int,
+    moe_backend: str,
+    compiled: bool = False,
 ) -> Contender:
     """Our model; with MoE layers, running them on ``moe_backend`` (the label says which, and what
-    ``auto`` resolves to here)."""
+    ``auto`` resolves to here); ``compiled``: under ``torch.compile``, as ``train.compile`` runs it."""
     label, settings = "ours (HybridLM)", {}
     if cfg.moe is not None:
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, backend=moe_backend))
@@ -143,10 +150,18 @@ def _ours(
         runs = "grouped" if grouped else "loop"
         settings = {"moe_backend": moe_backend, "moe_runs": runs}
         label = f"ours (HybridLM, MoE {runs})"
+    if compiled:
+        settings["compile"] = True
+        label = label[:-1] + ", compiled)"
+
+    def build() -> nn.Module:
+        model = _seeded(seed, device, lambda: HybridLM(cfg)).to(dtype)
+        return torch.compile(model) if compiled else model
+
     return Contender(
         "ours",
         label,
-        lambda: _seeded(seed, device, lambda: HybridLM(cfg)).to(dtype),
+        build,
         lambda model, ids: model(ids).logits,
         plan_model(cfg, context=seq_len).flops_per_token,
         settings,
@@ -376,11 +391,12 @@ def run_train_benchmark(
     json_path: str | Path | None = None,
     moe_backends: Sequence[str] = ("auto",),
     profile: int = 0,
+    compile_modes: Sequence[str] = ("off",),
 ) -> dict:
-    """Time ours (once per MoE backend in ``moe_backends`` when the preset has MoE layers) and each anchor
-    in ``against`` (names from :data:`ANCHORS`) on the same batches; ``profile`` > 0 records the top
-    ``profile`` kernels of each of our rows. Prints the table, writes the record to ``json_path``
-    (default: :func:`default_json_path`) and returns it."""
+    """Time ours (once per MoE backend in ``moe_backends`` when the preset has MoE layers, and per entry
+    of ``compile_modes``, off or on) and each anchor in ``against`` (names from :data:`ANCHORS`) on the
+    same batches; ``profile`` > 0 records the top ``profile`` kernels of each of our rows. Prints the
+    table, writes the record to ``json_path`` (default: :func:`default_json_path`) and returns it."""
     unknown = [a for a in against if a not in ANCHOR_BUILDERS]
     if unknown:
         raise ConfigError(f"unknown anchor(s) {unknown}; choose from {', '.join(ANCHORS)}", key="against")
@@ -389,6 +405,9 @@ def run_train_benchmark(
         raise ConfigError(
             f"unknown MoE backend(s) {bad}; choose from {', '.join(MOE_BACKENDS)}", key="moe_backend"
         )
+    bad = [m for m in compile_modes if m not in COMPILE_MODES] or ([] if compile_modes else ["(none)"])
+    if bad:
+        raise ConfigError(f"unknown compile mode(s) {bad}; choose from off, on", key="compile")
     if profile < 0:
         raise ConfigError(f"must be >= 0, got {profile}", key="profile")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -403,9 +422,10 @@ def run_train_benchmark(
 
     results = []
     for backend in moe_backends if cfg.moe is not None else moe_backends[:1]:
-        ours = _ours(cfg, device, dtype, seed, seq_len, backend)
-        entry = {"model": ours.name, "label": ours.label, "settings": ours.settings}
-        results.append({**entry, **_race(ours, batches, warmup, device, peak, profile)})
+        for mode in compile_modes:
+            ours = _ours(cfg, device, dtype, seed, seq_len, backend, compiled=mode == "on")
+            entry = {"model": ours.name, "label": ours.label, "settings": ours.settings}
+            results.append({**entry, **_race(ours, batches, warmup, device, peak, profile)})
     for name in against:
         entry: dict = {"model": name}
         try:
@@ -432,6 +452,7 @@ def run_train_benchmark(
         "dtype": str(dtype),
         "against": list(against),
         "moe_backends": list(moe_backends) if cfg.moe is not None else None,
+        "compile": list(compile_modes),
         "profile": profile,
     }
     record = bench_record("train", config, results)

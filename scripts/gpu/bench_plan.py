@@ -35,6 +35,7 @@ PREFILL = "bench prefill --context 8k,32k,64k,128k"
 DECODE = "bench decode --batch 1,16"
 ALL_ANCHORS = "transformers,mamba_ssm,llama"
 PROFILE = "--profile 15"  # issue 15 asks for the profiler's top kernels with the throughput
+LEVERS = f"{PROFILE} --compile off,on"  # torch.compile measured beside eager, both profiled
 MOE = f"--moe-backend grouped,loop {PROFILE}"  # grouped first: the anchor's ratio is against it
 CONTEXT = "bench context --max-bytes 12884901888"  # 12 GiB: the searches fit one command; 8K chunks
 
@@ -51,9 +52,10 @@ STEPS: tuple[tuple[str, int, str], ...] = (
     ("context-1.3b-attention", 150, f"{CONTEXT} --start 131072 --resolution 8192 --preset 1.3b-attention"),
     # the accounting predicts ~1.67M for 1:7; each probe near it is ~1.5 min of attention FLOPs
     ("context-1.3b-1to7", 420, f"{CONTEXT} --start 1048576 --limit 2097152 --resolution 131072 --preset 1.3b-1to7"),  # noqa: E501
-    ("train-1.3b-1to7", 200, f"{TRAIN} 8 {PROFILE} --preset 1.3b-1to7 --against {ALL_ANCHORS}"),
+    ("train-1.3b-1to7", 300, f"{TRAIN} 8 {LEVERS} --preset 1.3b-1to7 --against {ALL_ANCHORS}"),
     ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
     ("train-1.3b-1to7-moe-b8", 180, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
+    ("train-1.3b-1to7-nonorm", 150, f"{TRAIN} 8 {PROFILE} --preset 1.3b-1to7-nonorm --against mamba_ssm"),
     ("train-1.3b-1to3", 150, f"{TRAIN} 8 --preset 1.3b-1to3 --against transformers,mamba_ssm"),
     ("train-1.3b-mamba", 120, f"{TRAIN} 8 --preset 1.3b-mamba --against mamba_ssm"),
     ("train-1.3b-attention", 120, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama"),
