@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 NAN = float("nan")
-MQAR_PREFIX = "mqar_recall"  # evals/mqar.py's metric names (analysis reads payloads, never imports evals)
 
 
 def _row(task: str, metric: str, value: Any, **extra: Any) -> dict[str, Any]:
@@ -137,11 +136,11 @@ def _mqar(payload: dict) -> list[dict]:
     """Task ``mqar``: accuracy over all tasks and on the hardest; then one task per (length, pairs), named
     ``L<seq_len>_N<num_pairs>``, with accuracy (binomial s.e. over its queries), accuracy among the
     sequence's own values, that chance, and the answers' loss."""
-    metrics = payload.get("metrics") or {}
+    summary = ("accuracy", "min_accuracy")  # of the flat metrics; the per-task ones come from ``tasks``
     rows = [
-        _row("mqar", key.rpartition("/")[2], metrics[key])
-        for key in (f"{MQAR_PREFIX}/accuracy", f"{MQAR_PREFIX}/min_accuracy")
-        if key in metrics
+        _row("mqar", key.rpartition("/")[2], value)
+        for key, value in (payload.get("metrics") or {}).items()
+        if key.rpartition("/")[2] in summary
     ]
     for task in payload.get("tasks", []):
         name, n = f"L{task['seq_len']}_N{task['num_pairs']}", task.get("queries")

@@ -55,7 +55,7 @@ from harness.benchmarks.record import bench_record, device_name, write_bench_jso
 from harness.config_loader import ConfigError
 from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
-from harness.model.ffn import grouped_unsupported
+from harness.model.ffn import takes_grouped
 from harness.presets import get_preset
 from harness.training.trainer import peak_flops
 
@@ -140,19 +140,17 @@ def _ours(
 ) -> Contender:
     """Our model; with MoE layers, running them on ``moe_backend`` (the label says which, and what
     ``auto`` resolves to here); ``compiled``: under ``torch.compile``, as ``train.compile`` runs it."""
-    label, settings = "ours (HybridLM)", {}
+    notes, settings = ["HybridLM"], {}
     if cfg.moe is not None:
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, backend=moe_backend))
         probe = torch.empty(0, cfg.d_model, device=device, dtype=dtype)
-        grouped = moe_backend == "grouped" or (
-            moe_backend == "auto" and grouped_unsupported(probe, cfg.expert_d_ff, dtype) is None
-        )
-        runs = "grouped" if grouped else "loop"
+        runs = "grouped" if takes_grouped(moe_backend, probe, cfg.expert_d_ff, dtype) else "loop"
         settings = {"moe_backend": moe_backend, "moe_runs": runs}
-        label = f"ours (HybridLM, MoE {runs})"
+        notes.append(f"MoE {runs}")
     if compiled:
         settings["compile"] = True
-        label = label[:-1] + ", compiled)"
+        notes.append("compiled")
+    label = f"ours ({', '.join(notes)})"
 
     def build() -> nn.Module:
         model = _seeded(seed, device, lambda: HybridLM(cfg)).to(dtype)

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -160,6 +162,16 @@ def initial_state_terms(
     return y, torch.exp(A[None] * carried) * h0
 
 
+@functools.cache
+def _cuda_scan_fn() -> Callable[..., Any]:
+    """mamba_ssm's ``selective_scan_fn`` (imported on first use: ``import mamba_ssm`` fails wherever its
+    kernels are missing), made opaque to torch.compile: a compiled model calls the C++ extension eagerly,
+    as it does the CPU scan."""
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    return torch.compiler.disable(selective_scan_fn)
+
+
 def _zero_start_scan(
     backend: str,
     u: Tensor,
@@ -175,12 +187,9 @@ def _zero_start_scan(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The scan from a zero state on a resolved backend (the body of :func:`selective_scan`)."""
     if backend == "cuda":
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-
         # The kernel requires fp32 A, D and delta_bias, and delta, z, B, C in u's dtype. It does not
-        # propagate gradients through the returned last state (the other backends do). A compiled model
-        # calls it eagerly (a C++ extension is opaque to torch.compile), as it does the CPU scan.
-        return torch.compiler.disable(selective_scan_fn)(
+        # propagate gradients through the returned last state (the other backends do).
+        return _cuda_scan_fn()(
             u,
             delta.to(u.dtype),
             A.float(),

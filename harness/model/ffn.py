@@ -92,6 +92,17 @@ def grouped_unsupported(x: Tensor, d_ff: int, dtype: torch.dtype) -> str | None:
     return None
 
 
+def takes_grouped(backend: str, x: Tensor, d_ff: int, dtype: torch.dtype) -> bool:
+    """Whether MoE ``backend`` (auto, loop or grouped) runs experts of width ``d_ff`` on ``x`` in ``dtype``
+    through the grouped path; ``grouped`` where it cannot run is an error."""
+    if backend == "loop":
+        return False
+    reason = grouped_unsupported(x, d_ff, dtype)
+    if reason is not None and backend == "grouped":
+        raise ValueError(f"moe.backend 'grouped' cannot run here: {reason}")
+    return reason is None
+
+
 class MoE(nn.Module):
     """Top-K mixture of SwiGLU experts.
 
@@ -128,13 +139,8 @@ class MoE(nn.Module):
         return probs, weights, idx
 
     def use_grouped(self, flat: Tensor) -> bool:
-        """Whether this call takes the grouped path; ``grouped`` where it cannot run is an error."""
-        if self.backend == "loop":
-            return False
-        reason = grouped_unsupported(flat, self.d_ff, _compute_dtype(flat))
-        if reason is not None and self.backend == "grouped":
-            raise ValueError(f"moe.backend 'grouped' cannot run here: {reason}")
-        return reason is None
+        """Whether this call takes the grouped path (:func:`takes_grouped` for this layer's backend)."""
+        return takes_grouped(self.backend, flat, self.d_ff, _compute_dtype(flat))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Routing]:
         shape = x.shape

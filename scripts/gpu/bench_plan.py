@@ -77,9 +77,9 @@ def _state(root: Path) -> dict:
 
 
 def _save(root: Path, state: dict) -> None:
-    tmp = root / "plan.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, root / "plan.json")
+    from harness.atomic import atomic_write_text  # the one atomic write (setup.sh puts harness on the path)
+
+    atomic_write_text(root / "plan.json", json.dumps(state, indent=2) + "\n")
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -135,7 +135,7 @@ def _tiny(data: dict) -> dict:
 
 def _study_files(args) -> list[tuple[str, dict]]:
     out = []
-    for rel in getattr(args, "only", None) or SWEEPS:
+    for rel in args.only or SWEEPS:
         data = yaml.safe_load((REPO / rel).read_text())
         out.append((rel, _tiny(data) if args.scale == "tiny" else data))
     return out
@@ -260,8 +260,9 @@ def cmd_start(args) -> None:
     _write_state(args, state)
     print(f"[study] device {json.dumps(state['device'])}", flush=True)
 
-    names = [f"{data['name']}-calib" for _, data in _study_files(args)]
-    has_text = any(rel == TEXT_SWEEP for rel, _ in _study_files(args))
+    study = _study_files(args)  # parsed once: the budget loop below writes into these dicts
+    names = [f"{data['name']}-calib" for _, data in study]
+    has_text = any(rel == TEXT_SWEEP for rel, _ in study)
     rates = _calibrate(args, root) if args.tokens is None and has_text else {}
     if rates:
         state["calibration"] = rates.pop("_meta") | {"rates": rates}
@@ -275,12 +276,12 @@ def cmd_start(args) -> None:
     final_dir = root / "sweeps"
     final_dir.mkdir(parents=True, exist_ok=True)
     files, text_name, other = [], None, []
-    for (rel, data), name in zip(_study_files(args), names, strict=True):
+    for (rel, data), name in zip(study, names, strict=True):
         train = data["base"]["train"]
         if rel != TEXT_SWEEP and rates:
             steps = train["steps"]
             other += [(steps * r["tokens_per_step"], r["tokens_per_s"]) for r in rates[name].values()]
-    for (rel, data), name in zip(_study_files(args), names, strict=True):
+    for (rel, data), name in zip(study, names, strict=True):
         if rel == TEXT_SWEEP:
             text_name = name
             if args.tokens is not None:
