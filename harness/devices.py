@@ -19,3 +19,10 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use cpu or auto")
     return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until ``device`` has finished its queued work (CUDA runs asynchronously; elsewhere a no-op), so
+    that a timer read after it measures the work, not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

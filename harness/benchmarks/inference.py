@@ -55,6 +55,7 @@ from torch import nn
 from harness.accounting import kv_cache_bytes, mamba_state_bytes
 from harness.benchmarks.train import ANCHOR_BUILDERS, AnchorSkipped, llama_equivalent
 from harness.config_loader import ConfigError
+from harness.devices import synchronize
 from harness.model import HybridLM
 from harness.model.config import ModelConfig
 from harness.model.decode import Decoder
@@ -94,11 +95,6 @@ def build_model(preset: str, device: torch.device, seed: int = 0) -> HybridLM:
     return HybridLM(get_preset(preset)).to(device, dtype).eval()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -110,10 +106,10 @@ def _peak(device: torch.device) -> int | None:
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start, out
 
 

@@ -16,12 +16,9 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from harness.devices import synchronize
+
 NAME_WIDTH = 60
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def top_kernels(
@@ -31,12 +28,12 @@ def top_kernels(
     rows of name, total milliseconds, share of the wall time and calls."""
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
-    _sync(device)
+    synchronize(device)
     with profile(activities=activities) as prof:
         start = time.perf_counter()
         for ids in batches:
             step(ids)
-        _sync(device)
+        synchronize(device)
         wall_us = (time.perf_counter() - start) * 1e6
     rows = []
     for event in prof.key_averages():

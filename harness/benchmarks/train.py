@@ -53,6 +53,7 @@ from harness.accounting import format_params, param_breakdown, plan_model
 from harness.benchmarks.profile import print_kernels, top_kernels
 from harness.benchmarks.record import bench_record, device_name, write_bench_json
 from harness.config_loader import ConfigError
+from harness.devices import synchronize
 from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
 from harness.model.ffn import takes_grouped
@@ -101,15 +102,14 @@ def _time_steps(
     """Seconds per step (mean over the timed steps), last loss, peak GiB (``None`` off CUDA)."""
     for ids in batches[:warmup]:
         step(ids)
+    synchronize(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     loss = float("nan")
     for ids in batches[warmup:]:
         loss = step(ids)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     elapsed = (time.perf_counter() - start) / max(1, len(batches) - warmup)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return elapsed, loss, peak
