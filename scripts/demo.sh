@@ -24,6 +24,11 @@ echo
 echo "== offline data: corpus packs and benchmark copies =="
 ablate data prepare --packs web,books,code,imdb --benchmarks
 echo
+# SLURM installed here (by the test command) but not running: start the loopback one for the demo's jobs,
+# as the test command does, and stop it at the end. A cluster whose controller answers is used as it is.
+if command -v sbatch >/dev/null && ! sinfo -h >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    bash scripts/slurm/start.sh && trap 'bash scripts/slurm/stop.sh' EXIT
+fi
 echo "== launch: train every arm, then evaluate it (CPU: about 10 minutes) =="
 status=0
 ablate sweep launch "$sweep" --wait --poll 15 || status=$?  # 1 when a run failed: still show the rest
