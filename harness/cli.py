@@ -5,7 +5,7 @@ Subcommands:
   ablate presets [--family F]
   ablate bench scan [--preset NAME] [--batch B] [--seq-len L]
   ablate bench train [--preset NAME] [--batch B] [--seq-len L] [--steps N] [--against A,B] [--json PATH]
-                     [--moe-backend loop,grouped] [--compile off,on] [--profile N]
+                     [--moe-backend loop,grouped] [--kernels fused,eager] [--compile off,on] [--profile N]
   ablate bench prefill --preset NAME [--context 8k,32k] [--batch N] [--against A,B] [--prefill-chunk N]
                        [--out FILE.json]
   ablate bench decode --preset NAME [--batch 1,16] [--prompt 2048] [--new 256] [--no-cuda-graphs]
@@ -200,6 +200,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         moe_backends=[b for b in args.moe_backend.split(",") if b],
         profile=args.profile,
         compile_modes=[m for m in args.compile.split(",") if m],
+        kernel_modes=[k for k in args.kernels.split(",") if k],
     )
     return 0
 
@@ -535,6 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="after timing, profile our model over the timed batches again and record its top N kernels "
         "(by self CUDA time; self CPU time on CPU) in the table and the JSON record",
+    )
+    bench_train.add_argument(
+        "--kernels",
+        default="auto",
+        help="comma-separated kernel settings of our model (model.kernels), one row each: auto (fused on "
+        "CUDA when liger-kernel is installed), eager (plain PyTorch), fused (Triton norms, conv and fused "
+        "linear + cross-entropy); e.g. fused,eager to measure both in one run",
     )
     bench_train.add_argument(
         "--compile",

@@ -129,9 +129,27 @@ def test_moe_backends_give_one_row_each_and_profile_is_recorded(tmp_path, capsys
         assert 0 < len(kernels) <= 3
         assert all(k["total_ms"] > 0 and 0 < k["share"] <= 1 and k["calls"] >= 1 for k in kernels)
         assert [k["total_ms"] for k in kernels] == sorted((k["total_ms"] for k in kernels), reverse=True)
-    assert "ours (HybridLM, MoE loop)" in out and "top 3 by self CPU time over 1 steps" in out
+    assert "ours (HybridLM, eager, MoE loop)" in out and "top 3 by self CPU time over 1 steps" in out
     assert main([*args, "--moe-backend", "fast", "--json", str(path)]) == 2
     assert "unknown MoE backend(s) ['fast']" in capsys.readouterr().err
+
+
+def test_kernel_settings_give_one_row_each_and_fused_off_cuda_is_refused(tmp_path, capsys, one_thread):
+    path = tmp_path / "kernels.json"
+    args = ["bench", "train", "--preset", "tiny-1to7", *TINY, "--against", "", "--json", str(path)]
+    assert main([*args, "--kernels", "eager,auto"]) == 0
+    record = json.loads(path.read_text())
+    assert record["config"]["kernels"] == ["eager", "auto"]
+    eager, auto = record["results"]
+    assert [eager["settings"]["kernels"], auto["settings"]["kernels"]] == ["eager", "auto"]
+    assert eager["settings"]["kernels_run"] == auto["settings"]["kernels_run"] == "eager"  # auto, on a CPU
+    assert eager["loss"] == pytest.approx(auto["loss"], rel=1e-6)
+    capsys.readouterr()
+    assert main([*args, "--kernels", "fused"]) == 2
+    err = capsys.readouterr().err
+    assert "kernels: fused cannot run here: its tensors are not on CUDA" in err and "Traceback" not in err
+    assert main([*args, "--kernels", "triton"]) == 2
+    assert "unknown kernels setting(s) ['triton']" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -142,7 +160,8 @@ def test_compile_modes_give_one_row_each_with_the_same_losses(tmp_path, capsys, 
     record = json.loads(path.read_text())
     eager, compiled = record["results"]
     assert record["config"]["compile"] == ["off", "on"]
-    assert compiled["label"] == "ours (HybridLM, compiled)" and compiled["settings"] == {"compile": True}
+    assert compiled["label"] == "ours (HybridLM, eager, compiled)"
+    assert compiled["settings"] == {"kernels": "auto", "kernels_run": "eager", "compile": True}
     assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)  # same model, same batches
     assert main([*args, "--compile", "fast"]) == 2
     assert "unknown compile mode(s) ['fast']" in capsys.readouterr().err

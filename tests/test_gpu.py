@@ -5,13 +5,18 @@ compiled CPU scans; these check the CUDA kernels against the reference, train ev
 chunks through mamba_ssm's kernel and the fused attention.
 """
 
+import dataclasses
+
 import pytest
 import torch
+import torch.nn.functional as F
 
+from harness.kernels.fused import fused_available
 from harness.kernels.selective_scan import cuda_kernels_available, selective_scan
 from harness.model import HybridLM
 from harness.model.attention import Attention, KVCache
 from harness.model.decode import Decoder
+from harness.model.norm import RMSNorm
 from harness.presets import family_preset_names, get_preset
 
 pytestmark = [
@@ -220,3 +225,112 @@ def test_attention_chunk_after_a_long_cache_materialises_no_mask():
     torch.cuda.synchronize()
     assert torch.isfinite(out).all()
     assert torch.cuda.max_memory_allocated() - before < tokens * (past + tokens) // 4
+
+
+# The fused kernels (harness/kernels/fused.py: liger's RMSNorm and linear + cross-entropy, our Triton conv)
+# against the eager path they replace.
+needs_fused = pytest.mark.skipif(fused_available() is not None, reason=f"fused kernels: {fused_available()}")
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-12)).item()
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("batch, channels, length", [(2, 4096, 2048), (1, 70, 130), (3, 96, 5)])
+def test_triton_causal_conv_matches_conv1d(dtype, tol, batch, channels, length):
+    """Values and all three gradients, with x in Mamba's layout (a channel-contiguous view of in_proj's
+    output) and in plain (batch, channels, time) layout."""
+    from harness.kernels.causal_conv_triton import causal_conv1d_silu
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w = (torch.randn(channels, 1, 4, device="cuda", generator=g) * 0.5).to(dtype).requires_grad_()
+    b = torch.randn(channels, device="cuda", generator=g).to(dtype).requires_grad_()
+    dy = torch.randn(batch, channels, length, device="cuda", generator=g).to(dtype)
+    for layout in ("mamba", "plain"):
+        if layout == "mamba":
+            leaf = torch.randn(batch, length, 2 * channels, device="cuda", generator=g).to(dtype)
+            leaf.requires_grad_()
+            x = leaf[..., :channels].transpose(1, 2)
+        else:
+            leaf = torch.randn(batch, channels, length, device="cuda", generator=g).to(dtype).requires_grad_()
+            x = leaf
+        ours = causal_conv1d_silu(x, w, b)
+        ref = F.silu(F.conv1d(F.pad(x.float(), (3, 0)), w.float(), b.float(), groups=channels))
+        assert ours.is_contiguous() and ours.dtype == dtype and ours.shape == ref.shape
+        assert relative_error(ours, ref) < tol, layout
+        got = torch.autograd.grad(ours, (leaf, w, b), dy)
+        want = torch.autograd.grad(ref, (leaf, w, b), dy.float())
+        for name, a, r in zip(("dx", "dw", "db"), got, want, strict=True):
+            assert a.dtype == r.dtype and relative_error(a, r) < tol, (layout, name, relative_error(a, r))
+
+
+@needs_fused
+@pytest.mark.parametrize("dim", [16, 128, 2048])
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("w_dtype", [torch.bfloat16, torch.float32])
+def test_fused_rmsnorm_matches_eager(dim, x_dtype, w_dtype):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(4, 300, dim, device="cuda", generator=g).to(x_dtype).requires_grad_()
+    weight = 1 + 0.1 * torch.randn(dim, device="cuda", generator=g)
+    norms = {k: RMSNorm(dim, 1e-6, kernels=k).to("cuda", w_dtype) for k in ("eager", "fused")}
+    for norm in norms.values():
+        norm.weight.data = weight.to(w_dtype)
+    dy = torch.randn(4, 300, dim, device="cuda", generator=g)
+    results = {}
+    for k, norm in norms.items():
+        y = norm(x)
+        results[k] = (y, *torch.autograd.grad(y, (x, norm.weight), dy.to(y.dtype)))
+    tol = 1e-5 if x_dtype == w_dtype == torch.float32 else 1e-2
+    for name, a, r in zip(("y", "dx", "dw"), results["fused"], results["eager"], strict=True):
+        assert relative_error(a, r) < tol, (name, relative_error(a, r))
+
+
+@needs_fused
+def test_fused_linear_cross_entropy_matches_eager():
+    from harness.kernels.fused import linear_cross_entropy
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    hidden = torch.randn(2, 2048, 512, device="cuda", generator=g).bfloat16().requires_grad_()
+    weight = (torch.randn(50304, 512, device="cuda", generator=g) * 0.05).bfloat16().requires_grad_()
+    targets = torch.randint(0, 50304, (2, 2048), device="cuda", generator=g)
+    targets[:, :100] = -100  # ignored, as a padded batch's
+    ours = linear_cross_entropy(hidden, weight, targets)
+    ref = F.cross_entropy((hidden @ weight.T).float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+    assert abs(ours.item() - ref.item()) < 1e-3 * ref.item()
+    got = torch.autograd.grad(ours, (hidden, weight))
+    want = torch.autograd.grad(ref, (hidden, weight))
+    for a, r in zip(got, want, strict=True):
+        assert relative_error(a, r) < 2e-2
+
+
+@needs_fused
+@pytest.mark.parametrize(
+    "name, precision",
+    [("mini-1to7", "autocast"), ("mini-1to7", "bf16 weights"), ("mini-1to7-nonorm", "autocast"),
+     ("mini-mamba", "autocast"), ("mini-attention", "autocast"), ("mini-1to7-moe", "autocast")],
+)  # fmt: skip
+def test_fused_kernels_train_like_eager(name, precision):
+    """The same model from the same seed, trained 6 steps on the same batches with eager and with fused
+    kernels, has the same losses within bf16 tolerance; the fused loss forms no logits."""
+    cfg = get_preset(name)
+    ids = torch.randint(0, cfg.vocab_size, (6, 4, 257), device="cuda", generator=torch.Generator("cuda"))
+    losses = {}
+    for kernels in ("eager", "fused"):
+        torch.manual_seed(0)
+        model = HybridLM(dataclasses.replace(cfg, kernels=kernels)).cuda()
+        if precision == "bf16 weights":
+            model = model.bfloat16()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
+        losses[kernels] = []
+        for batch in ids:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "autocast"):
+                out = model(batch[:, :-1], targets=batch[:, 1:])
+            assert (out.logits is None) == (kernels == "fused")
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            losses[kernels].append(out.loss.item())
+    print(f"{name} ({precision}): eager {losses['eager']}, fused {losses['fused']}")
+    assert losses["fused"] == pytest.approx(losses["eager"], rel=1e-2, abs=1e-2)

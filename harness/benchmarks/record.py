@@ -21,9 +21,12 @@ from typing import Any
 import torch
 
 from harness.atomic import atomic_write_text
+from harness.kernels.fused import fused_available
 
 # Distributions whose versions decide the numbers (causal-conv1d changes every Mamba anchor's speed).
-VERSIONED = ("jamba-ablate", "torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "numpy")
+VERSIONED = (
+    "jamba-ablate", "torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "liger_kernel", "numpy"
+)  # fmt: skip
 DEFAULT_DIR = Path("results") / "bench"
 
 
@@ -59,6 +62,8 @@ def provenance(device: torch.device | None = None) -> dict[str, Any]:
     host = {"python": platform.python_version(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
     if device is not None and device.type == "cuda":
         host["gpu_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
+        # What model.kernels: auto runs here (harness/kernels/fused.py): fused, or why not.
+        host["fused_kernels"] = fused_available() or "available"
     return {
         "device": device_name(device),
         "cuda": torch.version.cuda,

@@ -16,8 +16,10 @@ so the anchors live here rather than in one-off scripts:
   attention preset that is our ``d_ff``, so it is the same model with RoPE; for a hybrid it is the
   attention reference of the same size (its FLOPs, and so its MFU, are counted for its own layout).
 
-Every model gets the same batches, bf16 weights on CUDA (fp32 on CPU), fused AdamW, and the same loss
-(cross-entropy of the logits, computed identically outside the model). bf16 weights rather than autocast
+Every model gets the same batches, bf16 weights on CUDA (fp32 on CPU), fused AdamW, and the same loss, mean
+next-token cross-entropy: the anchors' from their logits, computed identically outside the model; ours
+from its own ``targets`` path, as training computes it (with fused kernels, liger's fused linear +
+cross-entropy, which never forms the logits: :mod:`harness.kernels.fused`). bf16 weights rather than autocast
 because transformers' Jamba CUDA path fails under autocast (its fp32 inner norms hand the scan kernel B and
 C in another dtype than u) and bf16 weights are how it is normally trained. Each model is built just before
 its turn and freed after it, so its peak memory is its own; it is warmed up, then timed over ``steps``
@@ -28,9 +30,10 @@ cannot run the layout, or which fails during its run is skipped with the reason,
     ablate bench train --preset 1.3b-1to7 --batch 8 --seq-len 2048 --against transformers,mamba_ssm
 
 ``--moe-backend loop,grouped`` times our model once per MoE backend (:class:`harness.model.ffn.MoE`), one
-row each, so a kernel change is measured before and after in one run; anchors' ``ours/it`` is against the
-first of our rows. ``--profile N`` adds the top N kernels of each of our rows
-(:mod:`harness.benchmarks.profile`) to the table and to that row of the record.
+row each, and ``--kernels fused,eager`` once per kernel setting (``ModelConfig.kernels``), so a kernel
+change is measured before and after in one run; anchors' ``ours/it`` is against the first of our rows.
+``--profile N`` adds the top N kernels of each of our rows (:mod:`harness.benchmarks.profile`) to the table
+and to that row of the record.
 
 The record (device, versions, commit: :mod:`harness.benchmarks.record`) is written as JSON, by default to
 ``results/bench/train-<preset>-b<batch>x<seq-len>-<device>.json``.
@@ -54,6 +57,7 @@ from harness.benchmarks.profile import print_kernels, top_kernels
 from harness.benchmarks.record import bench_record, device_name, write_bench_json
 from harness.config_loader import ConfigError
 from harness.devices import synchronize
+from harness.kernels.fused import use_fused
 from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
 from harness.model.ffn import takes_grouped
@@ -63,6 +67,7 @@ from harness.training.trainer import peak_flops
 ANCHORS = ("transformers", "mamba_ssm", "llama")
 MOE_BACKENDS = ("auto", "loop", "grouped")
 COMPILE_MODES = ("off", "on")
+KERNEL_MODES = ("auto", "eager", "fused")
 BENCH_DIR = Path("results/bench")
 
 
@@ -72,12 +77,13 @@ class AnchorSkipped(Exception):
 
 @dataclass
 class Contender:
-    """One model in the race: how to build it (on the device, just before its turn) and run it."""
+    """One model in the race: how to build it (on the device, just before its turn) and its training loss
+    on a batch of (batch, tokens + 1) ids."""
 
     name: str
     label: str
     build: Callable[[], nn.Module]
-    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    loss: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     flops_per_token: float
     settings: dict = field(default_factory=dict)
 
@@ -115,12 +121,20 @@ def _time_steps(
     return elapsed, loss, peak
 
 
-def _make_step(model: nn.Module, forward: Callable, device: torch.device) -> Callable[[torch.Tensor], float]:
+def _logits_loss(logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> Callable:
+    """An anchor's loss: next-token cross-entropy of ``logits(model, inputs)``, in fp32."""
+
+    def loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits(model, ids[:, :-1]).float().flatten(0, 1), ids[:, 1:].flatten())
+
+    return loss
+
+
+def _make_step(model: nn.Module, loss_of: Callable, device: torch.device) -> Callable[[torch.Tensor], float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
 
     def step(ids: torch.Tensor) -> float:
-        logits = forward(model, ids[:, :-1])
-        loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        loss = loss_of(model, ids)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -137,15 +151,21 @@ def _ours(
     seq_len: int,
     moe_backend: str,
     compiled: bool = False,
+    kernels: str = "auto",
 ) -> Contender:
     """Our model; with MoE layers, running them on ``moe_backend`` (the label says which, and what
-    ``auto`` resolves to here); ``compiled``: under ``torch.compile``, as ``train.compile`` runs it."""
+    ``auto`` resolves to here); ``compiled``: under ``torch.compile``, as ``train.compile`` runs it;
+    ``kernels``: ``ModelConfig.kernels`` (the label says what it resolves to here)."""
     notes, settings = ["HybridLM"], {}
+    cfg = dataclasses.replace(cfg, kernels=kernels)
+    fused_runs = use_fused(kernels, torch.empty(0, device=device))
+    settings.update(kernels=kernels, kernels_run="fused" if fused_runs else "eager")
+    notes.append("fused" if fused_runs else "eager")
     if cfg.moe is not None:
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, backend=moe_backend))
         probe = torch.empty(0, cfg.d_model, device=device, dtype=dtype)
         runs = "grouped" if takes_grouped(moe_backend, probe, cfg.expert_d_ff, dtype) else "loop"
-        settings = {"moe_backend": moe_backend, "moe_runs": runs}
+        settings.update(moe_backend=moe_backend, moe_runs=runs)
         notes.append(f"MoE {runs}")
     if compiled:
         settings["compile"] = True
@@ -160,7 +180,7 @@ def _ours(
         "ours",
         label,
         build,
-        lambda model, ids: model(ids).logits,
+        lambda model, ids: model(ids[:, :-1], targets=ids[:, 1:]).loss,
         plan_model(cfg, context=seq_len).flops_per_token,
         settings,
     )
@@ -187,7 +207,7 @@ def _transformers_jamba(
         "transformers",
         "transformers JambaForCausalLM",
         build,
-        lambda model, ids: model(ids, use_cache=False).logits,
+        _logits_loss(lambda model, ids: model(ids, use_cache=False).logits),
         plan_model(cfg, context=seq_len).flops_per_token,
         {"weights": "ours, exported", "use_mamba_kernels": kernels},
     )
@@ -254,7 +274,7 @@ def _mamba_ssm(
         "mamba_ssm",
         "mamba_ssm MambaLMHeadModel",
         lambda: _seeded(seed, device, lambda: MambaLMHeadModel(config, device=device, dtype=dtype)),
-        lambda model, ids: model(ids).logits,
+        _logits_loss(lambda model, ids: model(ids).logits),
         plan_model(cfg, context=seq_len).flops_per_token,
         {"mixer": "Mamba1", "attn_layer_idx": config.attn_layer_idx, "d_intermediate": cfg.d_ff},
     )
@@ -310,7 +330,7 @@ def _llama(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int
         "llama",
         "transformers LlamaForCausalLM",
         lambda: _seeded(seed, device, lambda: LlamaForCausalLM(config)).to(dtype),
-        lambda model, ids: model(ids, use_cache=False).logits,
+        _logits_loss(lambda model, ids: model(ids, use_cache=False).logits),
         plan_model(eq, context=seq_len).flops_per_token,
         {"attention": "sdpa", "intermediate_size": eq.d_ff},
     )
@@ -333,7 +353,7 @@ def _race(
     kernels = None
     try:
         params = sum(p.numel() for p in model.parameters())
-        step = _make_step(model, contender.forward, device)
+        step = _make_step(model, contender.loss, device)
         seconds, loss, mem = _time_steps(step, batches, warmup, device)
         if profile > 0:
             kernels = top_kernels(step, batches[warmup:], device, profile)
@@ -390,11 +410,13 @@ def run_train_benchmark(
     moe_backends: Sequence[str] = ("auto",),
     profile: int = 0,
     compile_modes: Sequence[str] = ("off",),
+    kernel_modes: Sequence[str] = ("auto",),
 ) -> dict:
-    """Time ours (once per MoE backend in ``moe_backends`` when the preset has MoE layers, and per entry
-    of ``compile_modes``, off or on) and each anchor in ``against`` (names from :data:`ANCHORS`) on the
-    same batches; ``profile`` > 0 records the top ``profile`` kernels of each of our rows. Prints the
-    table, writes the record to ``json_path`` (default: :func:`default_json_path`) and returns it."""
+    """Time ours (once per MoE backend in ``moe_backends`` when the preset has MoE layers, per entry of
+    ``kernel_modes`` (``ModelConfig.kernels``) and per entry of ``compile_modes``, off or on) and each
+    anchor in ``against`` (names from :data:`ANCHORS`) on the same batches; ``profile`` > 0 records the top
+    ``profile`` kernels of each of our rows. Prints the table, writes the record to ``json_path`` (default:
+    :func:`default_json_path`) and returns it."""
     unknown = [a for a in against if a not in ANCHOR_BUILDERS]
     if unknown:
         raise ConfigError(f"unknown anchor(s) {unknown}; choose from {', '.join(ANCHORS)}", key="against")
@@ -406,10 +428,18 @@ def run_train_benchmark(
     bad = [m for m in compile_modes if m not in COMPILE_MODES] or ([] if compile_modes else ["(none)"])
     if bad:
         raise ConfigError(f"unknown compile mode(s) {bad}; choose from off, on", key="compile")
+    bad = [k for k in kernel_modes if k not in KERNEL_MODES] or ([] if kernel_modes else ["(none)"])
+    if bad:
+        raise ConfigError(f"unknown kernels setting(s) {bad}; choose from auto, eager, fused", key="kernels")
     if profile < 0:
         raise ConfigError(f"must be >= 0, got {profile}", key="profile")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    for kernels in kernel_modes:
+        try:
+            use_fused(kernels, torch.empty(0, device=device))
+        except RuntimeError as e:  # fused asked for where it cannot run: say why, before any model is built
+            raise ConfigError(str(e), key="kernels") from None
     cfg = get_preset(preset)
     g = torch.Generator().manual_seed(seed)
     batches = [
@@ -420,10 +450,11 @@ def run_train_benchmark(
 
     results = []
     for backend in moe_backends if cfg.moe is not None else moe_backends[:1]:
-        for mode in compile_modes:
-            ours = _ours(cfg, device, dtype, seed, seq_len, backend, compiled=mode == "on")
-            entry = {"model": ours.name, "label": ours.label, "settings": ours.settings}
-            results.append({**entry, **_race(ours, batches, warmup, device, peak, profile)})
+        for kernels in kernel_modes:
+            for mode in compile_modes:
+                ours = _ours(cfg, device, dtype, seed, seq_len, backend, mode == "on", kernels)
+                entry = {"model": ours.name, "label": ours.label, "settings": ours.settings}
+                results.append({**entry, **_race(ours, batches, warmup, device, peak, profile)})
     for name in against:
         entry: dict = {"model": name}
         try:
@@ -451,6 +482,7 @@ def run_train_benchmark(
         "against": list(against),
         "moe_backends": list(moe_backends) if cfg.moe is not None else None,
         "compile": list(compile_modes),
+        "kernels": list(kernel_modes),
         "profile": profile,
     }
     record = bench_record("train", config, results)

@@ -163,6 +163,10 @@ class ModelConfig:
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
     init_std: float = 0.02
+    # Which kernels run the RMSNorms, Mamba's conv and the training loss (harness/kernels/fused.py): eager
+    # PyTorch, or fused Triton kernels (auto: fused on CUDA when liger-kernel is installed). Same maths; a
+    # run-time choice added after runs were made, so left out of run ids whatever its value.
+    kernels: Literal["auto", "eager", "fused"] = runtime_field("auto", later=True)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "d_ff"):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.kernels import fused
 from harness.model.attention import Attention, KVCache
 from harness.model.config import ModelConfig
 from harness.model.decode import Decoder
@@ -31,7 +32,7 @@ class Block(nn.Module):
     def __init__(self, symbol: str, cfg: ModelConfig):
         super().__init__()
         self.symbol = symbol
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, cfg.kernels)
         if symbol == "*":
             self.layer: nn.Module = Attention(cfg)
         elif symbol == "M":
@@ -119,7 +120,7 @@ class InferenceCache:
 
 @dataclass
 class LMOutput:
-    logits: Tensor  # (batch, tokens, vocab)
+    logits: Tensor | None  # (batch, tokens, vocab); None when the fused loss never formed them (forward)
     loss: Tensor | None = None  # cross-entropy + aux_loss, when targets are given
     ce_loss: Tensor | None = None
     aux_loss: Tensor | None = None  # MoE load balancing, coefficient applied (0 without MoE)
@@ -132,9 +133,10 @@ class HybridLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.kernels = cfg.kernels  # the loss's; each norm and Mamba conv holds its own (set_kernels)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(symbol, cfg) for symbol in cfg.pattern)
-        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, cfg.kernels)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -174,6 +176,13 @@ class HybridLM(nn.Module):
         for block in self.blocks:
             if isinstance(block.layer, MoE):
                 block.layer.backend = backend
+
+    def set_kernels(self, kernels: str) -> None:
+        """Choose eager or fused kernels (auto/eager/fused) for every norm, Mamba conv and the training loss
+        (:mod:`harness.kernels.fused`)."""
+        for module in self.modules():
+            if isinstance(module, (HybridLM, RMSNorm, MambaMixer)):
+                module.kernels = kernels
 
     def new_cache(
         self,
@@ -234,18 +243,24 @@ class HybridLM(nn.Module):
         if cache is not None:
             cache.seen += tokens
             cache.position.fill_(cache.seen)
-        logits = self.lm_head(self.final_norm(x[:, -1:] if last_only else x))
+        hidden = self.final_norm(x[:, -1:] if last_only else x)
+        # A training step's loss through the fused kernel: the (tokens x vocab) logits are never formed.
+        fused_loss = targets is not None and torch.is_grad_enabled() and fused.use_fused(self.kernels, x)
+        logits = None if fused_loss else self.lm_head(hidden)
         out = LMOutput(logits=logits, attentions=attentions)
         if aux_terms:
             out.moe_aux = torch.stack(aux_terms).mean()
             out.aux_loss = self.cfg.moe.aux_loss_coef * out.moe_aux
             out.expert_counts = torch.stack(counts)
         else:
-            out.aux_loss = logits.new_zeros(())
-        if targets is not None:
+            out.aux_loss = x.new_zeros((), dtype=torch.float32)
+        if fused_loss:
+            out.ce_loss = fused.linear_cross_entropy(hidden, self.lm_head.weight, targets, ignore_index=-100)
+        elif targets is not None:
             out.ce_loss = F.cross_entropy(
                 logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
             )
+        if targets is not None:
             out.loss = out.ce_loss + out.aux_loss
         return out
 

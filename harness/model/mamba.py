@@ -44,6 +44,7 @@ class MambaMixer(nn.Module):
         self.d_conv = m.d_conv
         self.dt_rank = cfg.dt_rank
         self.scan_backend = m.scan_backend
+        self.kernels = cfg.kernels  # the conv's (harness/kernels/causal_conv.py); the norms hold their own
         self.in_proj = nn.Linear(cfg.d_model, 2 * self.d_inner, bias=m.proj_bias)
         self.conv1d = nn.Conv1d(
             self.d_inner,
@@ -59,9 +60,9 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.empty(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, cfg.d_model, bias=m.proj_bias)
         if m.inner_rmsnorm:
-            self.dt_layernorm = RMSNorm(self.dt_rank, cfg.norm_eps)
-            self.b_layernorm = RMSNorm(self.d_state, cfg.norm_eps)
-            self.c_layernorm = RMSNorm(self.d_state, cfg.norm_eps)
+            self.dt_layernorm = RMSNorm(self.dt_rank, cfg.norm_eps, cfg.kernels)
+            self.b_layernorm = RMSNorm(self.d_state, cfg.norm_eps, cfg.kernels)
+            self.c_layernorm = RMSNorm(self.d_state, cfg.norm_eps, cfg.kernels)
         else:
             self.dt_layernorm = self.b_layernorm = self.c_layernorm = None
         # Excluded from weight decay, as in mamba_ssm.
@@ -107,7 +108,10 @@ class MambaMixer(nn.Module):
             x = torch.cat([state.conv[..., 1:].to(x.dtype), x], dim=-1)  # the conv's left context
         if state is not None:
             state.conv.copy_(F.pad(x, (max(0, self.d_conv - x.shape[-1]), 0))[..., -self.d_conv :])
-        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, backend=self.scan_backend)[..., -tokens:]
+        w, b = self.conv1d.weight, self.conv1d.bias
+        x = causal_conv1d(x, w, b, self.scan_backend, self.kernels)
+        if continued:  # drop the left context; the scan kernel needs a 16-byte-aligned start, not a view's
+            x = x[..., -tokens:].contiguous()
         dt, B, C = self._ssm_inputs(x.transpose(1, 2))
         A = -torch.exp(self.A_log.float())
         result = selective_scan(

@@ -283,7 +283,7 @@ def pip_dry_run(folder: Path = WHEELS, python_version: str = PY_VERSION) -> dict
                     version = "0.0.0.dev0"
             _stub_wheel(stubs, name, version)
         pins = read_pins()
-        roots = [f"{n}=={pins[n]}" for n in ("lm-eval", "datasets", "submitit")]
+        roots = [f"{n}=={pins[n]}" for n in ("lm-eval", "datasets", "submitit", "liger-kernel")]
         cmd = [
             sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--ignore-installed", "-q",
             "--find-links", str(folder), "--find-links", str(stubs), "--only-binary=:all:",

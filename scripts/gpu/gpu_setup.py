@@ -140,18 +140,24 @@ def verify(site: Path) -> int:
     from evals.benchmark_data import read_benchmark_manifest
     from harness.data.sources import read_manifest
 
-    missing = [p for p in ("web", "books", "code", "imdb", "gpt2") if read_manifest(None, p) is None]
-    if missing:
-        problems.append(f"packs missing under $ABLATE_DATA_DIR: {', '.join(missing)}")
-    if not (read_benchmark_manifest() or {}).get("complete"):
-        problems.append("benchmark copies missing under $ABLATE_DATA_DIR/benchmarks")
+    if os.environ.get("JAMBA_SETUP_DATA", "1") != "0":  # else setup.sh was told this lease needs no data
+        missing = [p for p in ("web", "books", "code", "imdb", "gpt2") if read_manifest(None, p) is None]
+        if missing:
+            problems.append(f"packs missing under $ABLATE_DATA_DIR: {', '.join(missing)}")
+        if not (read_benchmark_manifest() or {}).get("complete"):
+            problems.append("benchmark copies missing under $ABLATE_DATA_DIR/benchmarks")
+    from harness.kernels.fused import fused_available
+
+    why = fused_available()  # model.kernels: auto falls back to eager without them; say so up front
+    log("fused kernels (liger-kernel, triton): " + ("ready" if why is None else f"WARNING: {why}"))
     cli = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True)
     if cli.returncode:
         problems.append(f"python3 -m harness.cli --help failed:\n{cli.stdout}{cli.stderr}")
     for p in problems:
         log(f"ERROR: {p}")
     if not problems:
-        log(f"verified: {len(carried)} carried distributions, packs and benchmarks, harness.cli --help")
+        data = "" if os.environ.get("JAMBA_SETUP_DATA", "1") == "0" else ", packs and benchmarks"
+        log(f"verified: {len(carried)} carried distributions{data}, harness.cli --help")
     return 1 if problems else 0
 
 

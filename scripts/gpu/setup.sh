@@ -10,7 +10,9 @@
 #
 # 1. installs vendor_gpu/wheels/*.whl into $JAMBA_SITE (default /tmp/site) with --no-deps --no-index: the
 #    machine's own packages (torch 2.11+cu130 above all) are never replaced; a torch wheel is refused;
-# 2. unpacks vendor_gpu/data/data.tar.xz into $ABLATE_DATA_DIR (default /tmp/jamba-data) and checks it;
+# 2. unpacks vendor_gpu/data/data.tar.xz into $ABLATE_DATA_DIR (default /tmp/jamba-data) and checks it
+#    (JAMBA_SETUP_DATA=0 skips it: benchmarks and the GPU tests read no data, so a lease that runs only
+#    those can leave the 29 MiB archive behind: carry ["vendor_gpu/wheels", "vendor_gpu/mamba_ssm-..."]);
 # 3. exports PYTHONPATH=$JAMBA_SITE:<repo>, ABLATE_DATA_DIR, HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1,
 #    TRANSFORMERS_OFFLINE=1, HF_EVALUATE_OFFLINE=1;
 # 4. optionally builds the kernels (scripts/gpu/build_kernels.sh, wheels kept in vendor_gpu/kernel_wheels);
@@ -18,7 +20,7 @@
 #    carried distributions' requirements against the machine's versions (a mismatch is a WARNING line),
 #    the packs and benchmarks, and `python3 -m harness.cli --help` (JAMBA_SETUP_VERIFY=0 skips this).
 # Env: PYTHON (default python3), JAMBA_SITE, ABLATE_DATA_DIR, JAMBA_WHEEL_DIR (default vendor_gpu/wheels),
-# JAMBA_BUILD_KERNELS (0 | 1 | conv), JAMBA_SETUP_VERIFY (1).
+# JAMBA_BUILD_KERNELS (0 | 1 | conv), JAMBA_SETUP_DATA (1), JAMBA_SETUP_VERIFY (1).
 
 _jamba_gpu_setup() {
     local root py site data wheels stamp want t0
@@ -28,7 +30,8 @@ _jamba_gpu_setup() {
     data=${ABLATE_DATA_DIR:-/tmp/jamba-data}
     wheels=${JAMBA_WHEEL_DIR:-$root/vendor_gpu/wheels}
     t0=$(date +%s)
-    if ! ls "$wheels"/*.whl >/dev/null 2>&1 || [ ! -f "$root/vendor_gpu/data/data.json" ]; then
+    if ! ls "$wheels"/*.whl >/dev/null 2>&1 \
+        || { [ "${JAMBA_SETUP_DATA:-1}" != 0 ] && [ ! -f "$root/vendor_gpu/data/data.json" ]; }; then
         echo "[setup] ERROR: $wheels or vendor_gpu/data missing: run scripts/gpu/bundle.sh on the dev machine" \
             "and carry [\"vendor_gpu\"]" >&2
         return 1
@@ -51,7 +54,11 @@ _jamba_gpu_setup() {
     fi
 
     # 2. data
-    ABLATE_DATA_DIR=$data "$py" "$root/scripts/gpu/gpu_setup.py" data "$data" || return 1
+    if [ "${JAMBA_SETUP_DATA:-1}" != 0 ]; then
+        ABLATE_DATA_DIR=$data "$py" "$root/scripts/gpu/gpu_setup.py" data "$data" || return 1
+    else
+        echo "[setup] data: skipped (JAMBA_SETUP_DATA=0)" >&2
+    fi
 
     # 3. environment
     case ":${PYTHONPATH:-}:" in
