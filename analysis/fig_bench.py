@@ -4,9 +4,9 @@ and Fig. 2 (the longest context that fits), for our arms.
 Both take checked records (:mod:`analysis.bench_records`) and return a ``Figure`` whose series carry their
 names as matplotlib labels (``1.3b-1to7``, ``1.3b-1to7 transformers``), so tests find them on the object.
 A prefill series is one arm and implementation: ours, or an anchor timed beside it by ``ablate bench
-prefill --against``. The context bars put the measured length beside the accounting's prediction, which
-counts weights, KV cache and Mamba state only: the gap between them is what a prefill's transient
-activations take.
+prefill --against``; the arm gives its colour and the implementation its line style and marker. The
+context bars put the measured length beside the accounting's prediction, which counts weights, KV cache
+and Mamba state only: the gap between them is what a prefill's transient activations take.
 """
 
 from __future__ import annotations
@@ -39,15 +39,19 @@ def series_name(preset: str, implementation: str) -> str:
     return preset if implementation == "ours" else f"{preset} {implementation}"
 
 
-def prefill_series(records: list[BenchRecord]) -> dict[str, list[dict]]:
-    """Series name -> its measured rows (out-of-memory rows left out), by context."""
-    series: dict[str, list[dict]] = {}
+# An implementation's line style and marker; its arm gives the colour, so an arm's anchors read as its own.
+IMPLEMENTATION_LOOK = {"ours": ("-", "o"), "transformers": ("--", "s"), "llama": (":", "^")}
+OTHER_IMPLEMENTATION = ("-.", "D")
+
+
+def prefill_series(records: list[BenchRecord]) -> dict[tuple[str, str], list[dict]]:
+    """(arm, implementation) -> its measured rows (out-of-memory rows left out), by context."""
+    series: dict[tuple[str, str], list[dict]] = {}
     for record in (r for r in records if r.kind == "prefill"):
         for row in record.rows:
             if "error" not in row:
-                name = series_name(record.preset, record.implementation(row))
-                series.setdefault(name, []).append(row)
-    return {name: sorted(rows, key=lambda r: r["context"]) for name, rows in series.items()}
+                series.setdefault((record.preset, record.implementation(row)), []).append(row)
+    return {key: sorted(rows, key=lambda r: r["context"]) for key, rows in series.items()}
 
 
 def _device(records: list[BenchRecord]) -> str:
@@ -59,7 +63,7 @@ def prefill_throughput(records: list[BenchRecord]) -> Figure:
     memory of the same prefills (where the device reports it), the accounting's weights + KV cache +
     Mamba state as a thin line of the same look."""
     series = prefill_series(records)
-    look = looks(list(series))
+    colour = {arm: lk.color for arm, lk in looks(list(dict.fromkeys(arm for arm, _ in series))).items()}
     with style():
         fig = figure(height=3.0)
         speed, memory = fig.subplots(1, 2)
@@ -68,10 +72,11 @@ def prefill_throughput(records: list[BenchRecord]) -> Figure:
             empty_panel(memory, "no prefill records")
             return fig
         measured_memory = False
-        for name, rows in series.items():
-            lk = look[name]
+        for (arm, implementation), rows in series.items():
+            name = series_name(arm, implementation)
+            linestyle, marker = IMPLEMENTATION_LOOK.get(implementation, OTHER_IMPLEMENTATION)
             x = [r["context"] for r in rows]
-            kw = {"color": lk.color, "linestyle": lk.linestyle, "marker": lk.marker, "markersize": 3.5}
+            kw = {"color": colour[arm], "linestyle": linestyle, "marker": marker, "markersize": 3.5}
             speed.plot(x, [r["tokens_per_s"] for r in rows], label=name, **kw)
             peaks = [(r["context"], r["peak_bytes"] / GIB) for r in rows if r["peak_bytes"] is not None]
             if peaks:
@@ -80,9 +85,11 @@ def prefill_throughput(records: list[BenchRecord]) -> Figure:
                 predicted = [
                     (r["weights_bytes"] + r["kv_cache_bytes"] + r["mamba_state_bytes"]) / GIB for r in rows
                 ]
-                memory.plot(x, predicted, color=lk.color, linewidth=0.6, label=f"_{name} accounting")
+                memory.plot(x, predicted, color=colour[arm], linewidth=0.6, label=f"_{name} accounting")
+        contexts = sorted({r["context"] for rows in series.values() for r in rows})
         for ax in (speed, memory):
             ax.set_xscale("log", base=2)
+            ax.set_xticks(contexts)  # the measured contexts, each labelled
             ax.xaxis.set_major_formatter(CONTEXT)
             ax.set_xlabel("context (tokens, batch 1)")
         speed.yaxis.set_major_formatter(TOKENS)
@@ -93,10 +100,10 @@ def prefill_throughput(records: list[BenchRecord]) -> Figure:
             memory.set_ylim(bottom=0)
             memory.set_ylabel("peak memory (GiB)")
             memory.set_title("Peak memory (thin: weights + KV cache + state)")
-            memory.legend(frameon=False, loc="upper left")
         else:
             empty_panel(memory, "no peak memory in these records (measured on CUDA only)")
-        speed.legend(frameon=False, loc="lower left")
+        # one legend for both panels, beside them: inside, it would cover the long-context points
+        fig.legend(*speed.get_legend_handles_labels(), frameon=False, loc="outside right center")
     return fig
 
 

@@ -102,15 +102,19 @@ def synthetic(folder: Path) -> Path:
 def test_the_committed_records_render(tmp_path):
     records = load_records(COMMITTED)
     assert {r.kind for r in records} == {"prefill", "decode", "context", "train"}
-    assert all(
-        row.get("implementation", "ours") == "ours" for r in records if r.kind == "prefill" for row in r.rows
-    )
+    implementations = {
+        row.get("implementation", "ours") for r in records if r.kind == "prefill" for row in r.rows
+    }
+    assert implementations == {"ours", "transformers", "llama"}
     readme = build_bench_report(COMMITTED, out=tmp_path / "report")
     text = readme.read_text()
     for heading in ("## Records", "## Prefill", "## Decode", "## Longest context", "## Training throughput"):
         assert heading in text
-    assert "| 128K | 1.3b-mamba | ours | 102,894 |" in text
+    assert "| 128K | 1.3b-mamba | ours | 141,277 |" in text
+    assert "| 128K | 1.3b-1to7 | llama | 35,037 | 3.04 |" in text
     assert "| 1.3b-1to7 (CUDA graphs) | 16 | 2048 + 256 | 5.46 | 2,930 |" in text
+    assert "| 1.3b-1to7 | 8,192-token chunks | 12.00 | 1,441,792 | 1,673,812 |" in text
+    assert "| 1.3b-1to7 (batch 8 x 2048) | ours (HybridLM, fused) | 1.299B | 36,244 |" in text
     assert "| 1.3b-1to7 (batch 8 x 2048) | transformers LlamaForCausalLM |" in text
     assert sorted(p.name for p in (readme.parent / "figures").iterdir()) == [
         "context.png",
@@ -119,7 +123,18 @@ def test_the_committed_records_render(tmp_path):
         "prefill.svg",
     ]
     speed = fig_bench.prefill_throughput(records).axes[0]
-    assert [line.get_label() for line in speed.get_lines()] == ["1.3b-1to7", "1.3b-attention", "1.3b-mamba"]
+    lines = {line.get_label(): line for line in speed.get_lines()}
+    assert list(lines) == [
+        "1.3b-1to7", "1.3b-1to7 transformers", "1.3b-1to7 llama", "1.3b-attention",
+        "1.3b-attention transformers", "1.3b-attention llama", "1.3b-mamba", "1.3b-mamba llama",
+    ]  # fmt: skip
+    # an arm's anchors take its colour and their own line style
+    assert (
+        lines["1.3b-1to7"].get_color()
+        == lines["1.3b-1to7 llama"].get_color()
+        != lines["1.3b-mamba"].get_color()
+    )
+    assert lines["1.3b-1to7"].get_linestyle() != lines["1.3b-1to7 llama"].get_linestyle()
     assert "12.00 GiB" in fig_bench.max_context(records).axes[0].get_title()
 
 
