@@ -109,6 +109,39 @@ def test_sweep_array_relaunch_and_edit(slurm_cluster, tmp_path):
     assert [s.state for s in states] == ["done"] * 4
 
 
+def test_refused_submission_is_one_clear_error_and_the_relaunch_submits(
+    slurm_cluster, tmp_path, monkeypatch, capsys
+):
+    """sbatch that cannot reach its controller (the real client, pointed at a port nothing listens on):
+    one error line naming the sweep file and what to do, no traceback, no launch intent left behind, the
+    run directories kept; the same launch against the live controller then submits every run."""
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    conf = slurm_cluster.conf.read_text()
+    assert "SlurmctldPort=" in conf
+    dead = tmp_path / "dead" / "slurm.conf"
+    dead.parent.mkdir()
+    lines = [f"SlurmctldPort={port}" if ln.startswith("SlurmctldPort=") else ln for ln in conf.splitlines()]
+    dead.write_text("\n".join(lines) + "\n")
+    path = sweep_file(tmp_path, name="refused", arms={"attention": ARMS["attention"]}, steps=2)
+    root = tmp_path / "runs"
+    monkeypatch.setenv("SLURM_CONF", str(dead))
+    assert main(["sweep", "launch", str(path), "--executor", "slurm", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"ablate: error: {path}: the slurm scheduler refused the submission" in err
+    assert "scripts/slurm/start.sh" in err and "--executor local" in err and "Traceback" not in err
+    assert not (root / "refused" / ".launch-intent.json").exists()
+    kept = [p.name for p in (root / "refused").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert [name.split("-")[0] for name in kept] == ["attention"]
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    report = launch(path, executor="slurm", root=root)
+    assert len(report.job_ids) == 1
+    assert [s.state for s in wait(path, root=root, poll_s=1, timeout_s=300)] == ["done"]
+
+
 def test_cancel_then_relaunch_resumes(slurm_cluster, tmp_path, capsys):
     path = sweep_file(tmp_path, name="long", arms={"attention": ARMS["attention"]}, steps=100_000)
     root = tmp_path / "runs"

@@ -38,18 +38,20 @@ import yaml
 
 from evals.plan import plan_record
 from harness.atomic import atomic_write_text
-from harness.config_loader import to_dict
+from harness.config_loader import ConfigError, to_dict
 from harness.locks import exclusive
 from harness.sweeps.config import SweepConfig, SweepRun, check_runs, expand_sweep, load_sweep, sweep_data
 from harness.sweeps.job import RunJob
 from harness.sweeps.lifecycle import RunState, run_states, sweep_dir
 from harness.sweeps.scheduler import (
+    SubmissionRefused,
     cancel_jobs,
     make_executor,
     pick_executor,
     read_job,
     recorded_job_ids,
     remove_orphans,
+    submit_batch,
     submitted_jobs,
     unfiled_array_jobs,
     write_job,
@@ -206,11 +208,18 @@ def launch(
         _crash_point("before_submit")
         submitit_folder = folder / ".submitit" / "%j"
         executor_ = make_executor(kind, submitit_folder, sweep.resources, sweep.name)
-        jobs = []
-        with executor_.batch():
-            for state in report.submitted:
-                job = RunJob(str(state.dir.root), to_dict(state.run.config), sweep.resources.cpus_per_task)
-                jobs.append(executor_.submit(job))
+        cpus = sweep.resources.cpus_per_task
+        work = [RunJob(str(s.dir.root), to_dict(s.run.config), cpus) for s in report.submitted]
+        try:
+            jobs = submit_batch(executor_, work)
+        except SubmissionRefused as e:  # nothing was submitted: no intent to reconcile later
+            (folder / INTENT_FILE).unlink()
+            raise ConfigError(
+                f"the {kind} scheduler refused the submission, so nothing was submitted ({e}); start the "
+                "controller (scripts/slurm/start.sh for the loopback test cluster) or launch with "
+                "--executor local, then launch again (the runs' directories are kept)",
+                source=source,
+            ) from None
         _crash_point("after_submit")
         for i, (state, job) in enumerate(zip(report.submitted, jobs, strict=True)):
             if i == 1:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core.utils import DelayedSubmission, JobPaths
+from submitit.core.utils import DelayedSubmission, FailedJobError, JobPaths
 
 from harness.atomic import atomic_write_text
 from harness.config_loader import ConfigError
@@ -97,6 +97,23 @@ def make_executor(kind: str, folder: Path, resources: ResourcesConfig, job_name:
     else:
         ex = submitit.DebugExecutor(folder=folder)
     return ex
+
+
+class SubmissionRefused(Exception):
+    """The scheduler refused a batch as a whole (sbatch cannot reach the controller, say): nothing of it was
+    submitted. The message is the scheduler's own last line."""
+
+
+def submit_batch(executor: submitit.Executor, jobs: list[Any]) -> list[submitit.Job]:
+    """Submit ``jobs`` as one batch (one array on SLURM); :class:`SubmissionRefused` when it is refused."""
+    submitted: list[submitit.Job] = []
+    try:
+        with executor.batch():
+            submitted = [executor.submit(job) for job in jobs]
+    except FailedJobError as e:
+        text = str(e).strip()
+        raise SubmissionRefused(text.splitlines()[-1] if text else type(e).__name__) from None
+    return submitted
 
 
 # ------------------------------------------------------------------------------------------ job records
