@@ -37,32 +37,32 @@ DECODE = "bench decode --batch 1,16"
 ALL_ANCHORS = "transformers,mamba_ssm,llama"
 PROFILE = "--profile 15"  # issue 15 asks for the profiler's top kernels with the throughput
 BEFORE_AFTER = f"--kernels fused,eager {PROFILE}"  # the fused kernels and the eager path, both profiled
-MOE = "--moe-backend grouped,loop --kernels fused"  # grouped first: the anchor's ratio is against it
+MOE = f"--moe-backend grouped,loop --kernels fused {PROFILE}"  # grouped first: the anchor's ratio is its
 CONTEXT = "bench context --max-bytes 12884901888"  # 12 GiB: the searches fit one command; 8K chunks
 
-# (name, seconds allowed, what to run: ``ablate`` arguments, or ``pytest ...``), most wanted first: the
-# issue-15 before/after table of the 1:7 arm, the issue-16 measurements still missing (the context searches
-# only measure memory, so the GPU tests can run beside them: ``--root`` of their own and ``--skip`` here),
-# then the other training rows, then what is only worth re-measuring if time is left.
+# (name, seconds allowed, what to run: ``ablate`` arguments, or ``pytest ...``), most wanted first: the whole
+# GPU suite, the issue-15 rows not yet measured with the fused kernels, the before/after rows (run again
+# after each new lever), then the issue-16 measurements, kept for re-measuring. The context searches only
+# measure memory, so the GPU tests can run beside them (``--root`` of their own, ``--skip`` here).
 STEPS: tuple[tuple[str, int, str], ...] = (
-    ("train-1.3b-1to7", 240, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7 --against {ALL_ANCHORS}"),
-    ("prefill-1.3b-1to7", 150, f"{PREFILL} --preset 1.3b-1to7 --against transformers,llama"),
     ("gpu-tests", 420, "pytest -m gpu tests -q -p no:cacheprovider"),
+    ("train-1.3b-1to7-moe-b8", 240, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
+    ("train-1.3b-1to3", 120, f"{TRAIN} 8 --preset 1.3b-1to3 --against transformers,mamba_ssm"),
+    ("train-1.3b-mamba", 100, f"{TRAIN} 8 --preset 1.3b-mamba --against mamba_ssm"),
+    ("train-1.3b-attention", 100, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama"),
+    ("train-1.3b-1to7", 240, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7 --against {ALL_ANCHORS}"),
+    ("train-1.3b-1to7-nonorm", 120, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7-nonorm --against mamba_ssm"),  # noqa: E501
+    ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
+    ("train-1.3b-1to7-compile", 300, f"{TRAIN} 8 --kernels fused,eager --compile on --preset 1.3b-1to7"),
+    ("prefill-1.3b-1to7", 150, f"{PREFILL} --preset 1.3b-1to7 --against transformers,llama"),
+    ("prefill-1.3b-attention", 150, f"{PREFILL} --preset 1.3b-attention --against transformers,llama"),
+    ("prefill-1.3b-mamba", 90, f"{PREFILL} --preset 1.3b-mamba --against llama"),
     ("context-1.3b-attention", 120, f"{CONTEXT} --start 131072 --resolution 8192 --preset 1.3b-attention"),
     # the accounting predicts ~1.67M for 1:7; a probe near it is ~1.5 min of attention FLOPs, one past the
     # budget fails at its cache allocation at once
     ("context-1.3b-1to7", 360, f"{CONTEXT} --start 1048576 --limit 2097152 --resolution 131072 --preset 1.3b-1to7"),  # noqa: E501
-    ("prefill-1.3b-attention", 150, f"{PREFILL} --preset 1.3b-attention --against transformers,llama"),
-    ("prefill-1.3b-mamba", 90, f"{PREFILL} --preset 1.3b-mamba --against llama"),
     # the evaluations decode without CUDA graphs: this is their speed-up over transformers generate
     ("decode-evals-1.3b-1to7", 90, f"{DECODE} --prompt 1024 --new 16 --no-cuda-graphs --preset 1.3b-1to7"),
-    ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
-    ("train-1.3b-1to7-moe-b8", 200, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
-    ("train-1.3b-1to7-nonorm", 120, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7-nonorm --against mamba_ssm"),  # noqa: E501
-    ("train-1.3b-1to3", 120, f"{TRAIN} 8 --preset 1.3b-1to3 --against transformers,mamba_ssm"),
-    ("train-1.3b-mamba", 100, f"{TRAIN} 8 --preset 1.3b-mamba --against mamba_ssm"),
-    ("train-1.3b-attention", 100, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama"),
-    ("train-1.3b-1to7-compile", 300, f"{TRAIN} 8 --kernels fused,eager --compile on --preset 1.3b-1to7"),
     ("decode-1.3b-1to7", 150, f"{DECODE} --prompt 2048 --new 256 --preset 1.3b-1to7"),
     ("decode-1.3b-attention", 150, f"{DECODE} --prompt 2048 --new 256 --preset 1.3b-attention"),
 )  # fmt: skip
