@@ -57,7 +57,7 @@ from harness.benchmarks.profile import print_kernels, top_kernels
 from harness.benchmarks.record import bench_record, device_name, write_bench_json
 from harness.config_loader import ConfigError
 from harness.devices import synchronize
-from harness.kernels.fused import use_fused
+from harness.kernels.fused import KERNELS, use_fused
 from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
 from harness.model.ffn import takes_grouped
@@ -67,7 +67,6 @@ from harness.training.trainer import peak_flops
 ANCHORS = ("transformers", "mamba_ssm", "llama")
 MOE_BACKENDS = ("auto", "loop", "grouped")
 COMPILE_MODES = ("off", "on")
-KERNEL_MODES = ("auto", "eager", "fused")
 BENCH_DIR = Path("results/bench")
 
 
@@ -158,7 +157,8 @@ def _ours(
     ``kernels``: ``ModelConfig.kernels`` (the label says what it resolves to here)."""
     notes, settings = ["HybridLM"], {}
     cfg = dataclasses.replace(cfg, kernels=kernels)
-    fused_runs = use_fused(kernels, torch.empty(0, device=device))
+    # what runs: under torch.compile, auto leaves the ops to inductor (harness/kernels/fused.py)
+    fused_runs = use_fused(kernels, torch.empty(0, device=device)) and not (compiled and kernels == "auto")
     settings.update(kernels=kernels, kernels_run="fused" if fused_runs else "eager")
     notes.append("fused" if fused_runs else "eager")
     if cfg.moe is not None:
@@ -428,7 +428,7 @@ def run_train_benchmark(
     bad = [m for m in compile_modes if m not in COMPILE_MODES] or ([] if compile_modes else ["(none)"])
     if bad:
         raise ConfigError(f"unknown compile mode(s) {bad}; choose from off, on", key="compile")
-    bad = [k for k in kernel_modes if k not in KERNEL_MODES] or ([] if kernel_modes else ["(none)"])
+    bad = [k for k in kernel_modes if k not in KERNELS] or ([] if kernel_modes else ["(none)"])
     if bad:
         raise ConfigError(f"unknown kernels setting(s) {bad}; choose from auto, eager, fused", key="kernels")
     if profile < 0:

@@ -145,6 +145,7 @@ class CausalConvSiLU(torch.autograd.Function):
         return dx, grad_w, grad_b
 
 
+@torch.compiler.disable  # outside torch.compile's graphs (harness/kernels/fused.py)
 def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x (batch, channels, L), any strides; weight (channels, 1, width). silu(causal depthwise conv(x)),
     (batch, channels, L) contiguous."""

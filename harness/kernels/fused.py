@@ -15,6 +15,10 @@ copies saved for backward; ``F.conv1d``'s depthwise backward is slow; and the lo
 A run-time choice (:func:`harness.config_loader.runtime_field`): ``auto`` is fused on CUDA tensors when
 triton and liger-kernel import, else eager; ``fused`` insists and says what is missing. liger-kernel and
 triton are imported lazily, so CPU machines never need them.
+
+Under ``torch.compile`` (``train.compile``), ``auto`` is eager: inductor fuses those ops itself, and its
+graphs stay free of liger's autograd Functions. ``fused`` there runs each fused op outside the graph
+(``torch.compiler.disable``: a graph break, never a tracing failure).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def use_fused(kernels: str, x: Tensor) -> bool:
         return False
     if kernels not in KERNELS:
         raise ValueError(f"unknown kernels setting {kernels!r}; choose one of {', '.join(KERNELS)}")
+    if kernels == "auto" and torch.compiler.is_compiling():
+        return False
     why = "its tensors are not on CUDA" if x.device.type != "cuda" else fused_available()
     if why is None:
         return True
@@ -58,6 +64,7 @@ def use_fused(kernels: str, x: Tensor) -> bool:
     return False
 
 
+@torch.compiler.disable
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """liger's Triton RMSNorm, ``weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)``."""
     from liger_kernel.ops.rms_norm import LigerRMSNormFunction
@@ -66,6 +73,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return LigerRMSNormFunction.apply(x, weight, eps, 0.0, "llama", False)
 
 
+@torch.compiler.disable
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` (``ignore_index`` skipped), computed
     in chunks by liger's fused kernel without materialising the logits. It forms the gradients of ``hidden``
