@@ -186,6 +186,11 @@ def cmd_bench_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated option (``--against transformers,llama``) as its names; empty parts dropped."""
+    return [name for name in text.split(",") if name]
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from harness.benchmarks.train import run_train_benchmark
 
@@ -195,12 +200,12 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         seq_len=args.seq_len,
         steps=args.steps,
         warmup=args.warmup,
-        against=[a for a in args.against.split(",") if a],
+        against=_names(args.against),
         json_path=args.json,
-        moe_backends=[b for b in args.moe_backend.split(",") if b],
+        moe_backends=_names(args.moe_backend),
         profile=args.profile,
-        compile_modes=[m for m in args.compile.split(",") if m],
-        kernel_modes=[k for k in args.kernels.split(",") if k],
+        compile_modes=_names(args.compile),
+        kernel_modes=_names(args.kernels),
     )
     return 0
 
@@ -220,7 +225,7 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
             args.batch,
             device,
             repeats=args.repeats,
-            against=[a for a in args.against.split(",") if a],
+            against=_names(args.against),
             chunk=args.prefill_chunk or None,
         )
     elif args.bench == "decode":

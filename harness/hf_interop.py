@@ -43,11 +43,11 @@ feature):
   the dense MLP (one ``intermediate_size`` for both), a ``head_dim`` other than d_model / n_heads, and MoE
   with a single expert (transformers builds a dense MLP wherever ``num_experts == 1``).
 
-Ignored on export: ``dt_min``/``dt_max``/``dt_init_floor`` (initialisation only), ``scan_backend``
-and ``moe.backend`` (runtime), and a ``moe`` section when the pattern has no ``E``. ``pad_token_id`` is
-exported as None (transformers' default of 0 would freeze the gradient of token 0's embedding row); pass
-overrides such as
-``pad_token_id``/``bos_token_id``/``eos_token_id`` to :func:`to_hf_config`.
+Ignored on export: ``dt_min``/``dt_max``/``dt_init_floor`` (initialisation only), ``scan_backend``,
+``moe.backend`` and ``kernels`` (runtime), and a ``moe`` section when the pattern has no ``E``.
+``pad_token_id`` is exported as None (transformers' default of 0 would freeze the gradient of token 0's
+embedding row); pass overrides such as ``pad_token_id``/``bos_token_id``/``eos_token_id`` to
+:func:`to_hf_config`.
 
 Weights
 -------

@@ -124,6 +124,7 @@ def test_tiny_run_trains_and_logs(tmp_path, corpus):
     assert (run_dir / "tokenizer" / "tokenizer.json").exists()
     events = [e["event"] for e in read_jsonl(run_dir / "events.jsonl")]
     assert events[0] == "start" and events[-1] == "finish" and events.count("heldout_loss") == 3
+    assert read_jsonl(run_dir / "events.jsonl")[0]["kernels"] == "auto (eager)"  # what ran, on this CPU
     record = json.loads((run_dir / "run.json").read_text())
     assert record["created_by"] == "ablate train" and record["sweep"] is None and record["arm"] is None
     assert record["run_id"] == record["config_hash"] == run_dir_hash(cfg) and record["seed"] == 0
@@ -263,6 +264,12 @@ def test_config_errors_name_the_key(tmp_path, corpus):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"optim.learning_rate.*Valid keys"):
         load_run_config(path)
+    # fused kernels asked for where they cannot run: refused before the first step, naming the key
+    del data["optim"]["learning_rate"]
+    data["model"]["kernels"] = "fused"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"model.kernels.*kernels: fused cannot run here"):
+        train(load_run_config(path), tmp_path / "fused-run")
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ from harness.benchmarks.profile import print_kernels, top_kernels
 from harness.benchmarks.record import bench_record, device_name, write_bench_json
 from harness.config_loader import ConfigError
 from harness.devices import synchronize
-from harness.kernels.fused import KERNELS, use_fused
+from harness.kernels.fused import KERNELS, kernels_run
 from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
 from harness.model.ffn import takes_grouped
@@ -157,10 +157,9 @@ def _ours(
     ``kernels``: ``ModelConfig.kernels`` (the label says what it resolves to here)."""
     notes, settings = ["HybridLM"], {}
     cfg = dataclasses.replace(cfg, kernels=kernels)
-    # what runs: under torch.compile, auto leaves the ops to inductor (harness/kernels/fused.py)
-    fused_runs = use_fused(kernels, torch.empty(0, device=device)) and not (compiled and kernels == "auto")
-    settings.update(kernels=kernels, kernels_run="fused" if fused_runs else "eager")
-    notes.append("fused" if fused_runs else "eager")
+    runs = kernels_run(kernels, device, compiled)
+    settings.update(kernels=kernels, kernels_run=runs)
+    notes.append(runs)
     if cfg.moe is not None:
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, backend=moe_backend))
         probe = torch.empty(0, cfg.d_model, device=device, dtype=dtype)
@@ -437,7 +436,7 @@ def run_train_benchmark(
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     for kernels in kernel_modes:
         try:
-            use_fused(kernels, torch.empty(0, device=device))
+            kernels_run(kernels, device)
         except RuntimeError as e:  # fused asked for where it cannot run: say why, before any model is built
             raise ConfigError(str(e), key="kernels") from None
     cfg = get_preset(preset)

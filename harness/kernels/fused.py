@@ -64,6 +64,14 @@ def use_fused(kernels: str, x: Tensor) -> bool:
     return False
 
 
+def kernels_run(kernels: str, device: torch.device, compiled: bool = False) -> str:
+    """What the setting ``kernels`` runs on ``device``, ``fused`` or ``eager``, for a model under
+    ``torch.compile`` when ``compiled`` (where ``auto`` is eager); RuntimeError when ``fused`` cannot run."""
+    if compiled and kernels == "auto":
+        return "eager"
+    return "fused" if use_fused(kernels, torch.empty(0, device=device)) else "eager"
+
+
 @torch.compiler.disable
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """liger's Triton RMSNorm, ``weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)``."""

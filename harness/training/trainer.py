@@ -42,6 +42,7 @@ from harness.accounting import GPU_PEAK_FLOPS, plan_model
 from harness.config_loader import ConfigError
 from harness.data import build_tokenizer, load_tokenizer, make_batches
 from harness.devices import resolve_device
+from harness.kernels.fused import kernels_run
 from harness.locks import LockBusy
 from harness.model import HybridLM
 from harness.training import distributed as D
@@ -245,6 +246,10 @@ def _start(
     spikes = SpikeDetector(loop.spike_factor, loop.spike_ema, loop.spike_warmup)
     runtime = {"device": str(device), "world_size": info.world_size, "compile": loop.compile}
     runtime["scan_backend"] = model_cfg.mamba.scan_backend
+    try:  # the setting, and what it runs here (fused Triton kernels or eager PyTorch)
+        runtime["kernels"] = f"{model_cfg.kernels} ({kernels_run(model_cfg.kernels, device, loop.compile)})"
+    except RuntimeError as e:
+        raise ConfigError(str(e), key="model.kernels") from None
     if model_cfg.moe is not None:
         runtime["moe_backend"] = model_cfg.moe.backend
     D.barrier(info)  # every rank has read its checkpoint before rank 0 moves damaged ones aside
