@@ -240,16 +240,21 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("batch, channels, length", [(2, 4096, 2048), (1, 70, 130), (3, 96, 5)])
 def test_triton_causal_conv_matches_conv1d(dtype, tol, batch, channels, length):
-    """Values and all three gradients, with x in Mamba's layout (a channel-contiguous view of in_proj's
-    output) and in plain (batch, channels, time) layout."""
+    """Values and all three gradients, with x in Mamba's channel-major layout (a (channels, batch * time)
+    matrix viewed as (batch, channels, time)), as a channel-contiguous view of a wider matrix, and plain;
+    the output and dx keep x's layout where x is dense."""
     from harness.kernels.causal_conv_triton import causal_conv1d_silu
 
     g = torch.Generator(device="cuda").manual_seed(0)
     w = (torch.randn(channels, 1, 4, device="cuda", generator=g) * 0.5).to(dtype).requires_grad_()
     b = torch.randn(channels, device="cuda", generator=g).to(dtype).requires_grad_()
     dy = torch.randn(batch, channels, length, device="cuda", generator=g).to(dtype)
-    for layout in ("mamba", "plain"):
-        if layout == "mamba":
+    for layout in ("channel-major", "channel-last view", "plain"):
+        if layout == "channel-major":
+            leaf = torch.randn(channels, batch * length, device="cuda", generator=g).to(dtype)
+            leaf.requires_grad_()
+            x = leaf.unflatten(1, (batch, length)).transpose(0, 1)
+        elif layout == "channel-last view":
             leaf = torch.randn(batch, length, 2 * channels, device="cuda", generator=g).to(dtype)
             leaf.requires_grad_()
             x = leaf[..., :channels].transpose(1, 2)
@@ -258,12 +263,50 @@ def test_triton_causal_conv_matches_conv1d(dtype, tol, batch, channels, length):
             x = leaf
         ours = causal_conv1d_silu(x, w, b)
         ref = F.silu(F.conv1d(F.pad(x.float(), (3, 0)), w.float(), b.float(), groups=channels))
-        assert ours.is_contiguous() and ours.dtype == dtype and ours.shape == ref.shape
+        assert ours.dtype == dtype and ours.shape == ref.shape
+        assert ours.stride() == (x.stride() if layout == "channel-major" else ref.stride()), layout
         assert relative_error(ours, ref) < tol, layout
         got = torch.autograd.grad(ours, (leaf, w, b), dy)
         want = torch.autograd.grad(ref, (leaf, w, b), dy.float())
         for name, a, r in zip(("dx", "dw", "db"), got, want, strict=True):
             assert a.dtype == r.dtype and relative_error(a, r) < tol, (layout, name, relative_error(a, r))
+
+
+@needs_fused
+@pytest.mark.parametrize("name", ["mini-1to7", "mini-1to7-nonorm"])
+def test_mamba_layer_copies_no_activation(name):
+    """A Mamba mixer's training step on the fused path copies no (d_inner x tokens) activation: x, z, the
+    conv output, delta and y stay channel-major through every GEMM, the conv and the scan
+    (harness/model/mamba.py). The one such copy left is autograd's join of dx and dz into in_proj's
+    gradient. Counted at the dispatcher, so a future transpose or .contiguous() on that path fails here."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from harness.model.mamba import MambaMixer
+
+    cfg = dataclasses.replace(get_preset(name), kernels="fused")
+    mixer = MambaMixer(cfg).cuda().bfloat16()
+    hidden = torch.randn(4, 256, cfg.d_model, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    activation = cfg.d_inner * hidden.shape[0] * hidden.shape[1]
+    copying = {torch.ops.aten.copy_.default, torch.ops.aten.clone.default, torch.ops.aten._to_copy.default,
+               torch.ops.aten.cat.default}  # fmt: skip
+
+    class LargeCopies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[tuple[str, int]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in copying and out.numel() >= activation:
+                self.seen.append((func.__name__, out.numel()))
+            return out
+
+    with LargeCopies() as forward:
+        y = mixer(hidden)
+    with LargeCopies() as backward:
+        y.backward(torch.randn_like(y))
+    assert forward.seen == []
+    assert backward.seen == [("cat.default", 2 * activation)]
 
 
 @needs_fused

@@ -2,12 +2,12 @@
 
 Mamba's first operation, ``silu(bias + sum_k w[d, k] * x[b, d, t + k - (W - 1)])``, is a 4-tap filter per
 channel; ``F.conv1d`` runs it as a general grouped convolution through cuDNN, whose depthwise backward is
-slow, and leaves SiLU and the channel-last -> time-major layout change to separate passes. These kernels do
-the whole thing in one read of x and one write per direction, in any input layout (Mamba's x is a
-transposed, channel-contiguous view of the in_proj output; it is never copied):
+slow, and leaves SiLU to a separate pass. These kernels do the whole thing in one read of x and one write
+per direction, in any input layout, and write their outputs in x's layout when x is dense (Mamba's
+channel-major x: harness/model/mamba.py), so nothing is copied:
 
 * forward: one program per (batch, time tile, channel tile) sums the W shifted tiles of x in fp32, adds the
-  bias, applies SiLU and writes (batch, channels, time) contiguous in time, the layout the scan reads;
+  bias, applies SiLU and writes the result;
 * backward: the same tiling recomputes the pre-activation at the W times each output feeds, forms
   ``g = dy * silu'(pre)`` and gives dx (``sum_k w[k] * g[t + W - 1 - k]``) directly, plus per-tile partial
   sums of dw and db that one torch sum reduces (deterministic, no atomics).
@@ -23,8 +23,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK_D = 64  # channels per program: x is channel-contiguous in Mamba, so loads coalesce along them
-BLOCK_L = 64  # time steps per program: the output is time-contiguous, so stores coalesce along them
+BLOCK_D = 64  # channels per program
+BLOCK_L = 64  # time steps per program: Mamba's x, dy and outputs are contiguous in time, so accesses coalesce
 
 
 @triton.jit
@@ -102,21 +102,12 @@ def _grid(batch: int, channels: int, length: int) -> tuple[int, int, int]:
     return triton.cdiv(length, BLOCK_L), triton.cdiv(channels, BLOCK_D), batch
 
 
-def _like_x(x: Tensor) -> Tensor:
-    """An empty (batch, channels, time) tensor laid out as x is when x is channel-contiguous (Mamba's
-    transposed in_proj view), else contiguous in time: so dx is written where in_proj's gradient reads it."""
-    batch, channels, length = x.shape
-    if x.stride(1) == 1:
-        return x.new_empty(batch, length, channels).transpose(1, 2)
-    return x.new_empty(batch, channels, length)
-
-
 class CausalConvSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # noqa: ANN001
         batch, channels, length = x.shape
         w = weight.reshape(channels, -1).contiguous()
-        out = x.new_empty(batch, channels, length)
+        out = torch.empty_like(x)  # x's layout when dense (Mamba's channel-major x), else contiguous
         _conv_silu_fwd[_grid(batch, channels, length)](
             x, w, bias if bias is not None else w, out, channels, length,
             *x.stride(), *out.stride(),
@@ -132,7 +123,7 @@ class CausalConvSiLU(torch.autograd.Function):
         batch, channels, length = x.shape
         grid = _grid(batch, channels, length)
         tiles = grid[0] * batch
-        dx = _like_x(x)
+        dx = torch.empty_like(x)  # where in_proj's gradient reads it
         dw = torch.empty(tiles, channels, w.shape[1], device=x.device, dtype=torch.float32)
         db = torch.empty(tiles, channels, device=x.device, dtype=torch.float32) if bias is not None else dw
         _conv_silu_bwd[grid](
@@ -148,5 +139,5 @@ class CausalConvSiLU(torch.autograd.Function):
 @torch.compiler.disable  # outside torch.compile's graphs (harness/kernels/fused.py)
 def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x (batch, channels, L), any strides; weight (channels, 1, width). silu(causal depthwise conv(x)),
-    (batch, channels, L) contiguous."""
+    (batch, channels, L), laid out as x when x is dense, else contiguous."""
     return CausalConvSiLU.apply(x, weight, bias)

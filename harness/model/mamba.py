@@ -7,9 +7,18 @@ stabiliser (its Fig. 8); they are named as in Hugging Face's Jamba (``dt_layerno
 c_layernorm``).
 
 The scan itself is delegated to :func:`harness.kernels.selective_scan.selective_scan`, whose backend is
-chosen per module (``scan_backend``). Incremental decoding keeps a conv window and the SSM state, so each new
-token costs O(d_inner * d_state) however long the context is; the same state lets a prefill continue in
+chosen per module (``scan_backend``). Incremental decoding keeps a conv window and the SSM state, so each
+new token costs O(d_inner * d_state) however long the context is; the same state lets a prefill continue in
 chunks.
+
+Layout. Between in_proj and out_proj every per-channel activation (x, z, the conv output, delta, y and
+their gradients) lives *channel-major*: a (channels, batch * tokens) matrix, viewed as (batch, channels,
+tokens) with each channel's time steps contiguous, which is the layout the scan and the conv read and
+write. The projections are GEMMs against that matrix with a transposed operand (in_proj computes
+``W @ hidden^T``, out_proj reads y transposed), and autograd's matmul backward keeps each operand's layout,
+so neither pass makes a transposing copy: the usual ``(batch, tokens, channels)`` formulation needs about
+fourteen per Mamba layer and step, 16% of a 1.3b training step on an H200.
+The same maths runs on every device; only the layout differs from a textbook transcription.
 """
 
 from __future__ import annotations
@@ -85,12 +94,20 @@ class MambaMixer(nn.Module):
         self.dt_proj.bias._no_reinit = True
         self.dt_proj.weight._no_reinit = True
 
-    def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (..., d_inner) -> dt (..., d_inner) without bias, B and C (..., d_state)."""
-        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        if self.dt_layernorm is not None:
-            dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
-        return F.linear(dt, self.dt_proj.weight), B, C
+    def _ssm_inputs(self, x_dbl: Tensor, batch: int) -> tuple[Tensor, Tensor, Tensor]:
+        """x_proj's channel-major output (dt_rank + 2 * d_state, batch * L) -> delta (batch, d_inner, L),
+        without its bias, and B, C (batch, d_state, L), all channel-major.
+
+        The inner norms reduce over dt_rank / d_state, so they take the small x_dbl transposed (a copy of
+        1 / 25 of x's size at the 1.3b dims); without them dt, B and C are row slices, not copies."""
+        sizes = [self.dt_rank, self.d_state, self.d_state]
+        if self.dt_layernorm is None:
+            dt, B, C = x_dbl.split(sizes)
+        else:
+            dt, B, C = x_dbl.t().contiguous().split(sizes, dim=1)  # (batch * L, ·) rows for the norms
+            dt, B, C = self.dt_layernorm(dt).t(), self.b_layernorm(B).t(), self.c_layernorm(C).t()
+        delta = torch.mm(self.dt_proj.weight, dt)
+        return _batched(delta, batch), _batched(B.contiguous(), batch), _batched(C.contiguous(), batch)
 
     def forward(self, hidden: Tensor, state: MambaState | None = None, fresh: bool = True) -> Tensor:
         """hidden: (batch, tokens, d_model). With ``state``, also updates it for later decoding.
@@ -100,26 +117,27 @@ class MambaMixer(nn.Module):
         the cached last d_conv - 1 inputs and the scan starts from the cached SSM state, so prefilling in
         chunks computes what one pass computes while its activations scale with the chunk.
         """
-        tokens = hidden.shape[1]
-        xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2*d_inner, L)
-        x, z = xz.chunk(2, dim=1)
+        batch, tokens, _ = hidden.shape
+        xz = torch.mm(self.in_proj.weight, hidden.reshape(batch * tokens, -1).t())  # (2 d_inner, b * L)
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias[:, None]
+        x, z = (_batched(half, batch) for half in xz.chunk(2))
         continued = state is not None and not fresh
         if continued:
             x = torch.cat([state.conv[..., 1:].to(x.dtype), x], dim=-1)  # the conv's left context
         if state is not None:
             state.conv.copy_(F.pad(x, (max(0, self.d_conv - x.shape[-1]), 0))[..., -self.d_conv :])
-        w, b = self.conv1d.weight, self.conv1d.bias
-        x = causal_conv1d(x, w, b, self.scan_backend, self.kernels)
-        if continued:  # drop the left context; the scan kernel needs a 16-byte-aligned start, not a view's
-            x = x[..., -tokens:].contiguous()
-        dt, B, C = self._ssm_inputs(x.transpose(1, 2))
+        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, self.scan_backend, self.kernels)
+        x2d = _channel_major(x[..., -tokens:])  # a view of the conv's output, unless it had left context
+        x = _batched(x2d, batch)
+        delta, B, C = self._ssm_inputs(torch.mm(self.x_proj.weight, x2d), batch)
         A = -torch.exp(self.A_log.float())
         result = selective_scan(
             x,
-            dt.transpose(1, 2),
+            delta,
             A,
-            B.transpose(1, 2).contiguous(),
-            C.transpose(1, 2).contiguous(),
+            B,
+            C,
             self.D.float(),
             z=z,
             delta_bias=self.dt_proj.bias.float(),
@@ -133,7 +151,8 @@ class MambaMixer(nn.Module):
             state.ssm.copy_(last)
         else:
             y = result
-        return self.out_proj(y.transpose(1, 2))
+        out = F.linear(_channel_major(y).t(), self.out_proj.weight, self.out_proj.bias)
+        return out.view(batch, tokens, -1)
 
     def step(self, hidden: Tensor, state: MambaState) -> Tensor:
         """One token: hidden (batch, d_model) -> (batch, d_model), updating ``state`` in place."""
@@ -144,7 +163,7 @@ class MambaMixer(nn.Module):
         if self.conv1d.bias is not None:
             x = x + self.conv1d.bias
         x = F.silu(x)
-        dt, B, C = self._ssm_inputs(x)
+        dt, B, C = (t[..., 0] for t in self._ssm_inputs(torch.mm(self.x_proj.weight, x.t()), x.shape[0]))
         A = -torch.exp(self.A_log.float())
         y = selective_state_step(
             state.ssm, x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True
@@ -156,3 +175,15 @@ class MambaMixer(nn.Module):
             conv=torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
             ssm=torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=torch.float32),
         )
+
+
+def _batched(flat: Tensor, batch: int) -> Tensor:
+    """A channel-major (channels, batch * L) matrix viewed as (batch, channels, L), without a copy."""
+    return flat.unflatten(1, (batch, -1)).transpose(0, 1)
+
+
+def _channel_major(t: Tensor) -> Tensor:
+    """(batch, channels, L) -> the channel-major (channels, batch * L) matrix: a view of what
+    :func:`_batched` made (the fused conv and the scan keep their input's layout), else a fresh copy, whose
+    start is aligned as the scan's vectorised loads require (a slice of a chunked prefill's is not)."""
+    return t.transpose(0, 1).contiguous().flatten(1)
