@@ -63,7 +63,7 @@ blocks.{2j}.layer.<p>               model.layers.{j}.self_attn.<p> (attention) o
                                     model.layers.{j}.mamba.<p> (Mamba)
 blocks.{2j+1}.norm.weight           model.layers.{j}.pre_ff_layernorm.weight
 blocks.{2j+1}.layer.<p>             model.layers.{j}.feed_forward.<p> (MLP, router)
-blocks.{2j+1}.layer.experts.{e}.*   model.layers.{j}.feed_forward.experts.{e}.* (per expert)
+blocks.{2j+1}.layer.experts.*      model.layers.{j}.feed_forward.experts.* (stacked: below)
 final_norm.weight                   model.final_layernorm.weight
 lm_head.weight                      lm_head.weight (absent from checkpoints when tied)
 =================================  ==================================================
@@ -72,7 +72,8 @@ Experts come in two layouts. Checkpoints on disk (ai21labs/Jamba-v0.1, transform
 transformers 5.x's own ``save_pretrained`` writes) hold one ``experts.{e}.{gate,up,down}_proj.weight``
 per expert. transformers 5.x's in-memory ``JambaExperts`` fuses them into ``experts.gate_up_proj``
 ``(n, 2 * d_ff, d_model)`` (gate rows first, then up) and ``experts.down_proj`` ``(n, d_model, d_ff)``,
-converting on load through its checkpoint conversion mapping. :func:`from_hf_state_dict` accepts both;
+converting on load through its checkpoint conversion mapping; our :class:`~harness.model.ffn.Experts` holds
+that fused layout too. :func:`from_hf_state_dict` accepts both;
 :func:`to_hf_state_dict` writes either (by default the layout of the installed transformers, so the
 result loads into ``JambaForCausalLM.load_state_dict`` directly); :func:`save_hf_checkpoint` writes the
 per-expert layout, which every transformers version loads.
@@ -102,6 +103,7 @@ from torch import Tensor
 
 from harness.config_loader import ConfigError
 from harness.model.config import FFNS, MIXERS, AttentionConfig, MambaConfig, ModelConfig, MoEConfig
+from harness.model.ffn import stack_experts
 from harness.model.lm import HybridLM
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -420,7 +422,7 @@ _FUSED_KEY = re.compile(r"^(.*\.experts)\.(gate_up_proj|down_proj)$")
 
 
 def _hf_name(our_key: str, pattern: str) -> str:
-    """Our parameter name -> transformers' name, experts in the per-expert layout."""
+    """Our parameter name -> transformers' name (experts in the fused layout, as ours are)."""
     if our_key == "embed_tokens.weight":
         return "model.embed_tokens.weight"
     if our_key == "final_norm.weight":
@@ -486,10 +488,8 @@ def fuse_experts(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         n = len(experts)
         if sorted(experts) != list(range(n)) or any(len(e) != 3 for e in experts.values()):
             raise ValueError(f"incomplete experts under {prefix!r}: found {sorted(experts)}")
-        out[prefix + ".gate_up_proj"] = torch.stack(
-            [torch.cat([experts[e]["gate_proj"], experts[e]["up_proj"]], dim=0) for e in range(n)]
-        )
-        out[prefix + ".down_proj"] = torch.stack([experts[e]["down_proj"] for e in range(n)])
+        weights = ([experts[e][kind] for e in range(n)] for kind in ("gate_proj", "up_proj", "down_proj"))
+        out[prefix + ".gate_up_proj"], out[prefix + ".down_proj"] = stack_experts(*weights)
     return out
 
 
@@ -533,9 +533,9 @@ def to_hf_state_dict(model: HybridLM, expert_layout: ExpertLayout = "auto") -> d
     hf_config_dict(cfg)  # raises ConfigError for what transformers cannot express
     out = {_hf_name(key, cfg.pattern): value for key, value in model.state_dict().items()}
     layout = installed_expert_layout() if expert_layout == "auto" else expert_layout
-    if layout == "fused":
-        out = fuse_experts(out)
-    elif layout != "per_expert":
+    if layout == "per_expert":
+        out = unfuse_experts(out, d_model=cfg.d_model)
+    elif layout != "fused":
         raise ValueError(f"expert_layout must be 'auto', 'fused' or 'per_expert', got {expert_layout!r}")
     return out
 
@@ -546,7 +546,7 @@ def from_hf_state_dict(sd: Mapping[str, Tensor], cfg: ModelConfig) -> dict[str, 
 
     Raises KeyError naming missing and unexpected weights.
     """
-    hf = unfuse_experts(sd, d_model=cfg.d_model)
+    hf = fuse_experts(unfuse_experts(sd, d_model=cfg.d_model))  # either layout, either orientation
     # JambaModel's own state dict has no "model." prefix.
     hf = {(k if k.startswith(("model.", "lm_head.")) else "model." + k): v for k, v in hf.items()}
     out: dict[str, Tensor] = {}

@@ -52,7 +52,8 @@ def test_routing_weights_and_output(renormalize):
     expected_w = [0.5 / 0.8, 0.3 / 0.8] if renormalize else [0.5, 0.3]
     torch.testing.assert_close(weights, torch.tensor([expected_w]))
     out, routing = layer(x)
-    direct = expected_w[0] * layer.experts[0](x) + expected_w[1] * layer.experts[1](x)
+    first, second, _ = layer.experts([x] * 3)
+    direct = expected_w[0] * first + expected_w[1] * second
     torch.testing.assert_close(out, direct)
     assert routing.expert_counts.tolist() == [1, 1, 0]
     # f = [[1, 0, 0], [0, 1, 0]] (first and second choices), P = probs: 3 * (0.5 + 0.3)
@@ -114,9 +115,9 @@ def test_idle_experts_get_zero_gradients_on_the_grouped_path():
     _, _, _, routing = run_backend(layer, "grouped", x)
     assert routing.expert_counts.tolist() == [0, 0, 6, 0]
     for e in (0, 1, 3):
-        for p in layer.experts[e].parameters():
-            assert p.grad is not None and p.grad.eq(0).all()
-    assert layer.experts[2].down_proj.weight.grad.abs().sum() > 0
+        for p in layer.experts.parameters():
+            assert p.grad[e].eq(0).all()
+    assert layer.experts.down_proj.grad[2].abs().sum() > 0
 
 
 def test_backend_choice():
@@ -143,3 +144,30 @@ def test_backend_is_a_runtime_setting():
     assert model.blocks[1].layer.backend == "loop"
     model.set_moe_backend("grouped")
     assert model.blocks[1].layer.backend == "grouped"
+
+
+def test_stacked_experts_keep_seeded_init_and_load_per_expert_checkpoints():
+    """The experts' weights are stacked (ffn.Experts), but a seed draws what one nn.Linear per expert drew,
+    and a state dict in that per-expert layout (this project's checkpoints before, Jamba-v0.1's files)
+    loads into the stacked layer."""
+    layer = wide_moe_layer(4, 2)  # seeded inside
+    torch.manual_seed(0)
+    router = torch.nn.Linear(16, 4, bias=False)
+    per_expert = {"router.weight": router.weight.detach()}
+    for e in range(4):
+        for kind, shape in (("gate_proj", (16, 24)), ("up_proj", (16, 24)), ("down_proj", (24, 16))):
+            per_expert[f"experts.{e}.{kind}.weight"] = torch.nn.Linear(*shape, bias=False).weight.detach()
+    for e in range(4):
+        want = torch.cat(
+            [per_expert[f"experts.{e}.gate_proj.weight"], per_expert[f"experts.{e}.up_proj.weight"]]
+        )
+        assert torch.equal(layer.experts.gate_up_proj[e], want)
+        assert torch.equal(layer.experts.down_proj[e], per_expert[f"experts.{e}.down_proj.weight"])
+    fresh = wide_moe_layer(4, 2)
+    with torch.no_grad():
+        fresh.experts.gate_up_proj.zero_()
+    fresh.load_state_dict({k: v * 2 for k, v in per_expert.items()})
+    assert torch.equal(fresh.experts.gate_up_proj, 2 * layer.experts.gate_up_proj)
+    assert torch.equal(fresh.experts.down_proj, 2 * layer.experts.down_proj)
+    with pytest.raises(RuntimeError, match="experts.gate_up_proj"):  # an incomplete one names what is missing
+        fresh.load_state_dict({k: v for k, v in per_expert.items() if "experts.3." not in k})

@@ -13,6 +13,8 @@ expert e. It equals K when routing is perfectly balanced and grows as it concent
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +43,70 @@ class Routing:
 
     aux_loss: Tensor  # scalar, before the coefficient
     expert_counts: Tensor  # (n_experts,) token assignments per expert (top-K choices counted)
+
+
+class Experts(nn.Module):
+    """n SwiGLU experts' weights, stacked: ``gate_up_proj`` (n, 2 * d_ff, d_model), each expert's gate rows
+    then its up rows, and ``down_proj`` (n, d_model, d_ff); transformers 5's ``JambaExperts`` layout.
+
+    Stacked, the grouped GEMM reads them as they are: kept as one ``nn.Linear`` per expert, they had to be
+    stacked again on every step (a copy of all expert weights forward, another of their gradients
+    backward, and the stack saved for backward: ~7 GB at the 1.3b MoE arm). Checkpoints written with one
+    ``{e}.{gate,up,down}_proj.weight`` per expert (this project's before, Jamba-v0.1's) still load.
+    """
+
+    def __init__(self, n_experts: int, d_model: int, d_ff: int):
+        super().__init__()
+        self.d_ff = d_ff
+        self.gate_up_proj = nn.Parameter(torch.empty(n_experts, 2 * d_ff, d_model))
+        self.down_proj = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
+        self.register_load_state_dict_pre_hook(_stack_per_expert_weights)
+        self._init_each(lambda w: nn.init.kaiming_uniform_(w, a=math.sqrt(5)))  # nn.Linear's default
+
+    @torch.no_grad()
+    def _init_each(
+        self, init: Callable[[Tensor], object], down: Callable[[Tensor], object] | None = None
+    ) -> None:
+        """Apply ``init`` to each expert's gate, up and down weight (``down`` to the latter when given), in
+        the order of one ``nn.Linear`` per expert: a seed draws the weights it drew before the experts were
+        stacked."""
+        for gate_up, down_w in zip(self.gate_up_proj, self.down_proj, strict=True):
+            init(gate_up[: self.d_ff])
+            init(gate_up[self.d_ff :])
+            (down or init)(down_w)
+
+    def reset_parameters(self, std: float, out_std: float) -> None:
+        """Normal(0, std) gate and up, normal(0, out_std) down (:meth:`HybridLM.reset_parameters`)."""
+        self._init_each(lambda w: nn.init.normal_(w, 0.0, std), lambda w: nn.init.normal_(w, 0.0, out_std))
+
+    def forward(self, inputs: Sequence[Tensor]) -> list[Tensor]:
+        """Expert e's SwiGLU on ``inputs[e]`` (..., d_model), for every expert. The stacks are unbound once,
+        so backward joins the experts' gradients in one copy (indexing them per expert would build a zero
+        tensor the size of all the experts for each)."""
+        outputs = []
+        for x, gate_up, down in zip(inputs, self.gate_up_proj.unbind(), self.down_proj.unbind(), strict=True):
+            gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+            outputs.append(F.linear(F.silu(gate) * up, down))
+        return outputs
+
+
+def stack_experts(gates: list[Tensor], ups: list[Tensor], downs: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-expert (d_ff, d_model) gate and up and (d_model, d_ff) down weights -> :class:`Experts`'
+    ``gate_up_proj`` and ``down_proj``."""
+    gate_up = torch.stack([torch.cat([g, u]) for g, u in zip(gates, ups, strict=True)])
+    return gate_up, torch.stack(downs)
+
+
+def _stack_per_expert_weights(module: Experts, state_dict: dict, prefix: str, *_: object) -> None:
+    """load_state_dict pre-hook: ``{e}.{gate,up,down}_proj.weight`` keys under ``prefix`` -> the stacked
+    pair, so checkpoints from before the experts were stacked load unchanged."""
+    kinds = ("gate_proj", "up_proj", "down_proj")
+    n = module.gate_up_proj.shape[0]
+    keys = {kind: [f"{prefix}{e}.{kind}.weight" for e in range(n)] for kind in kinds}
+    if not all(k in state_dict for ks in keys.values() for k in ks):
+        return  # stacked already, or incomplete: load_state_dict then names what is missing
+    gate_up, down = stack_experts(*([state_dict.pop(k) for k in keys[kind]] for kind in kinds))
+    state_dict[prefix + "gate_up_proj"], state_dict[prefix + "down_proj"] = gate_up, down
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -106,13 +172,12 @@ def takes_grouped(backend: str, x: Tensor, d_ff: int, dtype: torch.dtype) -> boo
 class MoE(nn.Module):
     """Top-K mixture of SwiGLU experts.
 
-    Each expert keeps its own ``gate_proj`` / ``up_proj`` / ``down_proj`` ``nn.Linear`` (the layout of
-    Jamba checkpoints and of our own), whichever ``backend`` runs them:
+    The experts' weights are stacked (:class:`Experts`), whichever ``backend`` runs them:
 
     * ``loop``: the assignments sorted by expert, split by the per-expert counts (one host sync per layer)
       and each expert applied to its slice;
-    * ``grouped``: the same sorted rows through two ``torch._grouped_mm`` calls over the experts' weights
-      stacked for the step, with the group offsets kept on the device: no per-expert launch, no host sync;
+    * ``grouped``: the same sorted rows through two ``torch._grouped_mm`` calls over the stacked weights,
+      with the group offsets kept on the device: no per-expert launch, no host sync;
     * ``auto``: ``grouped`` where :func:`grouped_unsupported` has no objection, else ``loop``.
 
     The backend is a run-time setting (``moe.backend``, :meth:`HybridLM.set_moe_backend`), like the scan
@@ -128,7 +193,7 @@ class MoE(nn.Module):
         self.backend = cfg.moe.backend
         self.d_ff = cfg.expert_d_ff
         self.router = nn.Linear(cfg.d_model, self.n_experts, bias=False)
-        self.experts = nn.ModuleList(SwiGLU(cfg.d_model, cfg.expert_d_ff) for _ in range(self.n_experts))
+        self.experts = Experts(self.n_experts, cfg.d_model, cfg.expert_d_ff)
 
     def route(self, flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """flat (tokens, d) -> router probs (tokens, n), top-K weights and indices (tokens, K)."""
@@ -159,26 +224,19 @@ class MoE(nn.Module):
         else:
             # An expert that no token picked still runs (on zero rows), so its parameters get a zero
             # gradient rather than none: data-parallel reductions then see the same tensors on every rank.
-            chunks = gathered.split(counts.tolist())
-            y = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks, strict=True)])
+            y = torch.cat(self.experts(gathered.split(counts.tolist())))
         y = y * weights.flatten()[order, None].to(flat.dtype)
         out = torch.zeros_like(flat).index_add_(0, token, y.to(flat.dtype))
         routing = Routing(load_balancing_loss(probs, idx, self.n_experts), counts)
         return out.view(shape), routing
 
     def _grouped(self, rows: Tensor, counts: Tensor) -> Tensor:
-        """Every expert's SwiGLU on its slice of ``rows`` (sorted by expert, ``counts`` per expert).
-
-        The weights are stacked for this call (one copy, the size of the bf16 copies autocast makes for the
-        loop path anyway): gate and up rows interleaved per expert as one (n, d, 2 d_ff) operand, so one
-        grouped GEMM computes both. Each expert's slice of the stack is a view of its parameters for
-        autograd, so its gradient (zero for an expert with no rows) lands on its own ``nn.Linear``.
-        """
+        """Every expert's SwiGLU on its slice of ``rows`` (sorted by expert, ``counts`` per expert): one
+        grouped GEMM for gate and up together, one for down, reading the stacked weights in place (a cast
+        to autocast's dtype aside, as the loop path's ``F.linear`` makes)."""
         dtype = _compute_dtype(rows)
-        d = rows.shape[-1]
-        gate_up = torch.stack([w for e in self.experts for w in (e.gate_proj.weight, e.up_proj.weight)])
-        gate_up = gate_up.view(self.n_experts, 2 * self.d_ff, d).to(dtype).transpose(1, 2)
-        down = torch.stack([e.down_proj.weight for e in self.experts]).to(dtype).transpose(1, 2)
+        gate_up = self.experts.gate_up_proj.to(dtype).transpose(1, 2)  # (n, d_model, 2 d_ff)
+        down = self.experts.down_proj.to(dtype).transpose(1, 2)  # (n, d_ff, d_model)
         offs = counts.cumsum(0).to(torch.int32)
         gate, up = torch._grouped_mm(rows.to(dtype), gate_up, offs=offs).chunk(2, dim=-1)
         return torch._grouped_mm(F.silu(gate) * up, down, offs=offs)
@@ -196,6 +254,6 @@ class MoE(nn.Module):
         gate = torch.zeros(flat.shape[0], self.n_experts, device=flat.device, dtype=weights.dtype)
         gate = gate.scatter(1, idx, weights).to(flat.dtype)
         out = torch.zeros_like(flat)
-        for e, expert in enumerate(self.experts):
-            out = out + gate[:, e, None] * expert(flat)
+        for e, y in enumerate(self.experts([flat] * self.n_experts)):
+            out = out + gate[:, e, None] * y
         return out.view(x.shape)

@@ -151,7 +151,11 @@ class HybridLM(nn.Module):
         for name, p in self.named_parameters():
             if getattr(p, "_no_reinit", False) or name.endswith(".A_log") or p.dim() < 2:
                 continue
-            if name.endswith(("o_proj.weight", "out_proj.weight", "down_proj.weight")):
+            if name.endswith(".experts.gate_up_proj"):  # with its down_proj, in per-expert order
+                self.get_submodule(name.removesuffix(".gate_up_proj")).reset_parameters(std, out_std)
+            elif name.endswith(".experts.down_proj"):
+                continue
+            elif name.endswith(("o_proj.weight", "out_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, 0.0, out_std)
             elif "conv1d" in name:
                 continue  # keep PyTorch's default (kaiming-uniform) conv init, as mamba_ssm does
