@@ -40,19 +40,19 @@ BEFORE_AFTER = f"--kernels fused,eager {PROFILE}"  # the fused kernels and the e
 MOE = f"--moe-backend grouped,loop --kernels fused {PROFILE}"  # grouped first: the anchor's ratio is its
 CONTEXT = "bench context --max-bytes 12884901888"  # 12 GiB: the searches fit one command; 8K chunks
 
-# (name, seconds allowed, what to run: ``ablate`` arguments, or ``pytest ...``), most wanted first: the whole
-# GPU suite, the issue-15 rows not yet measured with the fused kernels, the before/after rows (run again
-# after each new lever), then the issue-16 measurements, kept for re-measuring. The context searches only
-# measure memory, so the GPU tests can run beside them (``--root`` of their own, ``--skip`` here).
+# (name, seconds allowed, what to run: ``ablate`` arguments, or ``pytest ...``), most wanted first: the 1:7
+# before/after rows (run again after each new lever), the rest of the issue-15 table with the current kernels,
+# the whole GPU suite, compile; then the issue-16 measurements, kept for re-measuring. The context searches
+# only measure memory, so the GPU tests can run beside them (``--root`` of their own, ``--skip`` here).
 STEPS: tuple[tuple[str, int, str], ...] = (
-    ("gpu-tests", 420, "pytest -m gpu tests -q -p no:cacheprovider"),
-    ("train-1.3b-1to7-moe-b8", 240, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
+    ("train-1.3b-1to7", 240, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7 --against {ALL_ANCHORS}"),
     ("train-1.3b-1to3", 120, f"{TRAIN} 8 --preset 1.3b-1to3 --against transformers,mamba_ssm"),
+    ("gpu-tests", 420, "pytest -m gpu tests -q -p no:cacheprovider"),
     ("train-1.3b-mamba", 100, f"{TRAIN} 8 --preset 1.3b-mamba --against mamba_ssm"),
     ("train-1.3b-attention", 100, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama"),
-    ("train-1.3b-1to7", 240, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7 --against {ALL_ANCHORS}"),
-    ("train-1.3b-1to7-nonorm", 120, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7-nonorm --against mamba_ssm"),  # noqa: E501
     ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
+    ("train-1.3b-1to7-moe-b8", 240, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
+    ("train-1.3b-1to7-nonorm", 120, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7-nonorm --against mamba_ssm"),  # noqa: E501
     ("train-1.3b-1to7-compile", 300, f"{TRAIN} 8 --kernels fused,eager --compile on --preset 1.3b-1to7"),
     ("prefill-1.3b-1to7", 150, f"{PREFILL} --preset 1.3b-1to7 --against transformers,llama"),
     ("prefill-1.3b-attention", 150, f"{PREFILL} --preset 1.3b-attention --against transformers,llama"),
