@@ -163,7 +163,10 @@ class MambaMixer(nn.Module):
         if self.conv1d.bias is not None:
             x = x + self.conv1d.bias
         x = F.silu(x)
-        dt, B, C = (t[..., 0] for t in self._ssm_inputs(torch.mm(self.x_proj.weight, x.t()), x.shape[0]))
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if self.dt_layernorm is not None:  # in rows, as they come: a step runs the fewest kernels
+            dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
+        dt = F.linear(dt, self.dt_proj.weight)
         A = -torch.exp(self.A_log.float())
         y = selective_state_step(
             state.ssm, x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True
