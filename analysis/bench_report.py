@@ -3,6 +3,7 @@
     <out>/README.md                  provenance of every record, then each table and figure with a caption
     <out>/figures/prefill.{png,svg}  Fig. 3 style: prefill tokens/s and peak memory against context
     <out>/figures/context.{png,svg}  Fig. 2 style: the longest context, measured beside the accounting
+    <out>/figures/train.{png,svg}    training tokens/s and peak memory, ours beside the anchors
 
 Tables (Markdown, in README.md): prefill (context x arm x implementation: tokens/s, ours/it, peak memory
 beside weights, KV cache and Mamba state), decode (batch, ms/step, tokens/s, x transformers and how far
@@ -234,6 +235,13 @@ DECODE_CAPTION = (
     "own uncached forward pass on the same prefix (records written before that check show —)."
 )
 
+TRAIN_CAPTION = (
+    "`ablate bench train`: each group is one record, an arm at one batch size, with every row timed in the "
+    "same run on the same batches (bf16 weights, fused AdamW, steps after warm-up). Colour: the model "
+    "(ours, transformers' Jamba, mamba_ssm, Llama); ours / it on an anchor's bar is the record's first row "
+    "of ours over that anchor. Right: peak allocator memory."
+)
+
 
 def _figures(records: list[BenchRecord]) -> list[tuple[str, str, str, Callable[[], Figure]]]:
     """(file stem, title, caption, draw) of each figure the records support."""
@@ -254,6 +262,15 @@ def _figures(records: list[BenchRecord]) -> list[tuple[str, str, str, Callable[[
                 "Longest context that fits (cf. the paper's Fig. 2)",
                 CONTEXT_CAPTION,
                 lambda: fig_bench.max_context(records),
+            )
+        )
+    if _of(records, "train"):
+        figures.append(
+            (
+                "train",
+                "Training throughput beside the anchors",
+                TRAIN_CAPTION,
+                lambda: fig_bench.train_throughput(records),
             )
         )
     return figures

@@ -1,5 +1,5 @@
-"""Figures of inference benchmark records: the Jamba paper's Fig. 3 (prefill throughput against context)
-and Fig. 2 (the longest context that fits), for our arms.
+"""Figures of benchmark records: the Jamba paper's Fig. 3 (prefill throughput against context) and Fig. 2
+(the longest context that fits), for our arms, and training throughput beside the anchors.
 
 Both take checked records (:mod:`analysis.bench_records`) and return a ``Figure`` whose series carry their
 names as matplotlib labels (``1.3b-1to7``, ``1.3b-1to7 transformers``), so tests find them on the object.
@@ -163,4 +163,67 @@ def max_context(records: list[BenchRecord]) -> Figure:
         ax.set_ylabel("longest batch-1 context (tokens)")
         ax.set_title(f"Longest context within {_budget_title(found)} ({_device(found)})")
         ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)
+    return fig
+
+
+def train_label(row: dict) -> str:
+    """A training row's bar label: ``ours (fused, MoE grouped)``, ``transformers JambaForCausalLM``."""
+    return row.get("label", row["model"]).replace("HybridLM, ", "").replace(" (HybridLM)", "")
+
+
+def _train_setting(record: BenchRecord) -> tuple[int, bool]:
+    """A train record's batch size and whether its rows ran under torch.compile (``--compile on``)."""
+    config = record.data["config"]
+    return config["batch"], "on" in config.get("compile", ())
+
+
+def train_throughput(records: list[BenchRecord]) -> Figure:
+    """Per ``bench train`` record (an arm at one batch), the tokens/s (left) and peak memory (right) of ours
+    and of each anchor timed beside it in the same run, as horizontal bars coloured by model; an anchor's
+    bar carries ours / it (the record's first row of ours over that anchor)."""
+    found = sorted((r for r in records if r.kind == "train"), key=lambda r: (r.preset, *_train_setting(r)))
+    bars = [(r, row) for r in found for row in r.rows if "skipped" not in row]
+    models = list(dict.fromkeys(["ours", *(row["model"] for _, row in bars)]))
+    colour = {model: look.color for model, look in looks(models).items()}
+    with style():
+        fig = figure(height=1.0 + 0.17 * len(bars) + 0.3 * len(found))
+        speed, memory = fig.subplots(1, 2, sharey=True, width_ratios=(3, 1))
+        if not bars:
+            empty_panel(speed, "no train records")
+            empty_panel(memory, "no train records")
+            return fig
+        y, ticks, groups, at = [], [], [], 0.0
+        for record in found:
+            rows = [row for row in record.rows if "skipped" not in row]
+            batch, compiled = _train_setting(record)
+            heading = f"{record.preset}, batch {batch} x {record.data['config']['seq_len']}"
+            groups.append((at - 0.1, heading + (", torch.compile" if compiled else "")))
+            at += 0.8  # room for the group's heading
+            for row in rows:
+                y.append(at)
+                ticks.append(train_label(row))
+                at += 1.0
+            at += 0.5
+        colours = [colour[row["model"]] for _, row in bars]
+        speed.barh(y, [row["tokens_per_s"] for _, row in bars], color=colours, height=0.8)
+        memory.barh(y, [row.get("peak_gib") or 0 for _, row in bars], color=colours, height=0.8)
+        for pos, (_, row) in zip(y, bars, strict=True):
+            text = f" {row['tokens_per_s'] / 1e3:.1f}K"
+            if row.get("ours_over") is not None:
+                text += f"   ours / it {row['ours_over']:.2f}"
+            speed.annotate(text, (row["tokens_per_s"], pos), va="center", fontsize=6)
+            if row.get("peak_gib") is not None:
+                memory.annotate(f" {row['peak_gib']:.0f}", (row["peak_gib"], pos), va="center", fontsize=6)
+        for pos, heading in groups:
+            speed.annotate(heading, (0, pos), xycoords=("axes fraction", "data"), fontsize=7, weight="bold")
+        speed.set_yticks(y, ticks)
+        speed.invert_yaxis()
+        speed.tick_params(axis="y", length=0)
+        speed.set_xlim(0, 1.35 * max(row["tokens_per_s"] for _, row in bars))
+        speed.xaxis.set_major_formatter(TOKENS)
+        speed.set_xlabel("training tokens/s")
+        speed.set_title(f"Training throughput ({_device(found)})")
+        memory.set_xlim(0, 1.3 * max((row.get("peak_gib") or 0 for _, row in bars), default=1) or 1)
+        memory.set_xlabel("peak GiB")
+        memory.set_title("Peak memory")
     return fig

@@ -111,16 +111,18 @@ def test_the_committed_records_render(tmp_path):
     for heading in ("## Records", "## Prefill", "## Decode", "## Longest context", "## Training throughput"):
         assert heading in text
     assert "| 128K | 1.3b-mamba | ours | 141,277 |" in text
-    assert "| 128K | 1.3b-1to7 | llama | 35,037 | 3.04 |" in text
+    assert "| 128K | 1.3b-1to7 | llama | 34,784 | 3.44 |" in text
     assert "| 1.3b-1to7 (CUDA graphs) | 16 | 2048 + 256 | 5.46 | 2,930 |" in text
     assert "| 1.3b-1to7 | 8,192-token chunks | 12.00 | 1,441,792 | 1,673,812 |" in text
-    assert "| 1.3b-1to7 (batch 8 x 2048) | ours (HybridLM, fused) | 1.299B | 36,244 |" in text
+    assert "| 1.3b-1to7 (batch 8 x 2048) | ours (HybridLM, fused) | 1.299B | 44,463 |" in text
     assert "| 1.3b-1to7 (batch 8 x 2048) | transformers LlamaForCausalLM |" in text
     assert sorted(p.name for p in (readme.parent / "figures").iterdir()) == [
         "context.png",
         "context.svg",
         "prefill.png",
         "prefill.svg",
+        "train.png",
+        "train.svg",
     ]
     speed = fig_bench.prefill_throughput(records).axes[0]
     lines = {line.get_label(): line for line in speed.get_lines()}
@@ -136,6 +138,14 @@ def test_the_committed_records_render(tmp_path):
     )
     assert lines["1.3b-1to7"].get_linestyle() != lines["1.3b-1to7 llama"].get_linestyle()
     assert "12.00 GiB" in fig_bench.max_context(records).axes[0].get_title()
+    train, memory = fig_bench.train_throughput(records).axes
+    rows = [row for r in records if r.kind == "train" for row in r.rows if "skipped" not in row]
+    assert len(train.patches) == len(memory.patches) == len(rows)
+    texts = [t.get_text() for t in train.texts]
+    assert " 29.9K   ours / it 1.49" in texts  # transformers' Jamba beside the 1:7 arm
+    assert "1.3b-1to7, batch 8 x 2048, torch.compile" in texts and "1.3b-1to7-moe, batch 2 x 2048" in texts
+    labels = [t.get_text() for t in train.get_yticklabels()]
+    assert labels.count("ours (fused)") == 5 and "ours (fused, MoE loop)" in labels
 
 
 def test_a_synthetic_folder_with_anchors_renders_every_row(tmp_path):
