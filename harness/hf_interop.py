@@ -103,7 +103,7 @@ from torch import Tensor
 
 from harness.config_loader import ConfigError
 from harness.model.config import FFNS, MIXERS, AttentionConfig, MambaConfig, ModelConfig, MoEConfig
-from harness.model.ffn import stack_experts
+from harness.model.ffn import stack_per_expert
 from harness.model.lm import HybridLM
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -417,7 +417,6 @@ def from_hf_config(hf_cfg: JambaConfig | Mapping[str, Any]) -> ModelConfig:
 # Weights
 # ----------------------------------------------------------------------------------------------------
 
-_EXPERT_KEY = re.compile(r"^(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 _FUSED_KEY = re.compile(r"^(.*\.experts)\.(gate_up_proj|down_proj)$")
 
 
@@ -475,22 +474,8 @@ def installed_expert_layout() -> Literal["fused", "per_expert"]:
 
 def fuse_experts(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Per-expert ``experts.{e}.{gate,up,down}_proj.weight`` -> transformers 5's ``experts.gate_up_proj``
-    ``(n, 2 * d_ff, d_model)`` and ``experts.down_proj`` ``(n, d_model, d_ff)``."""
-    out: dict[str, Tensor] = {}
-    groups: dict[str, dict[int, dict[str, Tensor]]] = {}
-    for key, value in sd.items():
-        m = _EXPERT_KEY.match(key)
-        if m is None:
-            out[key] = value
-        else:
-            groups.setdefault(m.group(1), {}).setdefault(int(m.group(2)), {})[m.group(3)] = value
-    for prefix, experts in groups.items():
-        n = len(experts)
-        if sorted(experts) != list(range(n)) or any(len(e) != 3 for e in experts.values()):
-            raise ValueError(f"incomplete experts under {prefix!r}: found {sorted(experts)}")
-        weights = ([experts[e][kind] for e in range(n)] for kind in ("gate_proj", "up_proj", "down_proj"))
-        out[prefix + ".gate_up_proj"], out[prefix + ".down_proj"] = stack_experts(*weights)
-    return out
+    ``(n, 2 * d_ff, d_model)`` and ``experts.down_proj`` ``(n, d_model, d_ff)``, our own layout too."""
+    return stack_per_expert(sd)
 
 
 def unfuse_experts(sd: Mapping[str, Tensor], d_model: int | None = None) -> dict[str, Tensor]:

@@ -1,8 +1,10 @@
 """The trainer on CPU: a tiny run from YAML, metrics, exact resume after SIGKILL (also mid-checkpoint),
 refusing to overwrite, a clean stop on a non-finite loss, and DDP with two gloo processes."""
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -310,3 +312,71 @@ def test_compiled_training_matches_eager(tmp_path, corpus):
     want, got = losses(eager), losses(compiled)
     assert sorted(got) == sorted(want) == [1, 2, 3, 4]
     assert got == pytest.approx(want, rel=1e-4)
+
+
+def _unstack_experts(checkpoint: Path) -> None:
+    """Rewrite a checkpoint as the trainer wrote it before the MoE experts were stacked (c090509): one
+    weight and one set of AdamW moments per expert, in expert order, with meta.json's checksums updated."""
+    from safetensors.torch import load_file, save_file
+
+    from harness.hf_interop import unfuse_experts
+
+    weights = unfuse_experts(load_file(str(checkpoint / "model.safetensors")))
+    save_file({k: v.contiguous().clone() for k, v in weights.items()}, str(checkpoint / "model.safetensors"))
+    state = torch.load(checkpoint / "state.pt", weights_only=False)
+    optim = state["optimizer"]
+    per_expert, names = {}, {}
+    for name, moments in optim["state"].items():
+        if not name.endswith(".experts.gate_up_proj") and not name.endswith(".experts.down_proj"):
+            per_expert[name] = moments
+            continue
+        prefix = name.rsplit(".", 1)[0]
+        if name.endswith("down_proj"):
+            continue  # unstacked with its gate_up_proj, expert by expert
+        gate_up, down = moments, optim["state"][prefix + ".down_proj"]
+        n, d_ff = down["exp_avg"].shape[0], down["exp_avg"].shape[2]
+        names[prefix] = []
+        for e in range(n):
+            for kind, rows in (("gate_proj", slice(0, d_ff)), ("up_proj", slice(d_ff, None))):
+                key = f"{prefix}.{e}.{kind}.weight"
+                per_expert[key] = {k: (v[e, rows] if v.dim() else v).clone() for k, v in gate_up.items()}
+                names[prefix].append(key)
+            key = f"{prefix}.{e}.down_proj.weight"
+            per_expert[key] = {k: (v[e] if v.dim() else v).clone() for k, v in down.items()}
+            names[prefix].append(key)
+    optim["state"] = per_expert
+    for group in optim["param_groups"]:
+        params = []
+        for name in group["params"]:
+            prefix = name.rsplit(".", 1)[0]
+            params += names[prefix] if name.endswith(".experts.gate_up_proj") else []
+            params += [] if prefix in names else [name]
+        group["params"] = params
+    torch.save(state, checkpoint / "state.pt")
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    for file in meta["files"]:
+        data = (checkpoint / file).read_bytes()
+        meta["files"][file] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+
+
+def test_a_run_checkpointed_with_per_expert_moe_weights_resumes_exactly(tmp_path, straight):
+    """A run interrupted before the MoE experts were stacked resumes from its checkpoint (one weight and one
+    set of AdamW moments per expert: the loader stacks them as the model holds them) and continues
+    bit-identically to the run that was never interrupted."""
+    config, straight = straight
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    shutil.rmtree(run_dir / "checkpoints" / "step_00000040")
+    _unstack_experts(run_dir / "checkpoints" / "step_00000020")
+    assert (
+        "blocks.3.layer.experts.3.up_proj.weight"
+        in torch.load(run_dir / "checkpoints" / "step_00000020" / "state.pt", weights_only=False)[
+            "optimizer"
+        ]["state"]
+    )
+    proc = ablate("train", str(config), "--run-dir", str(run_dir))
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    a, b = losses(straight), losses(run_dir)
+    assert [b[s] for s in range(21, 41)] == [a[s] for s in range(21, 41)]
+    assert [e["step"] for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "resume"] == [20]

@@ -14,14 +14,18 @@ expert e. It equals K when routing is perfectly balanced and grows as it concent
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.model.config import ModelConfig
+
+V = TypeVar("V")
 
 
 class SwiGLU(nn.Module):
@@ -97,16 +101,51 @@ def stack_experts(gates: list[Tensor], ups: list[Tensor], downs: list[Tensor]) -
     return gate_up, torch.stack(downs)
 
 
+# A parameter of one expert in the per-expert layout: ``<...>.experts.{e}.{gate,up,down}_proj.weight``.
+PER_EXPERT_KEY = re.compile(
+    r"^(?P<experts>(?:.*\.)?experts)\.(?P<e>\d+)\.(?P<kind>gate_proj|up_proj|down_proj)\.weight$"
+)
+EXPERT_KINDS = ("gate_proj", "up_proj", "down_proj")
+
+
+def stack_per_expert(
+    entries: Mapping[str, V], stack: Callable[[list[V], list[V], list[V]], tuple[V, V]] = stack_experts
+) -> dict[str, V]:
+    """``entries`` keyed by parameter name (weights, an optimizer's per-parameter state, ...) with every
+    per-expert ``<p>.experts.{e}.{gate,up,down}_proj.weight`` entry replaced by ``<p>.experts.gate_up_proj``
+    and ``<p>.experts.down_proj``, which ``stack`` makes from the experts' gate, up and down entries in
+    expert order (:func:`stack_experts` for weights). The pair takes the place of the first per-expert
+    entry; everything else passes through in order. ValueError names experts that are incomplete."""
+    out: dict[str, Any] = {}
+    groups: dict[str, dict[int, dict[str, V]]] = {}
+    for key, value in entries.items():
+        m = PER_EXPERT_KEY.match(key)
+        if m is None:
+            out[key] = value
+            continue
+        if m["experts"] not in groups:
+            out[m["experts"] + ".gate_up_proj"] = out[m["experts"] + ".down_proj"] = None  # their place
+        groups.setdefault(m["experts"], {}).setdefault(int(m["e"]), {})[m["kind"]] = value
+    for prefix, experts in groups.items():
+        n = len(experts)
+        if sorted(experts) != list(range(n)) or any(len(e) != 3 for e in experts.values()):
+            raise ValueError(f"incomplete experts under {prefix!r}: found {sorted(experts)}")
+        by_kind = ([experts[e][kind] for e in range(n)] for kind in EXPERT_KINDS)
+        out[prefix + ".gate_up_proj"], out[prefix + ".down_proj"] = stack(*by_kind)
+    return out
+
+
 def _stack_per_expert_weights(module: Experts, state_dict: dict, prefix: str, *_: object) -> None:
-    """load_state_dict pre-hook: ``{e}.{gate,up,down}_proj.weight`` keys under ``prefix`` -> the stacked
-    pair, so checkpoints from before the experts were stacked load unchanged."""
-    kinds = ("gate_proj", "up_proj", "down_proj")
-    n = module.gate_up_proj.shape[0]
-    keys = {kind: [f"{prefix}{e}.{kind}.weight" for e in range(n)] for kind in kinds}
-    if not all(k in state_dict for ks in keys.values() for k in ks):
-        return  # stacked already, or incomplete: load_state_dict then names what is missing
-    gate_up, down = stack_experts(*([state_dict.pop(k) for k in keys[kind]] for kind in kinds))
-    state_dict[prefix + "gate_up_proj"], state_dict[prefix + "down_proj"] = gate_up, down
+    """load_state_dict pre-hook: per-expert weights under ``prefix`` -> the stacked pair, so checkpoints
+    from before the experts were stacked load unchanged."""
+    mine = {key: value for key, value in state_dict.items() if key.startswith(prefix)}
+    try:
+        stacked = stack_per_expert(mine)
+    except ValueError:
+        return  # incomplete: load_state_dict then names what is missing and what is unexpected
+    for key in mine:
+        del state_dict[key]
+    state_dict.update(stacked)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:

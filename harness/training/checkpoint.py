@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.atomic import TMP_MARK, atomic_directory, remove_stale_temporaries
+from harness.model.ffn import stack_experts, stack_per_expert
 
 PREFIX = "step_"
 FILES = ("model.safetensors", "state.pt")
@@ -185,7 +186,32 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     for name, target in state.pop("aliases", {}).items():
         weights[name] = weights[target]
     meta = read_meta(path)
+    # Checkpoints written before the MoE experts were stacked (c090509) hold them per expert.
+    weights = stack_per_expert(weights)
+    if "optimizer" in state:
+        state["optimizer"] = _stack_per_expert_optimizer(state["optimizer"])
     return weights, state, meta
+
+
+def _stack_per_expert_optimizer(optim: dict[str, Any]) -> dict[str, Any]:
+    """A full optimizer state dict (keyed by parameter name) with per-expert entries stacked as the
+    model's ``Experts`` holds them: AdamW's moments stacked like the weights, the shared step kept, and each
+    param group naming the stacked parameters, so such a run resumes exactly."""
+
+    def stack_moments(gates: list[dict], ups: list[dict], downs: list[dict]) -> tuple[dict, dict]:
+        gate_up, down = {}, {}
+        for key, value in gates[0].items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                gate_up[key], down[key] = stack_experts(*([m[key] for m in ms] for ms in (gates, ups, downs)))
+            else:  # the step count, the same for every expert; one tensor each (AdamW adds to it in place)
+                gate_up[key], down[key] = (value.clone() if torch.is_tensor(value) else value for _ in "ud")
+        return gate_up, down
+
+    groups = [
+        {**group, "params": list(stack_per_expert(dict.fromkeys(group["params"]), lambda *_: (None, None)))}
+        for group in optim["param_groups"]
+    ]
+    return {**optim, "state": stack_per_expert(optim["state"], stack_moments), "param_groups": groups}
 
 
 def _slow_down_for_tests(step: int) -> None:
