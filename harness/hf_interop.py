@@ -63,7 +63,7 @@ blocks.{2j}.layer.<p>               model.layers.{j}.self_attn.<p> (attention) o
                                     model.layers.{j}.mamba.<p> (Mamba)
 blocks.{2j+1}.norm.weight           model.layers.{j}.pre_ff_layernorm.weight
 blocks.{2j+1}.layer.<p>             model.layers.{j}.feed_forward.<p> (MLP, router)
-blocks.{2j+1}.layer.experts.*      model.layers.{j}.feed_forward.experts.* (stacked: below)
+blocks.{2j+1}.layer.experts.*       model.layers.{j}.feed_forward.experts.* (stacked: below)
 final_norm.weight                   model.final_layernorm.weight
 lm_head.weight                      lm_head.weight (absent from checkpoints when tied)
 =================================  ==================================================
@@ -72,11 +72,11 @@ Experts come in two layouts. Checkpoints on disk (ai21labs/Jamba-v0.1, transform
 transformers 5.x's own ``save_pretrained`` writes) hold one ``experts.{e}.{gate,up,down}_proj.weight``
 per expert. transformers 5.x's in-memory ``JambaExperts`` fuses them into ``experts.gate_up_proj``
 ``(n, 2 * d_ff, d_model)`` (gate rows first, then up) and ``experts.down_proj`` ``(n, d_model, d_ff)``,
-converting on load through its checkpoint conversion mapping; our :class:`~harness.model.ffn.Experts` holds
-that fused layout too. :func:`from_hf_state_dict` accepts both;
-:func:`to_hf_state_dict` writes either (by default the layout of the installed transformers, so the
-result loads into ``JambaForCausalLM.load_state_dict`` directly); :func:`save_hf_checkpoint` writes the
-per-expert layout, which every transformers version loads.
+converting on load through its checkpoint conversion mapping; our :class:`~harness.model.ffn.Experts`
+holds that fused layout too. :func:`from_hf_state_dict` accepts both; :func:`to_hf_state_dict` writes
+either (by default the layout of the installed transformers, so the result loads into
+``JambaForCausalLM.load_state_dict`` directly); :func:`save_hf_checkpoint` writes the per-expert layout,
+which every transformers version loads.
 
 Load-balancing loss
 -------------------
