@@ -397,6 +397,13 @@ def _print_table(title: str, results: list[dict]) -> None:
             print_kernels(r["label"], r["profile"])
 
 
+def _check_choices(given: Sequence[str], choices: Sequence[str], what: str, key: str) -> None:
+    """ConfigError under ``key`` unless ``given`` is a non-empty list of ``choices``."""
+    bad = [g for g in given if g not in choices] or ([] if given else ["(none)"])
+    if bad:
+        raise ConfigError(f"unknown {what}(s) {bad}; choose from {', '.join(choices)}", key=key)
+
+
 def run_train_benchmark(
     preset: str,
     batch: int = 16,
@@ -419,17 +426,9 @@ def run_train_benchmark(
     unknown = [a for a in against if a not in ANCHOR_BUILDERS]
     if unknown:
         raise ConfigError(f"unknown anchor(s) {unknown}; choose from {', '.join(ANCHORS)}", key="against")
-    bad = [b for b in moe_backends if b not in MOE_BACKENDS] or ([] if moe_backends else ["(none)"])
-    if bad:
-        raise ConfigError(
-            f"unknown MoE backend(s) {bad}; choose from {', '.join(MOE_BACKENDS)}", key="moe_backend"
-        )
-    bad = [m for m in compile_modes if m not in COMPILE_MODES] or ([] if compile_modes else ["(none)"])
-    if bad:
-        raise ConfigError(f"unknown compile mode(s) {bad}; choose from off, on", key="compile")
-    bad = [k for k in kernel_modes if k not in KERNELS] or ([] if kernel_modes else ["(none)"])
-    if bad:
-        raise ConfigError(f"unknown kernels setting(s) {bad}; choose from auto, eager, fused", key="kernels")
+    _check_choices(moe_backends, MOE_BACKENDS, "MoE backend", "moe_backend")
+    _check_choices(compile_modes, COMPILE_MODES, "compile mode", "compile")
+    _check_choices(kernel_modes, KERNELS, "kernels setting", "kernels")
     if profile < 0:
         raise ConfigError(f"must be >= 0, got {profile}", key="profile")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
