@@ -140,7 +140,8 @@ def verify(site: Path) -> int:
     from evals.benchmark_data import read_benchmark_manifest
     from harness.data.sources import read_manifest
 
-    if os.environ.get("JAMBA_SETUP_DATA", "1") != "0":  # else setup.sh was told this lease needs no data
+    with_data = os.environ.get("JAMBA_SETUP_DATA", "1") != "0"  # else setup.sh was told no data this lease
+    if with_data:
         missing = [p for p in ("web", "books", "code", "imdb", "gpt2") if read_manifest(None, p) is None]
         if missing:
             problems.append(f"packs missing under $ABLATE_DATA_DIR: {', '.join(missing)}")
@@ -156,7 +157,7 @@ def verify(site: Path) -> int:
     for p in problems:
         log(f"ERROR: {p}")
     if not problems:
-        data = "" if os.environ.get("JAMBA_SETUP_DATA", "1") == "0" else ", packs and benchmarks"
+        data = ", packs and benchmarks" if with_data else ""
         log(f"verified: {len(carried)} carried distributions{data}, harness.cli --help")
     return 1 if problems else 0
 
