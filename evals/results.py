@@ -2,33 +2,22 @@
 :mod:`evals.runner`): what the analysis layer reads.
 
 Every result carries its provenance (checkpoint step, config hash, run name), the settings it ran with
-(shots, limits, templates), sample counts and the versions of the libraries that produced it, so a
+(shots, limits, templates), sample counts and the software stack that produced it (``environment``: the
+versions of torch, lm-eval, datasets, ... and the project's commit, :mod:`harness.environment`), so a
 number in a table can always be traced back to the weights and code behind it.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.atomic import atomic_write_text
+from harness.environment import software_stack
 
 ARRAYS_KEY = "_arrays"  # a payload's numpy arrays: saved beside the result as <result stem>_maps.npz
-LIBRARIES = ("jamba-ablate", "torch", "lm_eval", "datasets", "tokenizers", "mamba_ssm", "numpy")
-
-
-def library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def write_result(path: Path, suite: str, payload: dict[str, Any], provenance: dict) -> Path:
@@ -37,7 +26,7 @@ def write_result(path: Path, suite: str, payload: dict[str, Any], provenance: di
         "suite": suite,
         **provenance,
         "created_at": time.time(),
-        "versions": library_versions(),
+        "environment": software_stack(),
         **payload,
     }
     atomic_write_text(path, json.dumps(record, indent=2, default=_jsonable) + "\n")

@@ -33,8 +33,8 @@ feature):
 
 * layouts without attention (pure Mamba). A ``JambaConfig`` can express one (an offset beyond the last
   layer) and ``JambaForCausalLM`` runs it with ``use_cache=False``, but its default forward
-  (``use_cache=True``) and ``generate`` crash in the installed transformers (5.x): ``get_seq_length can
-  only be called on Attention layers``. Pure attention (period 1, offset 0) works and is supported;
+  (``use_cache=True``) and ``generate`` raise a ValueError in transformers 5.x (its cache asks the first
+  layer for what only attention layers keep). Pure attention (period 1, offset 0) works and is supported;
 * attention or MoE layers that are not exactly one per period at a fixed offset (e.g. two adjacent
   attention layers per period, or irregular placements), and patterns that are not mixer/FFN pairs
   (``require_ffn: false`` stacks such as ``MMMM``);
@@ -210,8 +210,8 @@ def hf_config_dict(cfg: ModelConfig, **overrides: Any) -> dict[str, Any]:
         raise _unsupported(
             "pure Mamba (no attention layers)",
             "transformers' JambaForCausalLM cannot run a layout without attention layers: its default "
-            "forward (use_cache=True) and generate() fail with 'get_seq_length can only be called on "
-            "Attention layers'",
+            "forward (use_cache=True) and generate() fail, because its cache asks the first layer for what "
+            "only attention layers keep (checked with transformers 5.17 to 5.25)",
             key="pattern",
         )
     attn = _period_offset(mixers)

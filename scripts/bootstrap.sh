@@ -1,38 +1,60 @@
 #!/usr/bin/env bash
-# Create the project's virtualenv (.venv) and install the project into it, with optional extras.
+# Create the project's virtualenv (.venv) and install the locked environment into it: every distribution of
+# requirements/cpu-py311.lock at its exact version, hash-checked, then the project itself (editable, no
+# dependencies of its own to resolve). The demo and the test command both run this, so both get the very
+# stack that CI tested; `pip freeze` in .venv equals the lock.
 #
-#   bash scripts/bootstrap.sh            # runtime only
-#   bash scripts/bootstrap.sh dev        # + test tools and transformers
+#   bash scripts/bootstrap.sh
 #
-# torch: an environment that already has torch keeps it (GPU users keep their CUDA build). Otherwise a
-# machine without an NVIDIA GPU gets the CPU build pinned by ABLATE_CPU_TORCH (a plain `pip install torch`
-# on Linux pulls a multi-GB CUDA build); set ABLATE_TORCH_INDEX=https://download.pytorch.org/whl/cpu where
-# PyPI's build of that version is the CUDA one. Re-running is cheap: nothing is reinstalled unless
-# pyproject.toml or the extras changed.
+# The lock is for CPython 3.11 on Linux x86_64 (the README's machines and CI). Elsewhere this installs from
+# pyproject.toml's ranges instead and says so (regenerate a lock for that platform with scripts/lock.sh).
+# torch: the lock pins a CPU build. An environment that already has torch keeps it (GPU users keep their CUDA
+# build); on a machine with an NVIDIA GPU and no torch, the lock's torch version is taken from PyPI, a CUDA
+# build. Set ABLATE_TORCH_INDEX=https://download.pytorch.org/whl/cpu where the CPU wheel is not on a local
+# find-links folder. ABLATE_LOCK=FILE installs another lock (scripts/test.sh --upgrade does), ABLATE_VENV=DIR
+# another virtualenv. Re-running is cheap: nothing is reinstalled unless the lock or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/uv.sh
 VENV=${ABLATE_VENV:-.venv}
-EXTRAS=${1:-}
-PYTHON=${PYTHON:-python3}
-
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+LOCK=${ABLATE_LOCK:-requirements/cpu-py311.lock}
+ensure_uv "$VENV"
 py="$VENV/bin/python"
 stamp="$VENV/.ablate-installed"
-want="$(sha256sum pyproject.toml | cut -c1-16) extras=$EXTRAS"
+want="$(cat pyproject.toml "$LOCK" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
+uv_sources "$py"
+install=("$UV" pip install --python "$py" "${UV_SOURCES[@]}")
 
-if ! "$py" -c "import torch" 2>/dev/null; then
-    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-        "$py" -m pip install "torch>=2.5"
-    else
-        "$py" -m pip install "torch==${ABLATE_CPU_TORCH:-2.13.0}" ${ABLATE_TORCH_INDEX:+--index-url "$ABLATE_TORCH_INDEX"}
-    fi
+platform="$("$py" -c 'import platform, sys; print(f"{sys.implementation.name}{sys.version_info[0]}.{sys.version_info[1]}-{platform.system()}-{platform.machine()}")')"
+if [ "$platform" != "cpython3.11-Linux-x86_64" ]; then
+    echo "WARNING: $LOCK is for cpython3.11-Linux-x86_64, this is $platform: installing from pyproject.toml's" \
+         "ranges, not the locked versions (bash scripts/lock.sh regenerates a lock; see its header)" >&2
+    "$py" -c "import torch" 2>/dev/null || "${install[@]}" "torch==$(sed -n 's/^torch==\([^+ ]*\).*/\1/p' "$LOCK")"
+    "${install[@]}" -e ".[dev]"
+    echo "$want" > "$stamp"
+    exit 0
 fi
-# Pin torch at whatever is installed so that no dependency can swap it for another build.
-constraints="$(mktemp)"
-trap 'rm -f "$constraints"' EXIT
-"$py" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$constraints"
-"$py" -m pip install -c "$constraints" -e ".${EXTRAS:+[$EXTRAS]}"
+
+locked_torch="$(sed -n 's/^torch==\([^ ]*\).*/\1/p' "$LOCK")"
+lock="$LOCK"
+if "$py" -c "import torch" 2>/dev/null; then
+    have="$("$py" -c 'import torch; print(torch.__version__)')"
+    if [ "$have" != "$locked_torch" ]; then
+        echo "keeping the installed torch $have (the lock has $locked_torch): the rest is installed as locked" >&2
+    fi
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "${install[@]}" "torch==${locked_torch%%+*}"  # PyPI's Linux build of that version: CUDA
+fi
+if "$py" -c "import torch" 2>/dev/null && [ "$("$py" -c 'import torch; print(torch.__version__)')" != "$locked_torch" ]; then
+    # Everything but torch's own entry (its hashes are those of the CPU wheel).
+    lock="$(mktemp)"
+    trap 'rm -f "$lock"' EXIT
+    awk '/^torch==/ {skip = 1; next} skip && /^ / {next} {skip = 0; print}' "$LOCK" > "$lock"
+fi
+# --no-deps: the lock is complete, so nothing is resolved at install time and nothing unlocked comes in.
+"${install[@]}" --require-hashes --no-deps -r "$lock"
+"${install[@]}" --no-deps -e .
 echo "$want" > "$stamp"

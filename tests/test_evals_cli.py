@@ -58,7 +58,9 @@ def test_eval_writes_results_with_provenance(run_copy, capsys):
         record = json.loads(path.read_text())
         assert record["suite"] == suite and record["step"] == 60 and record["checkpoint"] == "step_00000060"
         assert record["config_hash"] == config_hash(cfg) and record["pattern"] == "M-M-M-M-*-M-M-M-"
-        assert record["versions"]["torch"] == torch.__version__ and "python" in record["versions"]
+        stack = record["environment"]
+        assert stack["packages"]["torch"] == torch.__version__ and stack["packages"]["lm_eval"]
+        assert stack["python"] and len(stack["commit"]) == 40
         assert record["limit"] == 4 and record["elapsed_s"] > 0 and record["device"] == "cpu"
         assert record["metrics"] and record["spec"]["limit"] == 4 and len(record["spec_hash"]) == 12
         assert record["planned"] is False  # a run of `ablate train` has no plan

@@ -118,7 +118,7 @@ def test_cancel(executor, submitit, tmp_path):
     # submitit waits up to 15 s for a result file that a slow shared filesystem may not show yet; the
     # folder is local here (submitit's own tests set this too).
     job._results_timeout_s = 0
-    with pytest.raises(submitit.core.utils.UncompletedJobError, match="has not produced any output"):
+    with pytest.raises(submitit.core.utils.UncompletedJobError):
         job.result()
 
 

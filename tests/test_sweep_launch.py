@@ -343,6 +343,12 @@ def test_run_record_and_edited_eval_plan(tmp_path, capsys):
     assert record["created_by"] == "ablate sweep launch" and record["model"]["pattern"].count("E") == 4
     assert list(record["eval_plan"]["suites"]) == ["perplexity", "induction"]
     assert states[0].dir.root.name == f"1to7+moe-{record['run_id']}"
+    # The trainer recorded the software stack it ran under, in run.json and in its start event.
+    stack = record["environment"]
+    assert stack["packages"]["torch"] == torch.__version__ and stack["packages"]["submitit"]
+    assert len(stack["commit"]) == 40 and stack["python"]
+    start = next(e for e in read_jsonl(states[0].dir.events) if e["event"] == "start")
+    assert start["environment"] == stack
     before = {s.run.arm: _snapshot(s.dir.root) for s in states}
 
     data["eval_options"]["induction"]["seed"] = 1
@@ -368,6 +374,7 @@ def test_run_record_and_edited_eval_plan(tmp_path, capsys):
             assert after[name] == old[name]  # training was not repeated
         events = [e["event"] for e in read_jsonl(s.dir.events)]
         assert events.count("start") == 1 and "resume" not in events
+        assert json.loads(after["run.json"])["environment"]["packages"]["torch"] == torch.__version__
         assert (
             json.loads((s.dir.root / "run.json").read_text())["eval_plan"]["suites"]["induction"]["options"][
                 "seed"
@@ -380,7 +387,13 @@ def test_run_record_and_edited_eval_plan(tmp_path, capsys):
 def _snapshot(run_dir: Path) -> dict[str, bytes | list[str]]:
     files = {
         name: (run_dir / name).read_bytes()
-        for name in ("evals/perplexity.json", "evals/induction.json", "metrics.jsonl", "config.yaml")
+        for name in (
+            "evals/perplexity.json",
+            "evals/induction.json",
+            "metrics.jsonl",
+            "config.yaml",
+            "run.json",
+        )
     }
     files["checkpoints"] = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     return files

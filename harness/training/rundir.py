@@ -1,8 +1,9 @@
 """One self-describing directory per run, shared by the trainer, the launcher, evaluations and analysis.
 
     <run_dir>/
-      run.json         what the run is: run id, sweep, arm (verbatim), grid point, seed, model facts, and
-                       the evaluation plan with its hash (harness/training/record.py)
+      run.json         what the run is: run id, sweep, arm (verbatim), grid point, seed, model facts, the
+                       evaluation plan with its hash (harness/training/record.py), and the software stack
+                       of the latest training session (harness/environment.py)
       config.yaml      the fully resolved run config (model pattern expanded, every default filled in)
       status.json      state (pending/running/done/failed/stopped), step, tokens, last loss, updated_at
       metrics.jsonl    one JSON object per logged training step
@@ -195,14 +196,27 @@ class RunDir:
         )
 
     def write_record(self, record: dict[str, Any]) -> None:
-        """Write run.json (keeping the first ``created_at``; a damaged one is replaced)."""
+        """Write run.json (keeping the first ``created_at``, and the ``environment`` the trainer recorded
+        unless ``record`` brings one; a damaged one is replaced)."""
         try:
             old = self.read_record() or {}
         except DamagedFile:
             old = {}
         now = time.time()
-        full = {**record, "created_at": old.get("created_at", now), "updated_at": now}
+        kept = {"environment": old["environment"]} if "environment" in old else {}
+        full = {**kept, **record, "created_at": old.get("created_at", now), "updated_at": now}
         atomic_write_text(self.record, json.dumps(full, indent=2) + "\n")
+
+    def record_environment(self, stack: dict[str, Any]) -> dict[str, Any] | None:
+        """Put the software stack of this training session into run.json (``environment``); returns the
+        one recorded before (None if none was)."""
+        try:
+            record = self.read_record() or {}
+        except DamagedFile:
+            record = {}
+        before = record.get("environment")
+        self.write_record({**record, "environment": stack})
+        return before
 
     def status(self) -> dict[str, Any]:
         """status.json (``{"state": "pending"}`` before there is one), or DamagedFile."""

@@ -42,6 +42,7 @@ from harness.accounting import GPU_PEAK_FLOPS, plan_model
 from harness.config_loader import ConfigError
 from harness.data import build_tokenizer, load_tokenizer, make_batches
 from harness.devices import resolve_device
+from harness.environment import software_stack, stack_changes
 from harness.kernels.fused import kernels_run
 from harness.locks import LockBusy
 from harness.model import HybridLM
@@ -252,6 +253,12 @@ def _start(
         raise ConfigError(str(e), key="model.kernels") from None
     if model_cfg.moe is not None:
         runtime["moe_backend"] = model_cfg.moe.backend
+    stack = software_stack()
+    if info.is_main:
+        changes = stack_changes(run.record_environment(stack), stack)
+        if changes and resume is not None:
+            print(f"{run.root}: resuming under another software stack: {'; '.join(changes)}", flush=True)
+            runtime["stack_changes"] = changes
     D.barrier(info)  # every rank has read its checkpoint before rank 0 moves damaged ones aside
     if info.is_main:
         _set_aside_damaged(run, resume[0] if resume else 0)
@@ -264,10 +271,10 @@ def _start(
         spikes.ema = state.get("spike_ema")
         if info.is_main:
             run.truncate_metrics_after(step)
-            run.event("resume", step=step, checkpoint=ckpt.name, **runtime)
+            run.event("resume", step=step, checkpoint=ckpt.name, environment=stack, **runtime)
     elif info.is_main:
         run.truncate_metrics_after(0)  # a run killed before its first checkpoint starts over
-        run.event("start", step=0, params=model.num_parameters(), **runtime)
+        run.event("start", step=0, params=model.num_parameters(), environment=stack, **runtime)
     if info.is_main:
         run.set_status(state="running", step=step, total_steps=loop.total_steps, world_size=info.world_size)
 

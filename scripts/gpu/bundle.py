@@ -52,6 +52,7 @@ VENDOR = ROOT / "vendor_gpu"
 WHEELS = VENDOR / "wheels"
 DATA = VENDOR / "data"
 PINS = ROOT / "scripts" / "gpu" / "wheels.txt"
+LOCK = ROOT / "requirements" / "cpu-py311.lock"
 GPU_IMAGE = ROOT / "scripts" / "gpu" / "gpu_image.txt"
 LIMIT_MIB, TARGET_MIB = 64, 56
 PACKS = ("web", "books", "code", "imdb", "gpt2")
@@ -79,20 +80,35 @@ def canonical(name: str) -> str:
 # ------------------------------------------------------------------------------------------------ wheels
 
 
-def read_pins(path: Path = PINS) -> dict[str, str]:
-    """``{canonical name: version}`` of the pinned list (``NAME==VERSION`` lines, ``#`` comments)."""
+def read_lock(path: Path = LOCK) -> dict[str, str]:
+    """``{canonical name: version}`` of the locked CPU environment (``NAME==VERSION \\`` entries)."""
+    return {
+        canonical(m[1]): m[2]
+        for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ \\;]+)", path.read_text(), re.M)
+    }
+
+
+def read_pins(path: Path = PINS, lock: Path = LOCK) -> dict[str, str]:
+    """``{canonical name: version}`` of the carried distributions: a bare ``NAME`` line takes the locked
+    CPU environment's version (requirements/cpu-py311.lock), so the GPU machine runs what CI tested; only a
+    distribution the lock does not hold is pinned here as ``NAME==VERSION``."""
+    locked = read_lock(lock)
     pins = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         name, sep, version = line.partition("==")
-        if not sep or not version.strip():
-            sys.exit(f"{path}: '{line}' is not NAME==VERSION")
         key = canonical(name.strip())
         if key in pins:
-            sys.exit(f"{path}: {name} is pinned twice")
-        pins[key] = version.strip()
+            sys.exit(f"{path}: {name} is listed twice")
+        if sep and key in locked:
+            sys.exit(f"{path}: {name} is pinned here and in {lock.name} ({locked[key]}): write the name only")
+        if not sep and key not in locked:
+            sys.exit(f"{path}: {name} is not in {lock.name}: pin it here as {name}==VERSION")
+        if sep and not version.strip():
+            sys.exit(f"{path}: '{line}' is not NAME or NAME==VERSION")
+        pins[key] = version.strip() if sep else locked[key]
     return pins
 
 
