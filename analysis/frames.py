@@ -42,6 +42,7 @@ STEP_FIELDS = (
     "expert_load_max_over_mean",
     "expert_load",
     "val_loss",
+    "val_accuracy",
 )
 
 
@@ -200,6 +201,8 @@ def load_frames(runs: list[RunInfo]) -> Frames:
                 "previous_token_score",
                 "label_attention",
                 "label_attention_lift",
+                "recall_score",
+                "recall_key_score",
             ),
         ),
         induction_curve=_frame(curve, KEYS + ("position", "loss", "copy", "half_len", "uniform_loss")),

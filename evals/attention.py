@@ -8,6 +8,11 @@ the explicit softmax path, identical outputs to the fused one):
   occurrence (1.0 for a perfect induction head; chance is about 1 / position);
 * ``previous_token_score``: mean attention to the immediately preceding token (the other half of the
   induction circuit);
+* ``recall_score`` (runs trained on MQAR): on the run's MQAR test sequences, the mean attention from each
+  query (a key asked again) to its answer position, the token right after that key in the context (its
+  value), as an induction head would look up the answer; ``recall_key_score`` is the mass on the key itself.
+  Chance is about 1 / query position. Together they answer Fig. 7's question on synthetic data: which head
+  of which layer does the recall;
 * ``label_attention``: on few-shot IMDB prompts (the icl suite's format), the attention mass from the final
   ":" (where the model should output the label) to the tokens of the demonstrations' label words, the
   pattern the paper shows in Fig. 7; ``label_attention_lift`` divides it by the mass uniform attention
@@ -33,6 +38,7 @@ from evals.options import AttentionOptions, ImdbPromptOptions
 from evals.probes import repeated_sequences
 from evals.results import ARRAYS_KEY
 from harness.config_loader import ConfigError
+from harness.data import mqar
 from harness.data.sources import DataUnavailableError
 
 
@@ -84,6 +90,52 @@ def prefix_matching_scores(
     return {b: v / n for b, v in induction.items()}, {b: v / n for b, v in previous.items()}
 
 
+def recall_sequences(loaded: LoadedRun, n: int, seed: int) -> tuple[torch.Tensor, list, list[str]] | None:
+    """``n`` MQAR test sequences of each task the run trained on, as (ids, [(rows, query positions, key
+    positions)], task names); None for a run that did not train on MQAR."""
+    cfg, tok = loaded.config, loaded.tokenizer
+    if not any(s.is_mqar for s in cfg.data.train):
+        return None
+    tasks = mqar.run_tasks(cfg.data, seq_len=loaded.seq_len, vocab_size=tok.vocab_size, eos=tok.eos_id)
+    rows, where, names = [], [], []
+    for task, _ in tasks:
+        inputs, targets = mqar.batch(task, n, seed=seed, stream="test")
+        for seq, tgt in zip(inputs, targets, strict=True):
+            queries = torch.nonzero(tgt != mqar.IGNORE).flatten()
+            # The queried key sits at pair position 2i of the context (keys are distinct): find i.
+            context = seq[: 2 * task.num_pairs : 2]
+            pair = (context[None, :] == seq[queries][:, None]).int().argmax(1)
+            rows.append(seq)
+            where.append((queries, 2 * pair))
+        names.append(task.name)
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), where, names
+
+
+def recall_scores(
+    loaded: LoadedRun, n: int, seed: int, batch_size: int
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict] | None:
+    """Per block: (heads,) mean attention from each MQAR query to its answer position (the key's value in
+    the context) and to the key itself, over every query of ``n`` test sequences per trained task; None for
+    a run not trained on MQAR."""
+    found = recall_sequences(loaded, n, seed)
+    if found is None:
+        return None
+    ids, where, names = found
+    answer: dict[int, torch.Tensor] = {}
+    key: dict[int, torch.Tensor] = {}
+    for start in range(0, len(ids), batch_size):
+        maps = attention_maps(loaded, ids[start : start + batch_size])
+        for block, probs in maps.items():  # (b, h, t, t)
+            for r, (queries, keys) in enumerate(where[start : start + batch_size]):
+                a = probs[r][:, queries, keys + 1].mean(-1)
+                k = probs[r][:, queries, keys].mean(-1)
+                answer[block] = answer.get(block, 0) + a
+                key[block] = key.get(block, 0) + k
+    total = len(ids)
+    settings = {"tasks": names, "sequences_per_task": n, "stream": "test", "seed": seed}
+    return {b: v / total for b, v in answer.items()}, {b: v / total for b, v in key.items()}, settings
+
+
 def example_maps(
     loaded: LoadedRun, options: AttentionOptions, shots: int
 ) -> tuple[dict[str, np.ndarray], int]:
@@ -108,6 +160,13 @@ def example_maps(
         arrays["imdb_tokens"] = np.asarray(prompts[0].ids)
         for block, probs in attention_maps(loaded, torch.tensor([prompts[0].ids])).items():
             arrays[f"imdb_block{block}"] = probs[0].numpy().astype(np.float16)
+    recall = recall_sequences(loaded, 1, options.seed)
+    if recall is not None:  # one MQAR sequence of the first trained task, with its queries and keys
+        ids, where, _ = recall
+        arrays["mqar_tokens"] = ids[0].numpy()
+        arrays["mqar_queries"], arrays["mqar_keys"] = where[0][0].numpy(), where[0][1].numpy()
+        for block, probs in attention_maps(loaded, ids[:1]).items():
+            arrays[f"mqar_block{block}"] = probs[0].numpy().astype(np.float16)
     return arrays, shots
 
 
@@ -185,6 +244,7 @@ def run(loaded: LoadedRun, options: AttentionOptions) -> dict:
             raise
         label_mass, label_lift = {}, {}
         icl_settings = {"status": "unavailable", "reason": str(e)}
+    recall = recall_scores(loaded, n, o.seed, o.batch_size)
     heads = []
     for block, layer in blocks:
         for h in range(len(induction[block])):
@@ -197,6 +257,8 @@ def run(loaded: LoadedRun, options: AttentionOptions) -> dict:
                     "previous_token_score": float(previous[block][h]),
                     "label_attention": float(label_mass[block][h]) if label_mass else None,
                     "label_attention_lift": float(label_lift[block][h]) if label_lift else None,
+                    "recall_score": float(recall[0][block][h]) if recall else None,
+                    "recall_key_score": float(recall[1][block][h]) if recall else None,
                 }
             )
     metrics = {
@@ -207,6 +269,8 @@ def run(loaded: LoadedRun, options: AttentionOptions) -> dict:
     if label_mass:
         metrics["label_attention_max"] = max(h["label_attention"] for h in heads)
         metrics["label_attention_lift_max"] = max(h["label_attention_lift"] for h in heads)
+    if recall:
+        metrics["recall_score_max"] = max(h["recall_score"] for h in heads)
     payload = {
         "status": "ok",
         "heads": heads,
@@ -220,6 +284,7 @@ def run(loaded: LoadedRun, options: AttentionOptions) -> dict:
             "half_len": half_len,
             "induction_chance": "about 1 / query position (uniform causal attention)",
             "imdb": icl_settings,
+            "recall": recall[2] if recall else {"status": "not trained on mqar"},
         },
     }
     if o.save_maps:  # saved beside the result by evals.runner
@@ -243,8 +308,9 @@ def summarize(payload: dict) -> list[str]:
             if h["label_attention"] is not None
             else "label attention unavailable"
         )
+        recall = f"  recall {h['recall_score']:.3f}" if h.get("recall_score") is not None else ""
         lines.append(
             f"  layer {h['layer']:>2} head {h['head']:>2}: induction {h['induction_score']:.3f}  "
-            f"prev-token {h['previous_token_score']:.3f}  {label}"
+            f"prev-token {h['previous_token_score']:.3f}  {label}{recall}"
         )
     return lines

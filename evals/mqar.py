@@ -56,6 +56,7 @@ def eval_tasks(
         vocab=base.vocab,
         power_a=base.power_a,
         answers_in_input=base.answers_in_input,
+        filler=base.filler,
     )
     tasks = mqar.resolve_tasks(
         grid, seq_len=loaded.seq_len, vocab_size=tok.vocab_size, eos=tok.eos_id, where="mqar."
@@ -142,6 +143,7 @@ def run(loaded: LoadedRun, options: MqarOptions) -> dict:
             "eos_id": first.eos,
             "power_a": first.power_a,
             "answers_in_input": first.answers_in_input,
+            "filler": first.filler,
             "generator_format": mqar.MQAR_FORMAT,
             "batch_size": batch_size,
             "accuracy": "argmax over the whole vocabulary at each query position equals the key's value",

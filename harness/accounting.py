@@ -57,7 +57,7 @@ def moe_params(cfg: ModelConfig, active: bool) -> int:
 def param_breakdown(cfg: ModelConfig, active: bool = False) -> dict[str, int]:
     """Parameter counts per component (total, or active with ``active=True``)."""
     out = {
-        "embedding": cfg.vocab_size * cfg.d_model,
+        "embedding": (cfg.vocab_size + cfg.attention.learned_positions) * cfg.d_model,
         "lm_head": 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model,
         "attention": cfg.count("*") * attention_params(cfg),
         "mamba": cfg.count("M") * mamba_params(cfg),

@@ -19,6 +19,7 @@ vocab_size, d_model, d_ff       vocab_size, hidden_size, intermediate_size
 pattern                         num_hidden_layers, attn_layer_period/offset,
                                 expert_layer_period/offset
 attention.n_heads/n_kv_heads    num_attention_heads / num_key_value_heads
+attention.dropout               attention_dropout
 mamba.d_state/d_conv/expand     mamba_d_state / mamba_d_conv / mamba_expand
 mamba.dt_rank (None = auto)     mamba_dt_rank (``"auto"`` = ceil(hidden_size / 16))
 mamba.conv_bias/proj_bias       mamba_conv_bias / mamba_proj_bias
@@ -93,7 +94,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -243,6 +243,16 @@ def hf_config_dict(cfg: ModelConfig, **overrides: Any) -> dict[str, Any]:
         raise _unsupported(
             "RoPE", "transformers' Jamba attention has no positional encoding at all", key="attention.rope"
         )
+    if att.learned_positions:
+        raise _unsupported(
+            "learned absolute positions (attention.learned_positions)",
+            "transformers' Jamba has no position embedding at all",
+            key="attention.learned_positions",
+        )
+    if cfg.embed_dropout:
+        raise _unsupported(
+            "embedding dropout (embed_dropout)", "JambaConfig has no embedding dropout", key="embed_dropout"
+        )
     if att.head_dim is not None and att.head_dim * att.n_heads != cfg.d_model:
         raise _unsupported(
             f"head_dim = {att.head_dim}",
@@ -269,6 +279,7 @@ def hf_config_dict(cfg: ModelConfig, **overrides: Any) -> dict[str, Any]:
         num_hidden_layers=n_layers,
         num_attention_heads=att.n_heads,
         num_key_value_heads=att.kv_heads,
+        attention_dropout=att.dropout,
         hidden_act="silu",
         initializer_range=cfg.init_std,
         rms_norm_eps=cfg.norm_eps,
@@ -371,8 +382,6 @@ def from_hf_config(hf_cfg: JambaConfig | Mapping[str, Any]) -> ModelConfig:
             f"head_dim {head_dim} != hidden_size / num_attention_heads = {hidden} / {n_heads}: transformers' "
             "Jamba attention (and ours, as mapped here) derives head_dim from hidden_size"
         )
-    if float(get("attention_dropout") or 0.0):
-        warnings.warn("attention_dropout is ignored: HybridLM has no dropout", stacklevel=2)
     attn_period, attn_offset = int(get("attn_layer_period")), int(get("attn_layer_offset"))
     exp_period, exp_offset = int(get("expert_layer_period")), int(get("expert_layer_offset"))
     n_experts = int(get("num_experts"))
@@ -396,7 +405,12 @@ def from_hf_config(hf_cfg: JambaConfig | Mapping[str, Any]) -> ModelConfig:
         d_model=hidden,
         d_ff=int(get("intermediate_size")),
         pattern=pattern,
-        attention=AttentionConfig(n_heads=n_heads, n_kv_heads=None if n_kv == n_heads else n_kv, rope=False),
+        attention=AttentionConfig(
+            n_heads=n_heads,
+            n_kv_heads=None if n_kv == n_heads else n_kv,
+            rope=False,
+            dropout=float(get("attention_dropout") or 0.0),
+        ),
         mamba=MambaConfig(
             d_state=int(get("mamba_d_state")),
             d_conv=int(get("mamba_d_conv")),

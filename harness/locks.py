@@ -6,6 +6,8 @@ alone.
 * :func:`exclusive` refuses at once when someone else holds the lock, naming them: a run directory has one
   writer (trainer, evaluation or launcher) and a sweep one launcher. The holder writes who it is (host, pid,
   SLURM job, purpose, since when) into the lock file, so the refusal says whom to wait for or stop.
+* :func:`queue_slot` waits in line for one of N slots: the local executor's jobs train at most
+  ``resources.array_parallelism`` at once, first come first served, as a SLURM array's ``%N`` would.
 
 The operating system releases a flock when its holder dies, however it dies (kill -9 included), so a lock
 is only ever taken over from a dead holder and nothing needs to be cleaned up by hand. ``exclusive`` is
@@ -147,3 +149,67 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def queue_slot(folder: str | os.PathLike, slots: int, ticket: str, poll: float = 0.5) -> Iterator[int]:
+    """Wait in line for one of ``slots`` slots under ``folder`` and hold it (yields its number).
+
+    The line is ``folder/queue/``: one file per waiting process, named by ``ticket`` (sorted names are the
+    order of service) and flocked by it while it waits, so the ticket of a process that died is seen to be
+    free and removed by whoever looks at it. Only the first live ticket tries the slots (``slot-<i>``, each
+    an flock), so the processes are served in ticket order, whatever order they woke up in."""
+    line = Path(folder) / "queue"
+    line.mkdir(parents=True, exist_ok=True)
+    # Locked before it is visible (renamed into the line), so nobody takes a new ticket for a dead one.
+    mine = open(line / f".{ticket}.{os.getpid()}", "a+")  # noqa: SIM115 - held while waiting
+    fcntl.flock(mine, fcntl.LOCK_EX)
+    os.rename(mine.name, line / ticket)
+    held = None
+    try:
+        while held is None:
+            if _first_in_line(line, ticket):
+                held = _take_free_slot(Path(folder), slots)
+            if held is None:
+                time.sleep(poll)
+        (line / ticket).unlink(missing_ok=True)
+        mine.close()
+        mine = None
+        slot, f = held
+        try:
+            yield slot
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+    finally:
+        if mine is not None:
+            (line / ticket).unlink(missing_ok=True)
+            mine.close()
+
+
+def _first_in_line(line: Path, ticket: str) -> bool:
+    """Whether ``ticket`` is the first live ticket in ``line`` (dead ones ahead of it are removed)."""
+    for name in sorted(n for n in os.listdir(line) if not n.startswith(".")):
+        if name == ticket:
+            return True
+        try:
+            with open(line / name, "a+") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # got it: its waiter is gone
+                (line / name).unlink(missing_ok=True)
+        except BlockingIOError:
+            return False  # a live process is ahead
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def _take_free_slot(folder: Path, slots: int) -> tuple[int, Any] | None:
+    for i in range(slots):
+        f = open(folder / f"slot-{i}", "a+")  # noqa: SIM115 - held while the slot is used
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        return i, f
+    return None

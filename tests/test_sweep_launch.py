@@ -238,7 +238,9 @@ def test_broken_sweeps_fail_before_writing(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ local
 def test_local_executor_runs_the_same_sweep(tmp_path, capsys):
-    path = sweep_file(tmp_path, arms={"attention": ARMS["attention"], "1:7": ARMS["1:7"]})
+    """array_parallelism 1: the local jobs wait in line and train one after another, in launch order."""
+    arms = {"attention": ARMS["attention"], "1:7": ARMS["1:7"]}
+    path = sweep_file(tmp_path, arms=arms, array_parallelism=1)
     root = tmp_path / "runs"
     assert main(["sweep", "launch", str(path), "--executor", "local", "--root", str(root), "--wait"]) == 0
     out = capsys.readouterr().out
@@ -247,6 +249,12 @@ def test_local_executor_runs_the_same_sweep(tmp_path, capsys):
     states = run_states(sweep, expand_sweep(sweep), root)
     assert [s.state for s in states] == ["done", "done"]
     assert all(len(losses(s.dir.root)) == 20 for s in states)
+    spans = []
+    for s in states:
+        times = {e["event"]: e["time"] for e in read_jsonl(s.dir.events)}
+        spans.append((times["job_start"], times["finish"]))
+    assert spans[0][1] <= spans[1][0]  # the second trained only once the first had finished
+    assert not list((root / ".local-slots" / "queue").iterdir())  # nobody left in line
     assert launch(path, executor="local", root=root).job_ids == []
 
 

@@ -75,6 +75,13 @@ class MQARConfig:
       soon after the pairs, some much later); 1.0 spreads them uniformly.
     * ``answers_in_input``: put the answer after each query in the input (``q a q a``, teacher forcing, the
       format of the ``induction`` suite's MQAR probe) instead of a noise token (zoology).
+    * ``filler``: what fills the query region between queries: ``noise``, uniform ids (zoology's default
+      ``random_non_queries=True``, Based's Fig. 2), or ``zero``, one fixed id that is never a key (zoology's
+      Fig. 2 configs set ``random_non_queries=False``: zeros, keys from ``[1, vocab / 2)``).
+    * ``num_examples``: a fixed training set of this many sequences per task, seen again every epoch in
+      the same order (zoology's ``num_examples``: 100,000 in Fig. 2); null: an endless stream, every
+      training sequence new. Epochs are then ``steps x global_batch / (tasks x num_examples)``. Only the
+      training stream is fixed: validation and the ``mqar`` suite draw from streams of their own.
     """
 
     num_pairs: int | list[int]
@@ -82,6 +89,8 @@ class MQARConfig:
     vocab: int | None = None
     power_a: float = 0.01
     answers_in_input: bool = False
+    filler: Literal["noise", "zero"] = later_field("noise")
+    num_examples: int | None = later_field(None)
 
     def __post_init__(self):
         self.num_pairs = _as_list(self.num_pairs)
@@ -113,6 +122,11 @@ class MQARConfig:
         if not self.power_a > 0:
             raise ConfigError(
                 f"power_a must be > 0 (1.0: uniform query gaps), got {self.power_a}", key="power_a"
+            )
+        if self.num_examples is not None and self.num_examples < 1:
+            raise ConfigError(
+                f"num_examples must be >= 1 (or null: an endless stream), got {self.num_examples}",
+                key="num_examples",
             )
 
 

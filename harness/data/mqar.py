@@ -14,8 +14,9 @@ One instance of length ``L`` with ``N`` pairs (``4N <= L``), as zoology's ``mult
 The query region has ``S = (L - 2N) // 2`` two-token slots; the keys go to ``N`` distinct slots, key ``i``
 to the ``i``-th slot drawn (without replacement) from ``p(s) ~ (s + 1) ** (power_a - 1)`` (drawn with
 Efraimidis-Spirakis keys, equivalent to zoology's successive ``np.random.choice``), so earlier keys tend to
-be queried earlier. ``x`` is a uniform noise token (or, with ``answers_in_input``, the slot's answer after
-its query). Targets are -100 except at the queries. Keys are distinct within an instance, and so are values.
+be queried earlier. ``x`` is a uniform noise token (with ``filler: zero``, one fixed id that is never a key,
+zoology's Fig. 2; with ``answers_in_input``, the slot's answer after its query). Targets are -100 except at
+the queries. Keys are distinct within an instance, and so are values.
 
 Every sample is a pure function of ``(seed, stream, task, index)`` (numpy's legacy ``RandomState``, frozen
 across numpy versions, seeded by those words), so any sample is produced in O(1): the loader's global sample
@@ -28,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -55,6 +56,10 @@ class MQARTask:
     eos: int
     power_a: float = 0.01
     answers_in_input: bool = False
+    filler: str = "noise"
+    # The training stream's fixed set (MQARConfig.num_examples): sample j of the train stream is sample
+    # j % num_examples. Which samples are drawn, not what a sample is: outside the identity and equality.
+    num_examples: int | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -73,6 +78,8 @@ class MQARTask:
             "eos": self.eos,
             "power_a": self.power_a,
             "answers_in_input": self.answers_in_input,
+            # Added later: absent at its default, so the tasks (and samples) of earlier runs are unchanged.
+            **({"filler": self.filler} if self.filler != "noise" else {}),
         }
 
     @property
@@ -84,6 +91,7 @@ class MQARTask:
 
     def check(self, where: str = "") -> None:
         pool = self.vocab - (0 <= self.eos < self.vocab)  # len(id_pool(vocab, eos)), without building it
+        pool -= self.filler == "zero"  # the filler id is never a key
         if self.num_pairs < 1 or 4 * self.num_pairs > self.seq_len:
             raise ConfigError(
                 f"{self.num_pairs} pairs do not fit a {self.seq_len}-token sequence (needs 4 * num_pairs <= "
@@ -133,10 +141,14 @@ def example(task: MQARTask, rng: np.random.RandomState, row_len: int | None = No
     row_len = task.seq_len if row_len is None else row_len
     n, pool = task.num_pairs, id_pool(task.vocab, task.eos)
     half = len(pool) // 2
-    keys = pool[:half][_distinct(rng, half, n)]
+    lo = int(task.filler == "zero")  # zoology's zero filler: its id (the pool's first) is never a key
+    keys = pool[lo:half][_distinct(rng, half - lo, n)]
     values = pool[half:][_distinct(rng, len(pool) - half, n)]
     qpos = 2 * n + 2 * _slots(rng, task.slots, n, task.power_a)
-    inputs = pool[rng.randint(0, len(pool), size=row_len)]
+    if task.filler == "zero":
+        inputs = np.full(row_len, pool[0], dtype=np.int64)
+    else:
+        inputs = pool[rng.randint(0, len(pool), size=row_len)]
     inputs[0 : 2 * n : 2] = keys
     inputs[1 : 2 * n : 2] = values
     inputs[qpos] = keys
@@ -197,7 +209,9 @@ def resolve_tasks(
     tasks = []
     for length in lengths:
         for n in cfg.num_pairs:
-            task = MQARTask(length, n, vocab, eos, cfg.power_a, cfg.answers_in_input)
+            task = MQARTask(
+                length, n, vocab, eos, cfg.power_a, cfg.answers_in_input, cfg.filler, cfg.num_examples
+            )
             task.check(where)
             tasks.append(task)
     return tasks
@@ -239,6 +253,7 @@ class MQARDataset(Dataset):
         self.counts = block_counts(self.weights) if len(self.tasks) > 1 else None
         self._blocks: OrderedDict = OrderedDict()
         self._rng = np.random.RandomState()  # reseeded per sample
+        self._fixed: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # task -> its fixed training set
         for task in self.tasks:
             if task.seq_len > self.seq_len:
                 raise ConfigError(f"mqar task {task.name} is longer than seq_len {self.seq_len}")
@@ -262,6 +277,18 @@ class MQARDataset(Dataset):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         c, j = self.locate(int(k))
         task = self.tasks[c]
+        if self.stream == "train" and task.num_examples:
+            # A fixed training set, seen again every epoch in the same order: generated once (the same
+            # samples, 0..N-1, that the stream would give) and held as int32 (100,000 x 256 tokens: 200 MB),
+            # so an epoch costs no generation (~0.1 ms a sample, which would bound small models' speed).
+            if c not in self._fixed:
+                rows = [
+                    example(task, sample_rng(self.seed, self.stream, task, i, self._rng), self.seq_len)
+                    for i in range(task.num_examples)
+                ]
+                self._fixed[c] = tuple(np.stack([r[n] for r in rows]).astype(np.int32) for n in (0, 1))
+            inputs, targets = (a[j % task.num_examples].astype(np.int64) for a in self._fixed[c])
+            return torch.from_numpy(inputs), torch.from_numpy(targets)
         inputs, targets = example(task, sample_rng(self.seed, self.stream, task, j, self._rng), self.seq_len)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
@@ -282,13 +309,17 @@ class MQARDataset(Dataset):
             "block": MIX_BLOCK,
             "tasks": [[t.identity(), w] for t, w in zip(self.tasks, self.weights, strict=True)],
         }
+        fixed = [t.num_examples if self.stream == "train" else None for t in self.tasks]
+        if any(fixed):  # added later: absent for endless streams, whose fingerprints stay as they were
+            ident["num_examples"] = fixed
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         total = sum(self.weights)
         return "\n".join(
             f"mqar {t.name}: {t.num_pairs} pairs in {t.seq_len} tokens (padded to {self.seq_len}), vocab "
-            f"{t.vocab}, power_a {t.power_a:g}, share {w / total:.3f}"
+            f"{t.vocab}, power_a {t.power_a:g}, filler {t.filler}, share {w / total:.3f}"
+            + (f", a fixed set of {t.num_examples:,}" if t.num_examples and self.stream == "train" else "")
             for t, w in zip(self.tasks, self.weights, strict=True)
         )
 

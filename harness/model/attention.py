@@ -75,6 +75,7 @@ class Attention(nn.Module):
         self.head_dim = cfg.head_dim
         self.rope = cfg.attention.rope
         self.rope_theta = cfg.attention.rope_theta
+        self.dropout = cfg.attention.dropout
         self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=False)
@@ -112,6 +113,8 @@ class Attention(nn.Module):
             out = (probs @ vv.float()).to(q.dtype)
         else:
             gqa = {"enable_gqa": True} if self.n_kv_heads != self.n_heads else {}
+            if self.dropout and self.training:
+                gqa["dropout_p"] = self.dropout
             if past == 0 or tokens == 1:
                 # No cache prefix (plain causal), or one new token that may see everything before it.
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=past == 0 and tokens > 1, **gqa)

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.config_loader import ConfigError, runtime_field
+from harness.config_loader import ConfigError, later_field, runtime_field
 
 MIXERS = {"*": "attention", "M": "mamba"}
 FFNS = {"-": "mlp", "E": "moe"}
@@ -46,6 +46,11 @@ class AttentionConfig:
     # Jamba uses no positional information at all (the paper's Table 8 compares with RoPE).
     rope: bool = False
     rope_theta: float = 10000.0
+    # Learned absolute positions (GPT-2's, and Zoology's attention models'): a table of this many rows added
+    # to the token embeddings before the first block, which bounds the context; 0: none. Not with RoPE.
+    learned_positions: int = later_field(0)
+    # Dropout on the attention probabilities while training (Zoology's MHA: 0.1); 0 for the paper's models.
+    dropout: float = later_field(0.0)
 
     def __post_init__(self) -> None:
         if self.n_heads < 1:
@@ -59,6 +64,17 @@ class AttentionConfig:
             raise ConfigError(f"must be >= 1, got {self.head_dim}", key="head_dim")
         if self.rope and self.head_dim is not None and self.head_dim % 2:
             raise ConfigError(f"RoPE needs an even head_dim, got {self.head_dim}", key="head_dim")
+        if self.learned_positions < 0:
+            raise ConfigError(
+                f"must be >= 0 (0: none), got {self.learned_positions}", key="learned_positions"
+            )
+        if self.learned_positions and self.rope:
+            raise ConfigError(
+                "choose one positional encoding: rope: true or learned_positions > 0, not both",
+                key="learned_positions",
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"must be in [0, 1), got {self.dropout}", key="dropout")
 
     @property
     def kv_heads(self) -> int:
@@ -163,6 +179,9 @@ class ModelConfig:
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
     init_std: float = 0.02
+    # Dropout on the (token + position) embeddings while training (Zoology's Transformers: 0.1); 0 for the
+    # paper's models.
+    embed_dropout: float = later_field(0.0)
     # Which kernels run the RMSNorms, Mamba's conv and the training loss (harness/kernels/fused.py): eager
     # PyTorch, or fused Triton kernels (auto: fused on CUDA when liger-kernel is installed). Same maths; a
     # run-time choice added after runs were made, so left out of run ids whatever its value.
@@ -198,6 +217,14 @@ class ModelConfig:
                 )
             if self.attention.rope and head_dim % 2:
                 raise ConfigError(f"RoPE needs an even head dimension, got {head_dim}", key="attention.rope")
+        elif self.attention.learned_positions:
+            raise ConfigError(
+                f"learned_positions is an attention option, but the pattern {self.pattern!r} has no "
+                "attention layer ('*'); set it to 0",
+                key="attention.learned_positions",
+            )
+        if not 0 <= self.embed_dropout < 1:
+            raise ConfigError(f"must be in [0, 1), got {self.embed_dropout}", key="embed_dropout")
 
     # Derived sizes, named as in mamba_ssm / transformers.
     @property

@@ -135,6 +135,9 @@ class HybridLM(nn.Module):
         self.cfg = cfg
         self.kernels = cfg.kernels  # the loss's; each norm and Mamba conv holds its own (set_kernels)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        positions = cfg.attention.learned_positions
+        self.embed_positions = nn.Embedding(positions, cfg.d_model) if positions else None
+        self.embed_dropout = nn.Dropout(cfg.embed_dropout) if cfg.embed_dropout else None
         self.blocks = nn.ModuleList(Block(symbol, cfg) for symbol in cfg.pattern)
         self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, cfg.kernels)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -196,6 +199,11 @@ class HybridLM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> InferenceCache:
         """A zeroed decoding cache for ``batch`` sequences of at most ``max_len`` tokens (prompt included)."""
+        if self.embed_positions is not None and max_len > self.embed_positions.num_embeddings:
+            raise ValueError(
+                f"a cache of {max_len} tokens exceeds the {self.embed_positions.num_embeddings} learned "
+                "positions (attention.learned_positions bounds the context)"
+            )
         device = device or self.embed_tokens.weight.device
         dtype = dtype or self.embed_tokens.weight.dtype
         states: dict[int, KVCache | MambaState] = {}
@@ -232,8 +240,8 @@ class HybridLM(nn.Module):
             cache.count_step()
             logits = self.decode_step(input_ids[:, 0], cache)[:, None]
             return LMOutput(logits=logits, aux_loss=logits.new_zeros(()))
-        x = self.embed_tokens(input_ids)
         past = cache.seen if cache is not None else 0
+        x = self._embed(input_ids, past)
         attentions: dict[int, Tensor] = {}
         aux_terms, counts = [], []
         for i, block in enumerate(self.blocks):
@@ -268,6 +276,20 @@ class HybridLM(nn.Module):
             out.loss = out.ce_loss + out.aux_loss
         return out
 
+    def _embed(self, input_ids: Tensor, past: int) -> Tensor:
+        """Token embeddings (batch, tokens, d_model) of a chunk starting at position ``past``, plus learned
+        positions when the model has them, then embedding dropout (training only)."""
+        x = self.embed_tokens(input_ids)
+        if self.embed_positions is not None:
+            end = past + input_ids.shape[1]
+            if end > self.embed_positions.num_embeddings:
+                raise ValueError(
+                    f"position {end - 1} is beyond the {self.embed_positions.num_embeddings} learned "
+                    "positions (attention.learned_positions bounds the context)"
+                )
+            x = x + self.embed_positions(torch.arange(past, end, device=input_ids.device))
+        return self.embed_dropout(x) if self.embed_dropout is not None else x
+
     def prefill(self, input_ids: Tensor, cache: InferenceCache, chunk: int | None = None) -> Tensor:
         """Run the prompts input_ids (batch, tokens) into ``cache``; returns the last logits (batch, vocab).
 
@@ -294,6 +316,8 @@ class HybridLM(nn.Module):
         ``cache.seen``.
         """
         x = self.embed_tokens(tokens)[:, None]
+        if self.embed_positions is not None:  # new_cache bounds the positions by the table
+            x = x + self.embed_positions(cache.position)
         for i, block in enumerate(self.blocks):
             x = block.step(x, cache.states.get(i), cache.position, cache.slots)
         cache.position.add_(1)

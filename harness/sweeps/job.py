@@ -29,7 +29,7 @@ from typing import Any
 import submitit
 
 from evals.plan import missing_suites, plan_from_record
-from harness.locks import LockBusy
+from harness.locks import LockBusy, queue_slot
 from harness.training.config import resolve_run_config
 from harness.training.rundir import DamagedFile, RunDir
 
@@ -38,10 +38,19 @@ class RunJob(submitit.helpers.Checkpointable):
     """Train the run in ``run_dir`` from its resolved config (run-time settings included), then run the
     evaluation plan its ``run.json`` records."""
 
-    def __init__(self, run_dir: str, config: dict[str, Any], cpus_per_task: int = 1):
+    def __init__(
+        self,
+        run_dir: str,
+        config: dict[str, Any],
+        cpus_per_task: int = 1,
+        queue: dict[str, Any] | None = None,
+    ):
         self.run_dir = str(run_dir)
         self.config = config
         self.cpus_per_task = cpus_per_task
+        # Local executor: {"folder", "slots", "ticket"} of the line in which the job waits for a slot
+        # (harness.locks.queue_slot), so that at most `slots` runs train at once on the machine.
+        self.queue = queue
         self._stop_requested = False
 
     def __call__(self) -> dict[str, Any]:
@@ -53,6 +62,11 @@ class RunJob(submitit.helpers.Checkpointable):
         _limit_threads(self.cpus_per_task)
         run = RunDir(self.run_dir)
         with contextlib.ExitStack() as held:
+            if self.queue is not None and env.num_tasks == 1:
+                q = self.queue
+                print(f"queued for one of {q['slots']} local slots ({q['folder']})", flush=True)
+                slot = held.enter_context(queue_slot(q["folder"], q["slots"], q["ticket"]))
+                print(f"local slot {slot} of {q['slots']}", flush=True)
             if env.global_rank == 0:
                 try:
                     held.enter_context(run.lock(f"sweep job {env.job_id}"))

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -61,6 +62,7 @@ from harness.training.rundir import DamagedFile, RunDir, read_state_json
 
 INTENT_FILE = ".launch-intent.json"
 LOCK_FILE = ".launch.lock"
+LOCAL_SLOTS = ".local-slots"  # under the runs root: the line of local jobs waiting to train
 
 
 @dataclass
@@ -159,6 +161,18 @@ def _job_unreadable(run_dir: Path) -> bool:
     return False
 
 
+def _local_queue(kind: str, sweep: SweepConfig, root: Path, index: int) -> dict[str, Any] | None:
+    """Where a local job waits for a slot: every local launch under ``root`` shares one line, served in
+    launch order, with ``resources.array_parallelism`` slots (as ``%N`` limits a SLURM array)."""
+    if kind != "local":
+        return None
+    return {
+        "folder": str(Path(root).resolve() / LOCAL_SLOTS),
+        "slots": sweep.resources.array_parallelism,
+        "ticket": f"{time.time_ns():020d}-{index:05d}",
+    }
+
+
 def launch(
     path: str | Path,
     executor: str = "auto",
@@ -209,7 +223,10 @@ def launch(
         submitit_folder = folder / ".submitit" / "%j"
         executor_ = make_executor(kind, submitit_folder, sweep.resources, sweep.name)
         cpus = sweep.resources.cpus_per_task
-        work = [RunJob(str(s.dir.root), to_dict(s.run.config), cpus) for s in report.submitted]
+        work = [
+            RunJob(str(s.dir.root), to_dict(s.run.config), cpus, _local_queue(kind, sweep, root, i))
+            for i, s in enumerate(report.submitted)
+        ]
         try:
             jobs = submit_batch(executor_, work)
         except SubmissionRefused as e:  # nothing was submitted: no intent to reconcile later

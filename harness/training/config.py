@@ -28,6 +28,7 @@ from harness.config_loader import (
     deep_merge,
     from_dict,
     identity,
+    later_field,
     load_yaml,
     runtime_field,
     short_hash,
@@ -63,6 +64,30 @@ class ScheduleConfig:
 
 
 @dataclass
+class StopWhen:
+    """Stop training early once an in-loop held-out metric crosses a threshold, checked at every held-out
+    evaluation (``train.eval_every``): zoology's early stopping (``valid/accuracy > 0.99``). The run ends
+    ``done`` at that step, with a checkpoint and a ``stopped_early`` event; relaunching it does nothing."""
+
+    # val_accuracy: argmax accuracy on the held-out targets (MQAR's answers; next tokens for text).
+    metric: Literal["val_accuracy", "val_loss"]
+    above: float | None = None
+    below: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.above is None) == (self.below is None):
+            raise ConfigError("give exactly one of 'above' and 'below'", key="above")
+
+    def met(self, value: float) -> bool:
+        return value > self.above if self.above is not None else value < self.below  # type: ignore[operator]
+
+    def describe(self) -> str:
+        if self.above is not None:
+            return f"{self.metric} > {self.above:g}"
+        return f"{self.metric} < {self.below:g}"
+
+
+@dataclass
 class LoopConfig:
     """Batch geometry, length, precision, and the cadence of logging, evaluation and checkpoints."""
 
@@ -84,6 +109,8 @@ class LoopConfig:
     # 0 means only at the end of training.
     eval_every: int = bounded(0, ge=0)
     eval_batches: int = 4
+    # Early stopping on an in-loop held-out metric (needs eval_every); None: train all the steps.
+    stop_when: StopWhen | None = later_field(None)
     # 0: only at the end (and when interrupted). keep_last 0 keeps every checkpoint.
     checkpoint_every: int = bounded(0, ge=0)
     keep_last: int = bounded(2, ge=0)
@@ -106,6 +133,11 @@ class LoopConfig:
             raise ConfigError(f"must be >= 1, got {self.steps}", key="steps")
         if self.tokens is not None and self.tokens < 1:
             raise ConfigError(f"must be >= 1, got {self.tokens}", key="tokens")
+        if self.stop_when is not None and not self.eval_every:
+            raise ConfigError(
+                "stop_when is checked at the held-out evaluations: set eval_every (steps between them)",
+                key="stop_when",
+            )
         if self.global_batch % self.micro_batch:
             raise ConfigError(
                 f"global_batch={self.global_batch} must be a multiple of micro_batch={self.micro_batch}",

@@ -158,7 +158,8 @@ def train(
         D.barrier(info)
         resume = resume_point(cfg, run, report=info.is_main)
         status = _status(run, report=info.is_main)
-        if status.get("state") == "done" and resume and resume[0] >= cfg.train.total_steps:
+        finished = resume and (resume[0] >= cfg.train.total_steps or status.get("stopped_early"))
+        if status.get("state") == "done" and finished:
             return {"state": "done", "skipped": True, **status}
         session, runtime = _start(cfg, run, info, device, resume)
         tracker = Tracker(cfg, run, session.step, session.total_steps, runtime) if info.is_main else None
@@ -334,13 +335,21 @@ def _loop(
         if logged:
             record = _record_step(s, record, counts)
 
-        val = None
+        val = stop = None
         if s.step == s.total_steps or (loop.eval_every and s.step % loop.eval_every == 0):
-            val = heldout_loss(s.forward, s.cfg, s.tokenizer, info, s.device, s.autocast)
+            val, accuracy = heldout_loss(s.forward, s.cfg, s.tokenizer, info, s.device, s.autocast)
             if info.is_main:
-                run.event("heldout_loss", step=s.step, val_loss=val)
-                run.append(run.metrics, {"step": s.step, "tokens": s.tokens, "val_loss": val})
+                run.event("heldout_loss", step=s.step, val_loss=val, val_accuracy=accuracy)
+                run.append(
+                    run.metrics,
+                    {"step": s.step, "tokens": s.tokens, "val_loss": val, "val_accuracy": accuracy},
+                )
+            measured = {"val_loss": val, "val_accuracy": accuracy}
+            if loop.stop_when is not None and loop.stop_when.met(measured[loop.stop_when.metric]):
+                stop = {"metric": loop.stop_when.metric, "value": measured[loop.stop_when.metric]}
         tracker.step(record, logged, val)
+        if stop is not None and s.step < s.total_steps:
+            return _stop_early(s, stop)
         if s.step == s.total_steps or (loop.checkpoint_every and s.step % loop.checkpoint_every == 0):
             _save(s)
         elif should_stop is not None and D.any_rank(should_stop(), info, s.device):
@@ -357,6 +366,27 @@ def _loop(
     D.barrier(info)
     D.shutdown(info)
     return {"state": "done", "step": s.step, "tokens": s.tokens, "run_dir": str(run.root)}
+
+
+def _stop_early(s: _Session, stop: dict[str, Any]) -> dict[str, Any]:
+    """``train.stop_when`` was met at this step's held-out evaluation: checkpoint and end the run done."""
+    _save(s)
+    run, info, condition = s.run, s.info, s.cfg.train.stop_when
+    if info.is_main:
+        run.event("stopped_early", step=s.step, tokens=s.tokens, condition=condition.describe(), **stop)
+        run.event("finish", step=s.step, tokens=s.tokens)
+        run.set_status(
+            state="done", step=s.step, tokens=s.tokens, total_steps=s.total_steps, stopped_early=stop
+        )
+    D.barrier(info)
+    D.shutdown(info)
+    return {
+        "state": "done",
+        "step": s.step,
+        "tokens": s.tokens,
+        "run_dir": str(run.root),
+        "stopped_early": stop,
+    }
 
 
 def _optimizer_step(s: _Session) -> tuple[float, float, float, float, torch.Tensor | None]:
@@ -457,10 +487,14 @@ def _save(s: _Session) -> None:
 
 
 @torch.no_grad()
-def heldout_loss(model: nn.Module, cfg: RunConfig, tokenizer, info: D.DistInfo, device, autocast) -> float:
-    """Mean held-out cross-entropy over the first ``eval_batches`` validation batches: the same batches at
-    every evaluation and for every seed of a sweep (their order is drawn from HELDOUT_SEED, not the run's
-    seed), so that the seed spread of held-out losses is the models' and not the batches'."""
+def heldout_loss(
+    model: nn.Module, cfg: RunConfig, tokenizer, info: D.DistInfo, device, autocast
+) -> tuple[float, float]:
+    """Mean held-out cross-entropy over the first ``eval_batches`` validation batches, and the argmax
+    accuracy over all their scored targets (MQAR: the answers, as zoology's ``valid/accuracy``; text: the
+    next tokens): the same batches at every evaluation and for every seed of a sweep (their order is drawn
+    from HELDOUT_SEED, not the run's seed), so that the seed spread of held-out losses is the models' and
+    not the batches'."""
     model.eval()
     batches = make_batches(
         cfg.data,
@@ -474,10 +508,16 @@ def heldout_loss(model: nn.Module, cfg: RunConfig, tokenizer, info: D.DistInfo, 
         start_sample=0,
     )
     total = torch.zeros((), device=device)
+    hits = torch.zeros(2, device=device)  # correct, scored
     for _ in range(cfg.train.eval_batches):
         batch = next(batches)
+        targets = batch["targets"].to(device)
         with autocast:
-            out = model(batch["input_ids"].to(device), targets=batch["targets"].to(device))
+            out = model(batch["input_ids"].to(device), targets=targets)
         total += out.ce_loss.float()
+        scored = targets != -100
+        hits += torch.stack([(out.logits.argmax(-1) == targets)[scored].sum(), scored.sum()]).float()
     model.train()
-    return float(D.all_reduce_mean(total / cfg.train.eval_batches, info))
+    loss = float(D.all_reduce_mean(total / cfg.train.eval_batches, info))
+    hits = D.all_reduce_mean(hits, info)
+    return loss, float(hits[0] / hits[1].clamp(min=1))

@@ -136,9 +136,48 @@ def _tiny(data: dict) -> dict:
 def _study_files(args) -> list[tuple[str, dict]]:
     out = []
     for rel in args.only or SWEEPS:
+        if not (REPO / rel).is_file():
+            raise SystemExit(f"--only {rel}: no such sweep file under {REPO}")
         data = yaml.safe_load((REPO / rel).read_text())
         out.append((rel, _tiny(data) if args.scale == "tiny" else data))
     return out
+
+
+def split_grid(study: list[tuple[str, dict]], spec: str | None) -> list[tuple[str, dict, str]]:
+    """``(rel, data, suffix)`` to launch in order: with ``spec`` (``AXIS=V1,V2,...``), every sweep whose
+    grid has AXIS once per value, values in the order given, sweeps interleaved; the sweep name is kept,
+    so the runs (and their directories) are those of the whole sweep."""
+    if not spec:
+        return [(rel, data, "") for rel, data in study]
+    axis, _, values = spec.partition("=")
+    order = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    if not axis or not order:
+        raise SystemExit(f"--split-grid {spec!r}: expected AXIS=V1,V2,... (e.g. model.d_model=128,256)")
+    out = []
+    for value in order:
+        for rel, data in study:
+            grid = data.get("grid") or {}
+            if axis not in grid:
+                if value == order[0]:
+                    out.append((rel, data, ""))
+                continue
+            if value not in grid[axis]:
+                raise SystemExit(f"--split-grid: {value!r} is not among {rel}'s {axis} values {grid[axis]}")
+            part = yaml.safe_load(yaml.safe_dump(data))
+            part["grid"][axis] = [value]
+            out.append((rel, part, f"-{axis.rsplit('.', 1)[-1]}{value}"))
+    return out
+
+
+def copy_finished(source: Path, root: Path) -> int:
+    """Copy every run directory under ``source`` (``<sweep>/<run>/run.json``) that ``root`` lacks."""
+    copied = 0
+    for record in sorted(source.glob("*/*/run.json")):
+        target = root / record.parent.relative_to(source)
+        if not target.exists():
+            shutil.copytree(record.parent, target, symlinks=True)
+            copied += 1
+    return copied
 
 
 def _launch(
@@ -260,6 +299,10 @@ def cmd_start(args) -> None:
     _write_state(args, state)
     print(f"[study] device {json.dumps(state['device'])}", flush=True)
 
+    if args.resume_from:
+        copied = copy_finished(Path(args.resume_from).resolve(), root)
+        state["resumed_from"] = {"dir": args.resume_from, "runs_copied": copied}
+        print(f"[study] copied {copied} run directories from {args.resume_from}", flush=True)
     study = _study_files(args)  # parsed once: the budget loop below writes into these dicts
     names = [f"{data['name']}-calib" for _, data in study]
     has_text = any(rel == TEXT_SWEEP for rel, _ in study)
@@ -281,7 +324,10 @@ def cmd_start(args) -> None:
         if rel != TEXT_SWEEP and rates:
             steps = train["steps"]
             other += [(steps * r["tokens_per_step"], r["tokens_per_s"]) for r in rates[name].values()]
-    for (rel, data), name in zip(study, names, strict=True):
+    launches = split_grid(study, args.split_grid)
+    names = {rel: name for (rel, _), name in zip(study, names, strict=True)}
+    for rel, data, suffix in launches:
+        name = names[rel]
         if rel == TEXT_SWEEP:
             text_name = name
             if args.tokens is not None:
@@ -290,7 +336,7 @@ def cmd_start(args) -> None:
                 budget = choose_budget(rates[name], other, args.train_seconds, args.speedup_cap)
                 data["base"]["train"]["tokens"] = budget
                 state["text_tokens_per_run"] = budget
-        path = final_dir / Path(rel).name
+        path = final_dir / f"{Path(rel).stem}{suffix}.yaml"
         if rel != TEXT_SWEEP:
             budget_source = "in the file"
         else:
@@ -333,7 +379,7 @@ def _states(args) -> list:
     from harness.sweeps.lifecycle import run_states
 
     out = []
-    for f in _read_state(args).get("sweep_files", []):
+    for f in _read_state(args).get("sweep_files", []):  # split launches of one sweep share its runs' names
         sweep = load_sweep(REPO / f)
         out += run_states(sweep, expand_sweep(sweep), _root(args))
     return out
@@ -389,8 +435,8 @@ def cmd_pack(args) -> None:
     state["packed_at"] = _now()
     if "launched_at" in state:
         ends = []
-        for f in state.get("sweep_files", []):
-            name = yaml.safe_load((REPO / f).read_text())["name"]
+        files = state.get("sweep_files", [])
+        for name in dict.fromkeys(yaml.safe_load((REPO / f).read_text())["name"] for f in files):
             for run in (root / name).glob("*/events.jsonl"):
                 ev = [json.loads(line) for line in run.read_text().splitlines() if line]
                 finish = [e["time"] for e in ev if e["event"] == "finish"]
@@ -482,8 +528,20 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument(
         "--only",
         action="append",
-        choices=SWEEPS,
-        help="run only this sweep file of the study (repeatable; default: all of them)",
+        help=f"run this sweep file (repeatable; default: the mini study, {' and '.join(SWEEPS)})",
+    )
+    start.add_argument(
+        "--split-grid",
+        metavar="AXIS=V1,V2,...",
+        help="launch each sweep once per value of this grid axis, in this order, interleaving the sweeps "
+        "(e.g. model.d_model=128,256,512,64): local runs are served in launch order, so the values "
+        "listed first are trained first, and a lease that ends early has them for every sweep",
+    )
+    start.add_argument(
+        "--resume-from",
+        metavar="DIR",
+        help="copy the run directories under DIR (a committed study's runs/) into ROOT first: finished "
+        "runs are skipped, the others start again",
     )
     start.add_argument(
         "--sequential", action="store_true", help="launch each sweep when the one before it has finished"
