@@ -27,3 +27,21 @@ def test_budget_is_the_largest_that_fits():
     assert mini_study.choose_budget(text, [], seconds=10**6, cap=1) == mini_study.MAX_TOKENS
     slow = {**text, "moe": {"tokens_per_s": 5_000}}  # the slowest run sets the pace, sped up as others end
     assert mini_study.choose_budget(slow, [], seconds=1000, cap=3) < tokens
+
+
+def test_split_grid_launches_values_in_order_across_sweeps():
+    a = {"name": "a", "grid": {"model.d_model": [64, 128, 256], "optim.lr": [1, 2]}}
+    b = {"name": "b", "grid": {"model.d_model": [64, 128]}}
+    c = {"name": "c", "grid": {"optim.lr": [1]}}  # no such axis: launched whole, once, first
+    parts = mini_study.split_grid([("a.yaml", a), ("b.yaml", b), ("c.yaml", c)], "model.d_model=128,64")
+    assert [(rel, p["grid"].get("model.d_model"), s) for rel, p, s in parts] == [
+        ("a.yaml", [128], "-d_model128"),
+        ("b.yaml", [128], "-d_model128"),
+        ("c.yaml", None, ""),
+        ("a.yaml", [64], "-d_model64"),
+        ("b.yaml", [64], "-d_model64"),
+    ]
+    assert all(p["name"] == {"a.yaml": "a", "b.yaml": "b", "c.yaml": "c"}[rel] for rel, p, _ in parts)
+    assert a["grid"]["model.d_model"] == [64, 128, 256]  # the sweep itself is left alone
+    with pytest.raises(SystemExit, match="512 is not among"):
+        mini_study.split_grid([("b.yaml", b)], "model.d_model=512")
