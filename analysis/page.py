@@ -60,6 +60,7 @@ class Report:
     created: str
     sweeps: list[SweepReport]
     data_files: list[str]
+    studies: list[tuple[str, str]] = field(default_factory=list)  # (title, page): e.g. the recall study
 
 
 VERDICT_MARK = {
@@ -122,6 +123,8 @@ def index_md(report: Report) -> str:
         f"(arXiv 2403.19887); {DAGGER} marks a paper value recalled, not confirmed ({paper.provenance['R']})."
     )
     out.append("")
+    for title, page in report.studies:
+        out += [f"## {title}", "", f"Across the sweeps above: [{page}]({page}).", ""]
     for s in report.sweeps:
         out += _sweep_md(s)
     out += [
@@ -225,6 +228,15 @@ def index_html(report: Report, folder: Path) -> str:
         f"<p class=caption>Generated {e(report.created)} by {command}. Paper: Jamba (arXiv 2403.19887); "
         f"{DAGGER} marks a value recalled from the paper, not confirmed.</p>",
     ]
+    for title, page in report.studies:
+        figures = sorted((folder / Path(page).parent / "figures").glob("*.png"))
+        images = "".join(
+            f"<figure><img alt='{e(p.stem)}' src='{_img(folder, str(p.relative_to(folder)))}'></figure>"
+            for p in figures
+        )
+        parts.append(
+            f"<h2>{e(title)}</h2><p>Tables and verdicts: <a href='{e(page)}'>{e(page)}</a></p>{images}"
+        )
     for s in report.sweeps:
         parts.append(f"<h2>Sweep {e(s.name)}</h2>" + (f"<p>{e(s.description)}</p>" if s.description else ""))
         parts.append(f"<h3>Runs ({e(_state_summary(s.runs))})</h3>{runs_html(s.runs)}")

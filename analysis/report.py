@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import fig_icl, fig_training, render
+from analysis import fig_icl, fig_training, recall, render
 from analysis.attention_maps import load_prompt_maps
 from analysis.claims import ClaimResult, check_claims
 from analysis.frames import Frames, load_frames, write_csvs
@@ -245,13 +245,16 @@ def build_report(
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
     try:
         sweeps = [_sweep_report(p, tmp, formats, echo) for p in parts]
+        studies = []
+        if recall.write_report(frames, tmp / "recall", echo) is not None:
+            studies.append(("Recall study: Zoology's Fig. 2 protocol", "recall/index.md"))
         data = write_csvs(frames, tmp / "data")
         measures.to_csv(tmp / "data" / "measures.csv", index=False)
         claims = [c for s in sweeps for t in s.tables for c in t.claims]
         _claims_frame(claims).to_csv(tmp / "data" / "claims.csv", index=False)
         data_files = [str(p.relative_to(tmp)) for p in data] + ["data/measures.csv", "data/claims.csv"]
         created = datetime.datetime.now().isoformat(timespec="seconds")
-        report = Report(out, [str(s) for s in sources], created, sweeps, data_files)
+        report = Report(out, [str(s) for s in sources], created, sweeps, data_files, studies)
         (tmp / "index.md").write_text(index_md(report))
         (tmp / "index.html").write_text(index_html(report, tmp))
         _swap(tmp, out)
