@@ -139,6 +139,12 @@ def _study_files(args) -> list[tuple[str, dict]]:
         if not (REPO / rel).is_file():
             raise SystemExit(f"--only {rel}: no such sweep file under {REPO}")
         data = yaml.safe_load((REPO / rel).read_text())
+        if args.arms:  # the other arms keep their run ids and are launched by a later start
+            wanted = args.arms.split(",")
+            unknown = [a for a in wanted if a not in data.get("arms", {})]
+            if unknown:
+                raise SystemExit(f"--arms: {rel} has no arm {', '.join(unknown)} ({', '.join(data['arms'])})")
+            data["arms"] = {a: v for a, v in data["arms"].items() if a in wanted}
         out.append((rel, _tiny(data) if args.scale == "tiny" else data))
     return out
 
@@ -536,6 +542,9 @@ def main(argv: list[str] | None = None) -> None:
         help="launch each sweep once per value of this grid axis, in this order, interleaving the sweeps "
         "(e.g. model.d_model=128,256,512,64): local runs are served in launch order, so the values "
         "listed first are trained first, and a lease that ends early has them for every sweep",
+    )
+    start.add_argument(
+        "--arms", metavar="A,B,...", help="launch only these arms of each sweep (the rest in a later start)"
     )
     start.add_argument(
         "--resume-from",

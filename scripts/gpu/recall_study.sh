@@ -11,7 +11,9 @@
 # the rest wait in line in launch order, which --split-grid makes d_model 128, 256, 512, then 64 across the
 # three tasks, so that an early end leaves the widths the acceptance needs for every task. COMMITTED_RUNS
 # (results/recall/runs in a later lease) puts the finished runs of an earlier lease in place first: they
-# are skipped, and unfinished ones start again (checkpoints do not travel back).
+# are skipped, and unfinished ones start again (checkpoints do not travel back). ARMS (default: Zoology's
+# attention and Mamba and the two hybrids) picks the arms launched; the positional-encoding arms
+# (attention-rope, attention-nope) come in a later lease with ARMS=attention-rope,attention-nope.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=/tmp/recall-study
@@ -47,7 +49,8 @@ PY
     resume=()
     [ -n "${3:-}" ] && resume=(--resume-from "$3")
     study start --only sweeps/recall/zoology-L64.yaml --only sweeps/recall/zoology-L128.yaml \
-        --only sweeps/recall/zoology-L256.yaml --split-grid model.d_model=128,256,512,64 "${resume[@]}"
+        --only sweeps/recall/zoology-L256.yaml --split-grid model.d_model=128,256,512,64 \
+        --arms "${ARMS:-attention,mamba,mamba-attention,attention-mamba}" "${resume[@]}"
     exit $?
 fi
 if [ "$cmd" = follow ]; then
