@@ -137,7 +137,8 @@ def _read_evals(run: RunInfo) -> dict[str, dict]:
 
 
 def _run_row(run: RunInfo, steps: list[dict], suites: list[str]) -> dict:
-    row = {k: v for k, v in asdict(run).items() if k not in ("grid_point", "eval_errors", "compare", "path")}
+    skip = ("grid_point", "eval_errors", "compare", "path", "planned_config")
+    row = {k: v for k, v in asdict(run).items() if k not in skip}
     last_tokens = max((s["tokens"] or 0 for s in steps), default=0)
     row.update(
         label=run.label,

@@ -246,7 +246,7 @@ def build_report(
     try:
         sweeps = [_sweep_report(p, tmp, formats, echo) for p in parts]
         studies = []
-        if recall.write_report(frames, tmp / "recall", echo) is not None:
+        if recall.write_report(frames, tmp / "recall", runs, echo) is not None:
             studies.append(("Recall study: Zoology's Fig. 2 protocol", "recall/index.md"))
         data = write_csvs(frames, tmp / "data")
         measures.to_csv(tmp / "data" / "measures.csv", index=False)

@@ -38,6 +38,7 @@ class RunRef:
     run_id: str | None = None
     planned_suites: list[str] | None = None
     compare: Any = None  # the sweep file's raw `compare:` list, if it has one
+    config: dict[str, Any] | None = None  # the resolved run config the sweep file gives it
 
 
 @dataclass
@@ -71,6 +72,9 @@ class RunInfo:
     sweep_description: str = ""
     compare: Any = None
     created_by: str | None = None
+    # The resolved config its sweep file gives a run (None for directories found on their own): what a run
+    # not launched yet will be, for analyses that show a grid's coverage.
+    planned_config: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -99,6 +103,7 @@ def _read_sweep(path: Path, root: str | Path) -> list[RunRef]:
                 run_id=run.run_id,
                 planned_suites=list(sweep.evals),
                 compare=compare,
+                config=to_dict(run.config),
             )
         )
     return refs
@@ -240,6 +245,7 @@ def read_run(ref: RunRef) -> RunInfo:
         sweep_description=sweep_rec.get("description") or ref.sweep_description,
         compare=sweep_rec.get("compare", ref.compare),
         created_by=record.get("created_by"),
+        planned_config=ref.config,
     )
 
 

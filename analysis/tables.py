@@ -202,7 +202,8 @@ def table1(runs: pd.DataFrame, paper: Paper) -> Table:
             cells[(row, m.id)] = Cell(Estimate(facts[m.config] * m.scale, 1), paper=study.rows[row].get(m.id))
     for label in _labels(runs):
         run = runs[runs["label"] == label].iloc[0]
-        rows.append(Row(label, label, run.get("shorthand") or ""))
+        shorthand = run.get("shorthand")
+        rows.append(Row(label, label, shorthand if isinstance(shorthand, str) else ""))  # NaN: not launched
         for m in columns:
             value = run.get(m.config)
             ok = value is not None and pd.notna(value)
