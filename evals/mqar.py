@@ -29,7 +29,10 @@ PREFIX = "mqar_recall"  # metric names; the induction suite's probe already repo
 
 
 def eval_tasks(
-    loaded: LoadedRun, num_pairs: list[int] | None = None, seq_lens: list[int] | None = None
+    loaded: LoadedRun,
+    num_pairs: list[int] | None = None,
+    seq_lens: list[int] | None = None,
+    listed: list[list[int]] | None = None,
 ) -> tuple[list[mqar.MQARTask], set[mqar.MQARTask], str]:
     """The tasks to score, the subset the run trained on, and where the tasks came from."""
     cfg, tok = loaded.config, loaded.tokenizer
@@ -38,6 +41,8 @@ def eval_tasks(
     if trained_specs:
         tasks = mqar.run_tasks(cfg.data, seq_len=loaded.seq_len, vocab_size=tok.vocab_size, eos=tok.eos_id)
         trained = {t for t, _ in tasks}
+    if listed is not None:
+        return _listed_tasks(loaded, listed, trained_specs), trained, "options (tasks)"
     if num_pairs is None and seq_lens is None:
         if not trained_specs:
             raise ConfigError(
@@ -62,6 +67,38 @@ def eval_tasks(
         grid, seq_len=loaded.seq_len, vocab_size=tok.vocab_size, eos=tok.eos_id, where="mqar."
     )
     return tasks, trained, "options (num_pairs / seq_lens)"
+
+
+def _listed_tasks(loaded: LoadedRun, listed: list[list[int]], trained_specs: list) -> list[mqar.MQARTask]:
+    """The ``tasks`` option's (seq_len, num_pairs) pairs with the run's vocabulary, gap law, filler and answer
+    format; a length past the trained context is allowed unless learned positions bound the model's."""
+    tok, base = loaded.tokenizer, trained_specs[0] if trained_specs else MQARConfig(num_pairs=1)
+    rows = loaded.model.cfg.attention.learned_positions
+    longest = max(length for length, _ in listed)
+    if rows and longest > rows:
+        raise ConfigError(
+            f"mqar: task length {longest} is past the model's {rows} learned positions "
+            "(attention.learned_positions); extrapolation needs a model without them",
+            key="mqar.tasks",
+        )
+    out = []
+    for length, pairs in listed:
+        spec = MQARConfig(
+            num_pairs=[pairs],
+            seq_lens=[length],
+            vocab=base.vocab,
+            power_a=base.power_a,
+            answers_in_input=base.answers_in_input,
+            filler=base.filler,
+        )
+        out += mqar.resolve_tasks(
+            spec,
+            seq_len=max(longest, loaded.seq_len),
+            vocab_size=tok.vocab_size,
+            eos=tok.eos_id,
+            where="mqar.",
+        )
+    return out
 
 
 @dataclass
@@ -113,7 +150,7 @@ def task_accuracy(loaded: LoadedRun, task: mqar.MQARTask, *, n: int, seed: int, 
 def run(loaded: LoadedRun, options: MqarOptions) -> dict:
     """Score every task (see the module docstring); returns the JSON-able payload."""
     n, seed, batch_size = options.limit, options.seed, options.batch_size
-    tasks, trained, source = eval_tasks(loaded, options.num_pairs, options.seq_lens)
+    tasks, trained, source = eval_tasks(loaded, options.num_pairs, options.seq_lens, options.tasks)
     was_training = loaded.model.training
     loaded.model.eval()
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.config_loader import ConfigError, runtime_field
+from harness.config_loader import ConfigError, later_field, runtime_field
 
 IMDB_TEMPLATE = "Review: {review}\nSentiment:"
 ICL_TASKS = ("imdb", "quac", "narrativeqa")
@@ -171,11 +171,22 @@ class MqarOptions:
     seed: int = 0  # the test stream's seed: every arm of a sweep is scored on the same sequences
     num_pairs: list[int] | None = None  # score this grid of key-value pairs (default: the trained tasks)
     seq_lens: list[int] | None = None  # ... at these sequence lengths (default: the trained ones)
+    # Or these (seq_len, num_pairs) tasks as listed, e.g. Based's Fig. 2 diagonal [[64, 4], ..., [1024, 256]];
+    # lengths past the trained context test extrapolation (refused for learned absolute positions).
+    tasks: list[list[int]] | None = later_field(None)
     batch_size: int = runtime_field(32)
 
     def __post_init__(self) -> None:
         _at_least(self, "limit", 1)
         _at_least(self, "batch_size", 1)
+        if self.tasks is not None:
+            if self.num_pairs is not None or self.seq_lens is not None:
+                raise ConfigError("give tasks, or num_pairs and seq_lens, not both", key="tasks")
+            if not self.tasks or any(len(t) != 2 or min(t) < 1 for t in self.tasks):
+                raise ConfigError(
+                    f"must be a non-empty list of [seq_len, num_pairs] integer pairs >= 1, got {self.tasks}",
+                    key="tasks",
+                )
         for name in ("num_pairs", "seq_lens"):
             if getattr(self, name) is not None and (not getattr(self, name) or min(getattr(self, name)) < 1):
                 raise ConfigError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -263,3 +264,26 @@ def test_an_unmet_stop_condition_trains_every_step(data_root, tmp_path):
         r["val_accuracy"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "val_accuracy" in r
     ]
     assert len(accuracy) == 2 and all(0 <= a <= 1 for a in accuracy)
+
+
+def test_mqar_suite_scores_listed_tasks_past_the_trained_length(data_root, tmp_path):
+    """Based's Fig. 2 diagonal: (seq_len, num_pairs) tasks as listed, longer than training where the model
+    has no learned positions; refused, naming the field, where it has."""
+    from evals.runner import run_suite
+
+    learned = resolve_run_config(_zoology_run(data_root, 4, None))
+    train(learned, tmp_path / "learned")
+    with pytest.raises(ConfigError, match="learned positions") as e:
+        run_suite(
+            tmp_path / "learned", "mqar", options={"limit": 2, "tasks": [[64, 8]]}, out=tmp_path / "x.json"
+        )
+    assert e.value.key == "mqar.tasks"
+    raw = _zoology_run(data_root, 4, None)
+    raw["model"]["attention"]["learned_positions"] = 0
+    train(resolve_run_config(raw), tmp_path / "nope")
+    path = run_suite(tmp_path / "nope", "mqar", options={"limit": 2, "tasks": [[32, 4], [64, 16]]})
+    result = json.loads(Path(path).read_text())
+    assert [(t["task"], t["trained"]) for t in result["tasks"]] == [("L32_N4", True), ("L64_N16", False)]
+    assert result["tasks"][1]["queries"] == 2 * 16
+    with pytest.raises(ConfigError, match="not both"):
+        run_suite(tmp_path / "nope", "mqar", options={"tasks": [[32, 4]], "num_pairs": [4]})

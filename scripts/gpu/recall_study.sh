@@ -13,7 +13,9 @@
 # (results/recall/runs in a later lease) puts the finished runs of an earlier lease in place first: they
 # are skipped, and unfinished ones start again (checkpoints do not travel back). ARMS (default: Zoology's
 # attention and Mamba and the two hybrids) picks the arms launched; the positional-encoding arms
-# (attention-rope, attention-nope) come in a later lease with ARMS=attention-rope,attention-nope.
+# (attention-rope, attention-nope) come in a later lease with ARMS=attention-rope,attention-nope; the
+# harder regime (sweeps/recall/based-fig2.yaml) and the paper's arms at depth (sweeps/recall/depth-L256.yaml)
+# with SWEEPS="sweeps/recall/based-fig2.yaml sweeps/recall/depth-L256.yaml" ARMS= (every arm).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=/tmp/recall-study
@@ -29,11 +31,12 @@ if [ "$cmd" = start ]; then
     source scripts/gpu/setup.sh >"$out/setup.log" 2>&1 || { tail -40 "$out/setup.log"; exit 1; }
     echo "[lease] setup and kernels in $(($(date +%s) - t0)) s"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-    # Smoke: the four arms at d_model 128 and 512, two learning rates, 120 steps of the longest task, all 16
-    # at once as the study will run them; their speeds say what the study's budget buys.
-    python3 -m harness.cli sweep launch sweeps/recall/zoology-L256.yaml 'grid.model.d_model=[128,512]' \
-        'grid.optim.lr=[0.0004642,0.002154]' train.steps=120 train.eval_every=60 train.checkpoint_every=0 \
-        eval_options.mqar.limit=64 eval_options.attention.limit=4 \
+    # Smoke: one run of each arm, 60 steps of the longest task, so that a broken build or config costs a
+    # minute, not the lease (the first lease's 24-run smoke, with every process compiling its Triton kernels
+    # at once, took most of a command).
+    timeout 240 python3 -m harness.cli sweep launch sweeps/recall/zoology-L256.yaml 'grid.model.d_model=[128]' \
+        'grid.optim.lr=[0.002154]' train.steps=60 \
+        train.eval_every=30 train.checkpoint_every=0 eval_options.mqar.limit=64 eval_options.attention.limit=4 \
         --executor local --root /tmp/recall-smoke --wait --poll 5 >"$out/smoke.log" 2>&1
     echo "[lease] smoke exit $? after $(($(date +%s) - t0)) s"
     python3 - <<'PY' | tee "$out/smoke-speeds.txt"
@@ -48,9 +51,13 @@ PY
     export MINI_COMMIT=${MINI_COMMIT:-unknown}
     resume=()
     [ -n "${3:-}" ] && resume=(--resume-from "$3")
-    study start --only sweeps/recall/zoology-L64.yaml --only sweeps/recall/zoology-L128.yaml \
-        --only sweeps/recall/zoology-L256.yaml --split-grid model.d_model=128,256,512,64 \
-        --arms "${ARMS:-attention,mamba,mamba-attention,attention-mamba}" "${resume[@]}"
+    only=()
+    for f in ${SWEEPS:-sweeps/recall/zoology-L64.yaml sweeps/recall/zoology-L128.yaml sweeps/recall/zoology-L256.yaml}; do
+        only+=(--only "$f")
+    done
+    arms=()
+    [ -n "${ARMS-attention,mamba,mamba-attention,attention-mamba}" ] && arms=(--arms "${ARMS-attention,mamba,mamba-attention,attention-mamba}")
+    study start "${only[@]}" --split-grid "${SPLIT:-model.d_model=128,256,512,64}" "${arms[@]}" "${resume[@]}"
     exit $?
 fi
 if [ "$cmd" = follow ]; then
