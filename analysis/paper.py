@@ -118,9 +118,9 @@ class Compare:
 
 
 def slugs(arm: str) -> tuple[str, str]:
-    """An arm name as run directory names spell it: now (harness.sweeps.config.arm_slug), and before run
+    """An arm name as run directory names spell it: now (sweeps.config.arm_slug), and before run
     directories recorded their arm (every character outside ``[A-Za-z0-9._-]`` became ``to``)."""
-    from harness.sweeps.config import arm_slug
+    from sweeps.config import arm_slug
 
     return arm_slug(arm), re.sub(r"[^A-Za-z0-9._-]", "to", arm)
 

@@ -85,7 +85,7 @@ class RunInfo:
 
 def _read_sweep(path: Path, root: str | Path) -> list[RunRef]:
     """The runs a sweep file expands to, with their expected directories under ``root``."""
-    from harness.sweeps.config import expand_sweep, load_sweep
+    from sweeps.config import expand_sweep, load_sweep
 
     sweep = load_sweep(path)
     compare = to_dict(sweep.compare) or None

@@ -33,13 +33,13 @@ import numpy as np
 import torch
 
 from evals.icl import PromptFormat, imdb_prompts
-from evals.loading import LoadedRun
 from evals.options import AttentionOptions, ImdbPromptOptions
 from evals.probes import repeated_sequences
 from evals.results import ARRAYS_KEY
 from harness.config_loader import ConfigError
 from harness.data import mqar
 from harness.data.sources import DataUnavailableError
+from harness.training.loading import LoadedRun
 
 
 def attention_blocks(pattern: str) -> list[tuple[int, int]]:

@@ -55,11 +55,11 @@ def selected_suites(names: list[str]) -> list[str]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from evals.loading import load_run
     from evals.plan import plan_from_record
     from evals.runner import run_loaded_suite
     from evals.suites import resolve_options, summarize
     from harness.config_loader import to_dict
+    from harness.training.loading import load_run
     from harness.training.rundir import RunDir
 
     suites = selected_suites(args.suite)

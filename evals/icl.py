@@ -34,12 +34,12 @@ from dataclasses import dataclass
 
 import torch
 
-from evals.loading import LoadedRun
 from evals.options import IMDB_TEMPLATE, IclOptions, ImdbPromptOptions
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import ResolvedSource, hub_offline, resolve
 from harness.model.decode import Decoder
+from harness.training.loading import LoadedRun
 
 DEFAULT_SHOTS_TARGET = 4  # shots the automatic max_review_tokens leaves room for
 MAX_AUTO_REVIEW_TOKENS = 400

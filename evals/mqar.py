@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from evals.loading import LoadedRun
 from evals.options import MqarOptions
 from harness.config_loader import ConfigError
 from harness.data import mqar
 from harness.data.config import MQARConfig
+from harness.training.loading import LoadedRun
 
 PREFIX = "mqar_recall"  # metric names; the induction suite's probe already reports "mqar/..."
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from evals.loading import LoadedRun
 from evals.options import PerplexityOptions
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import resolve
+from harness.training.loading import LoadedRun
 
 
 @dataclass

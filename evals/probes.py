@@ -29,13 +29,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from evals.loading import LoadedRun
 from evals.mqar import RecallTally
 from evals.options import InductionOptions
 from harness.config_loader import ConfigError
 from harness.data import mqar
 from harness.data.config import CorpusSpec
 from harness.data.sources import DataUnavailableError, resolve
+from harness.training.loading import LoadedRun
 
 OLSSON_CONTEXT, OLSSON_EARLY, OLSSON_LATE = 512, 50, 500
 

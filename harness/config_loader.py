@@ -307,6 +307,10 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
             )
         if _non_finite(value):  # refused with the field's range in the message, when it has one
             _check_range(fields[key], float(value), _join(path, str(key)), source)
+        resolve = fields[key].metadata.get("resolve")
+        if resolve is not None:  # a section with a reader of its own (a model section with a preset)
+            kwargs[key] = resolve(value, source=source, path=_join(path, str(key)))
+            continue
         kwargs[key] = _coerce(value, hints[key], _join(path, str(key)), source)
         _check_range(fields[key], kwargs[key], _join(path, str(key)), source)
     required = [

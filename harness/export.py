@@ -48,10 +48,10 @@ def hf_tokenizer(tokenizer, model_max_length: int):
 
 def export_hf(run_dir: str | Path, out: str | Path, step: int | None = None, overwrite: bool = False) -> Path:
     """Write the run's checkpoint at ``step`` (default: the latest) to ``out``; see the module docstring."""
-    from evals.loading import load_run
     from harness.atomic import atomic_directory
     from harness.hf_interop import hf_config_dict, save_hf_checkpoint
     from harness.training.config import load_run_config
+    from harness.training.loading import load_run
     from harness.training.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -61,7 +61,7 @@ def export_hf(run_dir: str | Path, out: str | Path, step: int | None = None, ove
             f"{run.root} is not a run directory (no config.yaml); pass a directory made by `ablate train` "
             "or `ablate sweep launch`"
         )
-    hf_config_dict(load_run_config(run.config).model_config())  # refuses what transformers cannot run
+    hf_config_dict(load_run_config(run.config).model)  # refuses what transformers cannot run
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     if out.resolve() == run.root.resolve() or run.root.resolve() in out.resolve().parents:
@@ -102,7 +102,7 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 
 def add_export_commands(sub) -> None:
-    """``ablate export hf`` (called by harness/cli.py)."""
+    """``ablate export hf`` (called by ablate/cli.py)."""
     export = sub.add_parser("export", help="export a run's checkpoint to other libraries")
     export_sub = export.add_subparsers(dest="export", required=True)
     hf = export_sub.add_parser(

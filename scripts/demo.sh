@@ -40,13 +40,13 @@ import json, sys
 from pathlib import Path
 
 from evals.suites import summarize
-from harness.sweeps.config import expand_sweep, load_sweep
-from harness.sweeps.lifecycle import run_dir
+from sweeps.config import expand_sweep, load_sweep
+from sweeps.lifecycle import run_dir
 
 sweep = load_sweep(sys.argv[1])
 for run in expand_sweep(sweep):
     d = run_dir(sweep, run, "runs")
-    print(f"== {run.arm} ({run.config.model['pattern']}): {d.root.resolve()}")
+    print(f"== {run.arm} ({run.config.model.pattern}): {d.root.resolve()}")
     for path in sorted(d.evals.glob("*.json")):
         for line in summarize(path.stem, json.loads(path.read_text()))[:6]:
             print(f"   {path.stem:<11} {line}")

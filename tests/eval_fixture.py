@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from evals import probes
-from evals.loading import LoadedRun
 from harness.data.packs import prepare
 from harness.training.config import resolve_run_config
+from harness.training.loading import LoadedRun
 from harness.training.trainer import train
 
 EVAL_PACKS = ("web", "books", "code", "imdb")

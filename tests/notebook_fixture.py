@@ -26,11 +26,11 @@ import yaml
 from analysis_fixture import trained_sweep
 from eval_fixture import tiny_run_config, train_copying
 
-from evals.loading import load_run
-from harness.sweeps.launch import launch
 from harness.training.checkpoint import PREFIX, list_checkpoints, save_checkpoint
 from harness.training.config import resolve_run_config
+from harness.training.loading import load_run
 from harness.training.trainer import train
+from sweeps.launch import launch
 
 SWEEP = trained_sweep(
     "nb-table4",

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from ablate.cli import main
 from harness.accounting import GIB, matches_printed, plan_model
-from harness.cli import main
 from harness.presets import ARMS, FAMILIES, TABLE1, family_preset_names, get_preset, paper_cells
 
 # The paper's Table 1 at 256K tokens: total, active, KV cache (GB meaning GiB, 16-bit).

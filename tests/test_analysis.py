@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ablate.cli import main
 from analysis import render
 from analysis.claims import check_claim
 from analysis.frames import load_frames
@@ -21,7 +22,6 @@ from analysis.paper import ClaimSpec, Compare, load_paper
 from analysis.report import build_report
 from analysis.runs import load_runs
 from analysis.tables import paper_table, summary_table, table1
-from harness.cli import main
 from harness.config_loader import ConfigError
 
 TABLE4 = {
@@ -413,7 +413,7 @@ def test_legacy_directories_map_to_paper_rows_through_their_slugs(tmp_path):
     "1:7+moe", as directories were named before run.json): a `compare:` (the project's table7 sweep file's)
     still maps them to the paper's rows."""
     from harness.config_loader import to_dict
-    from harness.sweeps.config import load_sweep
+    from sweeps.config import load_sweep
 
     for arm, preset, nq in (("1:7", "tiny-1to7", 0.10), ("1:7+moe", "tiny-1to7-moe", 0.12)):
         fx.write_run(
@@ -443,7 +443,7 @@ def test_every_sweep_file_declares_known_paper_tables():
     """The project's sweep files map their arms onto rows of the paper's tables (`compare:`)."""
     from analysis.paper import load_paper
     from harness.config_loader import to_dict
-    from harness.sweeps.config import load_sweep
+    from sweeps.config import load_sweep
 
     paper = load_paper()
     for path in sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ablate.cli import main
 from analysis import fig_bench
 from analysis.bench_records import load_records
 from analysis.bench_report import build_bench_report
-from harness.cli import main
 from harness.config_loader import ConfigError
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "bench"

@@ -19,8 +19,8 @@ from analysis.paper import load_paper
 from analysis.report import build_report
 from analysis.runs import load_runs
 from analysis.tables import paper_table, summary_table
-from harness.sweeps.launch import launch
 from harness.training.rundir import read_jsonl
+from sweeps.launch import launch
 
 
 @pytest.fixture(scope="module")

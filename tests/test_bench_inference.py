@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from ablate.cli import main
 from harness.benchmarks.inference import (
     CONTEXT_PREFILL_CHUNK,
     build_model,
@@ -13,7 +14,6 @@ from harness.benchmarks.inference import (
     parse_sizes,
     uncached_agreement,
 )
-from harness.cli import main
 from harness.config_loader import ConfigError
 from harness.model.decode import Decoder
 

@@ -62,7 +62,7 @@ def test_bench_commands_write_their_record_under_out(tmp_path):
     assert commands["train-1.3b-1to7"][-2:] == ["--json", f"{out}/train-1.3b-1to7.json"]
     assert commands["prefill-1.3b-1to7"][-2:] == ["--out", f"{out}/prefill-1.3b-1to7.json"]
     assert commands["gpu-tests"][1:4] == ["-m", "pytest", "-m"]
-    from harness.cli import build_parser
+    from ablate.cli import build_parser
 
     for name, argv in commands.items():  # every ablate step parses with today's CLI
         if name != "gpu-tests":

@@ -13,8 +13,8 @@ import json
 import pytest
 import torch
 
+from ablate.cli import main
 from harness.benchmarks.train import ANCHORS, run_train_benchmark
-from harness.cli import main
 
 TINY = ["--batch", "2", "--seq-len", "16", "--steps", "1", "--warmup", "1"]
 NUMBERS = ("params", "tokens_per_s", "step_ms", "flops_per_token", "loss")

@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from harness.cli import FAMILY_NAMES, build_parser, main
-from harness.cli_help import walk
+from ablate.cli import build_parser, main
+from ablate.help import walk
+from ablate.plan import FAMILY_NAMES
 from harness.presets import FAMILIES, PAPER_MODELS, family_preset_names
 
 MARKUP = re.compile(r"``|`|:class:|:func:|:mod:|\*\*")

@@ -13,18 +13,18 @@ import pytest
 import yaml
 from test_sweep_launch import sweep_file as tiny_sweep_file
 
-from evals.loading import load_run
-from harness.cli import main
+from ablate.cli import main
 from harness.config_loader import ConfigError
 from harness.data.packs import prepare
-from harness.sweeps.config import expand_sweep, load_sweep
-from harness.sweeps.launch import launch
-from harness.sweeps.lifecycle import run_dir, run_states
-from harness.sweeps.scheduler import write_job
 from harness.training.config import config_hash, resolve_run_config
+from harness.training.loading import load_run
 from harness.training.record import prepare_run_dir
 from harness.training.rundir import DamagedFile, RunDir, read_jsonl
 from harness.training.trainer import train
+from sweeps.config import expand_sweep, load_sweep
+from sweeps.launch import launch
+from sweeps.lifecycle import run_dir, run_states
+from sweeps.scheduler import write_job
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -300,8 +300,8 @@ def test_interrupted_mqar_run_resumes_bit_exact(mqar_root, tmp_path):
 
 def test_mqar_eval_on_the_trained_run(mqar_root):
     from evals import mqar as mqar_eval
-    from evals.loading import load_run
     from evals.options import MqarOptions
+    from harness.training.loading import load_run
 
     loaded = load_run(mqar_root / "run", device="cpu")
     payload = mqar_eval.run(loaded, MqarOptions(limit=12, batch_size=8))
@@ -348,8 +348,8 @@ def test_a_small_attention_model_learns_mqar(mqar_root, tmp_path):
     1/4 among the sequence's values, 1/63 over the task's ids); the same model at d_model 64 or lr 1e-2
     was still at chance after 600 steps."""
     from evals import mqar as mqar_eval
-    from evals.loading import load_run
     from evals.options import MqarOptions
+    from harness.training.loading import load_run
 
     cfg = _run_config(mqar_root, 500)
     cfg["model"] = {

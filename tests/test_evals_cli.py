@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ablate_eval(argv: list[str]) -> int:
-    """``ablate eval ...`` through the same argparse wiring harness.cli uses."""
+    """``ablate eval ...`` through the same argparse wiring ablate.cli uses."""
     parser = argparse.ArgumentParser(prog="ablate")
     sub = parser.add_subparsers(dest="command", required=True)
     add_eval_commands(sub)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from evals import icl
-from evals.loading import load_run
 from evals.options import IMDB_TEMPLATE, IclOptions, ImdbPromptOptions
 from harness.config_loader import ConfigError
 from harness.model.lm import HybridLM
+from harness.training.loading import load_run
 
 # Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,7 +87,7 @@ def test_imdb_three_scores_and_offline_qa(hybrid_run):  # noqa: F811
 def test_untrained_model_loglik_accuracy_is_at_chance(hybrid_run):  # noqa: F811
     loaded = load_run(hybrid_run, device="cpu")
     torch.manual_seed(1)
-    untrained = dataclasses.replace(loaded, model=HybridLM(loaded.config.model_config()).eval())
+    untrained = dataclasses.replace(loaded, model=HybridLM(loaded.config.model).eval())
     payload = icl.run(untrained, IclOptions(limit=100, tasks=["imdb"], max_new_tokens=1, examples=0))
     imdb = payload["tasks"]["imdb"]
     assert imdb["queries"] == 100

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from evals import perplexity
-from evals.loading import load_run
 from evals.options import PerplexityOptions
 from harness.config_loader import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import resolve
+from harness.training.loading import load_run
 
 # Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
 pytestmark = pytest.mark.usefixtures("one_thread")

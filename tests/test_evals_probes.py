@@ -9,9 +9,9 @@ import torch
 from eval_fixture import train_copying
 
 from evals import attention, probes
-from evals.loading import load_run
 from evals.options import AttentionOptions, InductionOptions
 from evals.results import ARRAYS_KEY
+from harness.training.loading import load_run
 
 # Two cores shared with other test processes: one thread avoids OpenMP spin-waiting (30x slower).
 pytestmark = pytest.mark.usefixtures("one_thread")

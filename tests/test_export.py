@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from evals.loading import load_run
-from harness.cli import main
+from ablate.cli import main
 from harness.training.config import resolve_run_config
+from harness.training.loading import load_run
 from harness.training.record import prepare_run_dir
 from harness.training.rundir import RunDir
 

@@ -30,7 +30,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from harness.cli import main  # noqa: E402
+from ablate.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = [REPO / "sweeps" / "table4-tiny.yaml", REPO / "sweeps" / "mini-mqar.yaml"]

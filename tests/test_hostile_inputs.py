@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import main
+from ablate.cli import main
 from harness.config_loader import MAX_YAML_BYTES, ConfigError, load_yaml
 from harness.training.config import load_run_config
 from harness.training.record import prepare_run_dir

@@ -134,7 +134,7 @@ def test_results_notebook_rendered_by_ablate_notebook(sweep, tmp_path):
     Table 4 with the paper's values beside ours, the claims, the loss curves (Fig. 5)."""
     path, root = sweep
     out = tmp_path / "shared"
-    cmd = [sys.executable, "-m", "harness.cli", "notebook", "ablation_results", "--runs", str(path)]
+    cmd = [sys.executable, "-m", "ablate.cli", "notebook", "ablation_results", "--runs", str(path)]
     cmd += ["--root", str(root), "--out", str(out), "-p", f"figures_dir={tmp_path / 'figures'}"]
     env = {**os.environ, "PYTHONPATH": str(notebooks.NOTEBOOKS.parent)}  # this checkout, from any cwd
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import main
+from ablate.cli import main
 from harness.config_loader import ConfigError
 from harness.overrides import parse_overrides, parse_value
-from harness.sweeps.config import expand_sweep, load_sweep
 from harness.training.config import config_hash, load_run_config, resolve_run_config
+from sweeps.config import expand_sweep, load_sweep
 
 RUN = {
     "name": "ov",
@@ -59,7 +59,7 @@ def test_train_overrides_are_the_edit_they_stand_for(tmp_path):
     edited["model"]["d_ff"] = 200
     edited["data"]["train"][0]["name"] = "books"
     assert config_hash(cfg) == config_hash(resolve_run_config(edited)) != config_hash(base)
-    assert cfg.train.steps == 30 and cfg.optim.lr == 6e-4 and cfg.model["d_ff"] == 200
+    assert cfg.train.steps == 30 and cfg.optim.lr == 6e-4 and cfg.model.d_ff == 200
     # run-time settings (device, tracking) never change the run id
     runtime = load_run_config(path, ["train.device=cpu", "tracking.wandb=true", "tracking.print_every=1"])
     assert config_hash(runtime) == config_hash(base) and runtime.tracking.wandb

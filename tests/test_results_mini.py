@@ -11,8 +11,8 @@ from analysis.measure import measure
 from analysis.paper import load_paper
 from analysis.runs import load_runs
 from analysis.tables import paper_table
-from harness.sweeps.config import expand_sweep, load_sweep
 from harness.training.config import config_hash, load_run_config
+from sweeps.config import expand_sweep, load_sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "mini"
 SWEEPS = sorted((RESULTS / "sweeps").glob("*.yaml"))

@@ -12,8 +12,8 @@ import pytest
 from analysis import recall
 from analysis.frames import load_frames
 from analysis.runs import load_runs
-from harness.sweeps.config import expand_sweep, load_sweep
 from harness.training.config import config_hash, load_run_config
+from sweeps.config import expand_sweep, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "recall"

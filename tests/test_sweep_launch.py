@@ -16,15 +16,15 @@ import pytest
 import torch
 import yaml
 
-from harness.cli import main
+from ablate.cli import main
 from harness.config_loader import ConfigError
 from harness.data.packs import prepare
-from harness.sweeps.config import expand_sweep, load_sweep
-from harness.sweeps.launch import cancel, launch, wait
-from harness.sweeps.lifecycle import run_states
 from harness.training.config import resolve_run_config
 from harness.training.rundir import read_jsonl
 from harness.training.trainer import train
+from sweeps.config import expand_sweep, load_sweep
+from sweeps.launch import cancel, launch, wait
+from sweeps.lifecycle import run_states
 
 ARMS = {
     "attention": {"model": {"preset": "tiny-attention"}},
@@ -441,7 +441,7 @@ def test_launcher_killed_while_submitting(slurm_cluster, tmp_path, point):
     )
     root = tmp_path / "runs"
     killed = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", "launch", str(path), "--executor", "slurm"]
+        [sys.executable, "-m", "ablate.cli", "sweep", "launch", str(path), "--executor", "slurm"]
         + ["--root", str(root)],
         env={**os.environ, "ABLATE_TEST_KILL_LAUNCH": point},
         capture_output=True,
@@ -500,7 +500,7 @@ def test_reconcile_cancels_jobs_whose_submission_was_never_filed(slurm_cluster, 
         check=True,
     ).stdout
     array = out.strip().split(";")[0]
-    from harness.sweeps.launch import reconcile
+    from sweeps.launch import reconcile
 
     done = reconcile(sweep, folder, echo=lambda s: None)
     assert any(f"cancelled jobs {array}" in line for line in done), done

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import main
+from ablate.cli import main
 from harness.config_loader import ConfigError
 from harness.presets import FAMILIES
-from harness.sweeps.config import expand_sweep, load_sweep
-from harness.sweeps.plan import run_costs
+from sweeps.config import expand_sweep, load_sweep
+from sweeps.plan import run_costs
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 TINY = {
@@ -58,7 +58,7 @@ def test_expansion_grid_seeds_and_identity(tmp_path):
     assert len(runs) == 2 * 2 * 2
     assert {r.config.optim.lr for r in runs} == {1.0e-3, 3.0e-3}
     assert {r.config.train.seed for r in runs} == {0, 1}
-    assert {r.config.model["pattern"] for r in runs} == {"*-" * 8, "M-M-M-M-*-M-M-M-"}
+    assert {r.config.model.pattern for r in runs} == {"*-" * 8, "M-M-M-M-*-M-M-M-"}
     again = expand_sweep(load_sweep(write(tmp_path, TINY)))
     assert [r.run_id for r in runs] == [r.run_id for r in again]  # deterministic
     edited = dict(TINY, arms={**TINY["arms"], "1:7": {"model": {"preset": "tiny-1to7", "d_ff": 64}}})
@@ -133,7 +133,7 @@ def test_runtime_settings_keep_the_run_id(tmp_path):
     data["base"]["train"]["distributed"] = "fsdp"
     after = expand_sweep(load_sweep(write(tmp_path, data)))
     assert [r.run_id for r in after] == before
-    assert after[0].config.model["mamba"]["scan_backend"] == "cuda"  # still what the run will use
+    assert after[0].config.model.mamba.scan_backend == "cuda"  # still what the run will use
     data["base"]["train"]["seq_len"] = 32  # an experiment setting does change it
     assert [r.run_id for r in expand_sweep(load_sweep(write(tmp_path, data)))] != before
 

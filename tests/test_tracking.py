@@ -17,11 +17,11 @@ from tracking_readers import tensorboard_scalars, wandb_offline_runs
 
 from harness.config_loader import ConfigError
 from harness.data.packs import prepare
-from harness.sweeps.launch import launch, wait
 from harness.training.config import load_run_config
 from harness.training.rundir import read_jsonl
 from harness.training.tracking import format_line
 from harness.training.trainer import train
+from sweeps.launch import launch, wait
 
 TRACKING = ["tracking.tensorboard=true", "tracking.wandb=true", "tracking.wandb_mode=offline"]
 LINE = re.compile(r"step (\d+)/(\d+) \| tokens \S+ \| loss (\d+\.\d{4})")

@@ -74,7 +74,7 @@ def losses(run_dir: Path) -> dict[int, float]:
 def ablate(*args: str, env: dict | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "ablate.cli", *args],
         cwd=REPO,
         env=full_env,
         stdout=subprocess.PIPE,
@@ -289,7 +289,7 @@ def test_two_processes_match_one(tmp_path, corpus, strategy):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-        "-m", "harness.cli", "train", str(config), "--run-dir", str(multi),
+        "-m", "ablate.cli", "train", str(config), "--run-dir", str(multi),
     ]  # fmt: skip
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr

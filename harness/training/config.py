@@ -33,7 +33,6 @@ from harness.config_loader import (
     runtime_field,
     short_hash,
     shown,
-    to_dict,
 )
 from harness.data import DataConfig
 from harness.model.config import ModelConfig
@@ -186,11 +185,48 @@ class TrackingConfig:
             )
 
 
+def resolve_model(
+    section: dict[str, Any] | ModelConfig, source: str | None = None, path: str = "model"
+) -> ModelConfig:
+    """A model section is a full ModelConfig mapping, or ``preset: NAME`` plus overrides of its fields."""
+    from harness.presets import preset_dict
+
+    if isinstance(section, ModelConfig):
+        return section
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"expected a mapping (a preset and overrides, or a model config), got {type(section).__name__} "
+            f"{shown(section)}",
+            source=source,
+            key=path,
+        )
+    section = dict(section)
+    preset = section.pop("preset", None)
+    if preset is not None:
+        if not isinstance(preset, str):
+            raise ConfigError(
+                f"expected a preset name, got {type(preset).__name__} {shown(preset)} (see `ablate presets`)",
+                source=source,
+                key=f"{path}.preset",
+            )
+        try:
+            base = preset_dict(preset)
+        except ConfigError as e:
+            raise ConfigError(e.message, source=source, key=f"{path}.preset") from None
+        if "layout" in section or "pattern" in section:
+            base.pop("pattern", None)
+        section = deep_merge(base, section)
+    return from_dict(ModelConfig, section, source=source, path=path)
+
+
 @dataclass
 class RunConfig:
     name: str
-    # A preset plus overrides, or a full model config (resolved by resolve_model).
-    model: dict[str, Any] = field(metadata={"keys": ("preset", *ModelConfig.__dataclass_fields__)})
+    # Read from a preset plus overrides, or a full model config, into a ModelConfig once, where the file is
+    # read (resolve_model); everything downstream holds the resolved model.
+    model: ModelConfig = field(
+        metadata={"keys": ("preset", *ModelConfig.__dataclass_fields__), "resolve": resolve_model}
+    )
     data: DataConfig
     train: LoopConfig
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -200,9 +236,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_path_component(self.name, "name", "runs/<name>-<run id>")
-
-    def model_config(self) -> ModelConfig:
-        return resolve_model(self.model)
 
 
 MAX_NAME_CHARS = 200
@@ -230,34 +263,9 @@ def check_path_component(name: str, key: str, where: str) -> None:
         )
 
 
-def resolve_model(section: dict[str, Any], source: str | None = None) -> ModelConfig:
-    """A model section is a full ModelConfig mapping, or ``preset: NAME`` plus overrides of its fields."""
-    from harness.presets import preset_dict
-
-    section = dict(section)
-    preset = section.pop("preset", None)
-    if preset is not None:
-        if not isinstance(preset, str):
-            raise ConfigError(
-                f"expected a preset name, got {type(preset).__name__} {shown(preset)} (see `ablate presets`)",
-                source=source,
-                key="model.preset",
-            )
-        try:
-            base = preset_dict(preset)
-        except ConfigError as e:
-            raise ConfigError(e.message, source=source, key="model.preset") from None
-        if "layout" in section or "pattern" in section:
-            base.pop("pattern", None)
-        section = deep_merge(base, section)
-    return from_dict(ModelConfig, section, source=source, path="model")
-
-
 def resolve_run_config(data: dict[str, Any], source: str | None = None) -> RunConfig:
-    """Validate a raw run config and return it with the model section fully resolved."""
-    cfg = from_dict(RunConfig, data, source=source)
-    cfg.model = to_dict(resolve_model(cfg.model, source))
-    return cfg
+    """Validate a raw run config and return it with the model section fully resolved (presets expanded)."""
+    return from_dict(RunConfig, data, source=source)
 
 
 def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -273,9 +281,7 @@ def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfi
 def config_identity(cfg: RunConfig) -> dict[str, Any]:
     """What makes a run the experiment it is: the resolved config with run-time settings (device, scan
     backend, compile, distribution strategy, loader workers) at their defaults and ``tracking`` left out."""
-    data = identity(cfg)
-    data["model"] = identity(cfg.model_config())
-    return data
+    return identity(cfg)
 
 
 def config_hash(cfg: RunConfig) -> str:

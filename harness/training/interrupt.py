@@ -2,7 +2,7 @@
 
 The trainer already stops cleanly when its ``should_stop`` callable turns true: every rank finishes the
 current optimizer step, a checkpoint of that step is written, the status becomes "interrupted" and the same
-command resumes exactly (the path a sweep job takes on SLURM's pre-timeout signal, harness/sweeps/job.py).
+command resumes exactly (the path a sweep job takes on SLURM's pre-timeout signal, sweeps/job.py).
 :func:`stop_on_signals` only feeds that mechanism from SIGINT and SIGTERM:
 
 * the first signal sets the flag and says so on stderr (one line);

@@ -51,7 +51,7 @@ def check_before_writing(cfg: RunConfig, world_size: int = 1) -> None:
             f"{loop.micro_batch} x {world_size}",
             key="train.global_batch",
         )
-    model_vocab = cfg.model_config().vocab_size
+    model_vocab = cfg.model.vocab_size
     vocab, eos = planned_tokenizer(cfg)
     if vocab > model_vocab:
         tok = cfg.data.tokenizer

@@ -42,7 +42,7 @@ def build_record(
     eval_plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run record of ``cfg`` (see the module docstring); ``eval_plan`` as evals.plan.plan_record."""
-    plan = plan_model(cfg.model_config(), context=cfg.train.seq_len)
+    plan = plan_model(cfg.model, context=cfg.train.seq_len)
     digest = config_hash(cfg)
     return {
         "format": RECORD_FORMAT,

@@ -215,7 +215,7 @@ def _start(
     """Tokenizer, model, optimizer, schedule and data, resumed from ``resume`` (:func:`resume_point`); and
     the run-time facts (device, world size, compile, scan backend) the start or resume event records."""
     loop = cfg.train
-    model_cfg = cfg.model_config()
+    model_cfg = cfg.model
     micro_steps = loop.global_batch // (loop.micro_batch * info.world_size)
     if micro_steps < 1 or micro_steps * loop.micro_batch * info.world_size != loop.global_batch:
         raise ConfigError(

@@ -73,7 +73,7 @@ def _command(name: str, what: str, out: Path) -> list[str]:
     if what.startswith("pytest "):
         return [sys.executable, "-m", *shlex.split(what)]
     record = ["--json" if what.startswith("bench train") else "--out", str(out / f"{name}.json")]
-    return [sys.executable, "-m", "harness.cli", *shlex.split(what), *record]
+    return [sys.executable, "-m", "ablate.cli", *shlex.split(what), *record]
 
 
 def _state(root: Path) -> dict:

@@ -358,7 +358,7 @@ def build_data(out: Path = DATA, force: bool = False) -> dict:
 
     import pyarrow.parquet as pq
 
-    _ablate("-m", "harness.cli", "data", "prepare", "--packs", ",".join(PACKS))
+    _ablate("-m", "ablate.cli", "data", "prepare", "--packs", ",".join(PACKS))
     _ablate("-m", "evals.benchmark_data", "prepare")
     sys.path.insert(0, str(ROOT))
     from harness.data.config import resolve_data_dir

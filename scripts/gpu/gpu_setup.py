@@ -2,7 +2,7 @@
 and packaging only: nothing of the bundle needs to be importable yet).
 
     python3 scripts/gpu/gpu_setup.py data DATA_DIR    # unpack vendor_gpu/data/data.tar.xz, check its rows
-    python3 scripts/gpu/gpu_setup.py verify SITE      # imports, versions, requirements, harness.cli --help
+    python3 scripts/gpu/gpu_setup.py verify SITE      # imports, versions, requirements, ablate.cli --help
 
 ``data`` is idempotent: a stamp in DATA_DIR records the archive it came from; the packs and benchmark
 folders of a new archive replace the old ones (other contents of DATA_DIR, e.g. tokenized caches, stay).
@@ -151,14 +151,14 @@ def verify(site: Path) -> int:
 
     why = fused_available()  # model.kernels: auto falls back to eager without them; say so up front
     log("fused kernels (liger-kernel, triton): " + ("ready" if why is None else f"WARNING: {why}"))
-    cli = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True)
+    cli = subprocess.run([sys.executable, "-m", "ablate.cli", "--help"], capture_output=True, text=True)
     if cli.returncode:
-        problems.append(f"python3 -m harness.cli --help failed:\n{cli.stdout}{cli.stderr}")
+        problems.append(f"python3 -m ablate.cli --help failed:\n{cli.stdout}{cli.stderr}")
     for p in problems:
         log(f"ERROR: {p}")
     if not problems:
         data = ", packs and benchmarks" if with_data else ""
-        log(f"verified: {len(carried)} carried distributions{data}, harness.cli --help")
+        log(f"verified: {len(carried)} carried distributions{data}, ablate.cli --help")
     return 1 if problems else 0
 
 

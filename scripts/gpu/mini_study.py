@@ -195,7 +195,7 @@ def _launch(
         [
             sys.executable,
             "-m",
-            "harness.cli",
+            "ablate.cli",
             "sweep",
             "launch",
             str(f),
@@ -381,8 +381,8 @@ def cmd_start(args) -> None:
 
 
 def _states(args) -> list:
-    from harness.sweeps.config import expand_sweep, load_sweep
-    from harness.sweeps.lifecycle import run_states
+    from sweeps.config import expand_sweep, load_sweep
+    from sweeps.lifecycle import run_states
 
     out = []
     for f in _read_state(args).get("sweep_files", []):  # split launches of one sweep share its runs' names

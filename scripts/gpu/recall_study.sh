@@ -34,7 +34,7 @@ if [ "$cmd" = start ]; then
     # Smoke: one run of each arm, 60 steps of the longest task, so that a broken build or config costs a
     # minute, not the lease (the first lease's 24-run smoke, with every process compiling its Triton kernels
     # at once, took most of a command).
-    timeout 240 python3 -m harness.cli sweep launch sweeps/recall/zoology-L256.yaml 'grid.model.d_model=[128]' \
+    timeout 240 python3 -m ablate.cli sweep launch sweeps/recall/zoology-L256.yaml 'grid.model.d_model=[128]' \
         'grid.optim.lr=[0.002154]' train.steps=60 \
         train.eval_every=30 train.checkpoint_every=0 eval_options.mqar.limit=64 eval_options.attention.limit=4 \
         --executor local --root /tmp/recall-smoke --wait --poll 5 >"$out/smoke.log" 2>&1

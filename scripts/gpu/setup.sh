@@ -3,7 +3,7 @@
 # here (name it in the run's carry: ["vendor_gpu"]). First thing in every command; idempotent and fast
 # (~20 s on a fresh machine, a few seconds on a warm one):
 #
-#   source scripts/gpu/setup.sh && python3 -m harness.cli train sweeps/runs/tiny-mqar.yaml --run-dir $OUT/r
+#   source scripts/gpu/setup.sh && python3 -m ablate.cli train sweeps/runs/tiny-mqar.yaml --run-dir $OUT/r
 #   eval "$(bash scripts/gpu/setup.sh)"            # the same: run, it prints the export line on stdout
 #   JAMBA_BUILD_KERNELS=1 source scripts/gpu/setup.sh    # + mamba_ssm's CUDA kernels (~2.5 min);
 #                                                        # conv: + causal-conv1d (~6 min)
@@ -18,7 +18,7 @@
 # 4. optionally builds the kernels (scripts/gpu/build_kernels.sh, wheels kept in vendor_gpu/kernel_wheels);
 # 5. verifies: import lm_eval, datasets, submitit, harness, evals (the last two from this checkout), the
 #    carried distributions' requirements against the machine's versions (a mismatch is a WARNING line),
-#    the packs and benchmarks, and `python3 -m harness.cli --help` (JAMBA_SETUP_VERIFY=0 skips this).
+#    the packs and benchmarks, and `python3 -m ablate.cli --help` (JAMBA_SETUP_VERIFY=0 skips this).
 # Env: PYTHON (default python3), JAMBA_SITE, ABLATE_DATA_DIR, JAMBA_WHEEL_DIR (default vendor_gpu/wheels),
 # JAMBA_BUILD_KERNELS (0 | 1 | conv), JAMBA_SETUP_DATA (1), JAMBA_SETUP_VERIFY (1).
 

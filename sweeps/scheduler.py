@@ -25,8 +25,8 @@ from submitit.core.utils import DelayedSubmission, FailedJobError, JobPaths
 
 from harness.atomic import atomic_write_text
 from harness.config_loader import ConfigError
-from harness.sweeps.config import ResourcesConfig
 from harness.training.rundir import DamagedFile, RunDir, read_state_json
+from sweeps.config import ResourcesConfig
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 # squeue states of a job that has not ended (it still holds, or will hold, resources).

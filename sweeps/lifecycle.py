@@ -36,12 +36,12 @@ from typing import Any
 
 from evals.plan import missing_suites
 from harness.locks import describe_holder, read_holder
-from harness.sweeps.config import SweepConfig, SweepRun
-from harness.sweeps.scheduler import ACTIVE, live_states, read_job
 from harness.training.checkpoint import latest_checkpoint, verify_checkpoint
 from harness.training.config import config_hash
 from harness.training.record import config_differences, stored_config
 from harness.training.rundir import LOCK_FILE, DamagedFile, RunDir, read_jsonl
+from sweeps.config import SweepConfig, SweepRun
+from sweeps.scheduler import ACTIVE, live_states, read_job
 
 ACTIVE_STATES = ("pending", "requeued", "running", "evaluating")
 

@@ -127,7 +127,7 @@ class RunJob(submitit.helpers.Checkpointable):
     # ----------------------------------------------------------------------------------- evaluation
     def _load(self, run: RunDir, suites: list[str]):
         """The final checkpoint, loaded once for every suite (None, with the error recorded, if it fails)."""
-        from evals.loading import load_run
+        from harness.training.loading import load_run
 
         try:
             return load_run(run.root)

@@ -108,7 +108,7 @@ def load_run(
             raise DamagedFile(ckpt, why, f"evaluate another step (it has steps {have})")
     check_provenance(cfg, run, ckpt, meta)
     dev = resolve_device(device)
-    model_cfg = cfg.model_config()
+    model_cfg = cfg.model
     model_cfg.mamba = dataclasses.replace(model_cfg.mamba, scan_backend=scan_backend or "auto")
     model = HybridLM(model_cfg)
     model.load_state_dict(weights)

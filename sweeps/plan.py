@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.accounting import format_params, plan_model
-from harness.sweeps.config import (
+from sweeps.config import (
     ResourcesConfig,
     SweepConfig,
     SweepRun,
@@ -19,7 +19,7 @@ from harness.sweeps.config import (
 
 def run_costs(run: SweepRun, resources: ResourcesConfig) -> dict:
     cfg = run.config
-    plan = plan_model(cfg.model_config(), context=cfg.train.seq_len)
+    plan = plan_model(cfg.model, context=cfg.train.seq_len)
     tokens = cfg.train.total_steps * cfg.train.tokens_per_step
     return {
         "pattern": plan.pattern_compact,
@@ -35,7 +35,7 @@ def sbatch_preview(sweep: SweepConfig, n_runs: int, folder: str | None = None) -
     """The sbatch script ``ablate sweep launch`` submits for the sweep's job array (same parameters)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    from harness.sweeps.scheduler import slurm_parameters
+    from sweeps.scheduler import slurm_parameters
 
     folder = folder or str(Path("runs") / sweep.name / ".submitit" / "%j")
     return _make_sbatch_string(

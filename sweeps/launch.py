@@ -20,7 +20,7 @@ records it in the run's ``job.json``. A relaunch that finds an intent left behin
 job that no ``job.json`` records is recorded (its scheduler state then decides, as for any job); array
 jobs whose submission was never filed are cancelled; and submitit files that no run records and no
 scheduler runs are removed. Independently, a job that starts while its run directory is held by a live
-process leaves it alone (:mod:`harness.sweeps.job`).
+process leaves it alone (:mod:`sweeps.job`).
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ from evals.plan import plan_record
 from harness.atomic import atomic_write_text
 from harness.config_loader import ConfigError, to_dict
 from harness.locks import exclusive
-from harness.sweeps.config import SweepConfig, SweepRun, check_runs, expand_sweep, load_sweep, sweep_data
-from harness.sweeps.job import RunJob
-from harness.sweeps.lifecycle import RunState, run_states, sweep_dir
-from harness.sweeps.scheduler import (
+from harness.training.record import build_record, prepare_run_dir
+from harness.training.rundir import DamagedFile, RunDir, read_state_json
+from sweeps.config import SweepConfig, SweepRun, check_runs, expand_sweep, load_sweep, sweep_data
+from sweeps.job import RunJob
+from sweeps.lifecycle import RunState, run_states, sweep_dir
+from sweeps.scheduler import (
     SubmissionRefused,
     cancel_jobs,
     make_executor,
@@ -57,8 +59,6 @@ from harness.sweeps.scheduler import (
     unfiled_array_jobs,
     write_job,
 )
-from harness.training.record import build_record, prepare_run_dir
-from harness.training.rundir import DamagedFile, RunDir, read_state_json
 
 INTENT_FILE = ".launch-intent.json"
 LOCK_FILE = ".launch.lock"
