@@ -24,7 +24,7 @@ Subcommands:
   ablate report --bench DIR [--out DIR]
   ablate notebook NAME --runs SWEEP.yaml|RUN_DIR [...] [--out DIR] [-p KEY=VALUE]
 
-A user's configuration mistake (:class:`harness.config_loader.ConfigError`) is printed as one clear
+A user's configuration mistake (:class:`harness.config_errors.ConfigError`) is printed as one clear
 message and exit status 2, never as a traceback; so is an interruption (Ctrl-C: exit status 130).
 """
 
@@ -40,7 +40,7 @@ from analysis.cli import add_report_commands
 from analysis.notebooks import add_notebook_commands
 from evals.cli import add_eval_commands
 from harness.benchmarks.cli import add_bench_commands
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.cli import add_data_commands
 from harness.export import add_export_commands
 from harness.training.cli import add_train_commands

@@ -6,15 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 FAMILY_NAMES = ("tiny", "mini", "1.3b", "7b")  # harness/presets.py FAMILIES (checked by the tests)
 
 
 def _model_from_args(args: argparse.Namespace) -> list[tuple[str, object, dict]]:
-    from harness.config_loader import from_dict, load_yaml
+    from harness.config_schema import from_dict
     from harness.model.config import ModelConfig
     from harness.presets import TABLE1, get_preset, paper_cells
+    from harness.yaml_gate import load_yaml
 
     names = list(args.preset or [])
     if args.table1:

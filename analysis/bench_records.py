@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 NUMBER = (int, float)
 PROVENANCE = {"device": str, "versions": dict, "commit": (str, type(None)), "time": str}

@@ -24,7 +24,7 @@ from analysis import fig_bench
 from analysis.bench_records import BenchRecord, load_records
 from analysis.style import save_figure
 from harness.atomic import atomic_directory
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 FIGURE_FORMATS = ("png", "svg")
 GIB, MIB = 2**30, 2**20

@@ -16,7 +16,7 @@ import argparse
 
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import FORMATS, build_report
-    from harness.config_loader import ConfigError
+    from harness.config_errors import ConfigError
 
     if args.bench is not None:
         from analysis.bench_report import build_bench_report

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from harness.config_loader import ConfigError, did_you_mean
+from harness.config_errors import ConfigError, did_you_mean
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PARAMETERS_TAG = "parameters"

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from harness.config_loader import ConfigError, did_you_mean
+from harness.config_errors import ConfigError, did_you_mean
 
 PAPER_FILE = Path(__file__).with_name("paper.yaml")
 DAGGER = "†"

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from analysis.frames import Frames
 from analysis.runs import RunInfo
-from harness.config_loader import load_yaml
+from harness.yaml_gate import load_yaml
 
 COLUMNS = (
     "sweep", "task", "arm", "pattern", "d_model", "d_state", "lr", "seed", "run_id", "state", "step",

@@ -35,7 +35,7 @@ from analysis.paper import Compare, FigureSpec, Paper, load_paper
 from analysis.runs import RunInfo, load_runs
 from analysis.style import save_figure
 from analysis.tables import Table, paper_table, summary_table, table1
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 FORMATS = ("md", "csv", "tex")
 FIGURE_FORMATS = ("png", "pdf")

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config_loader import ConfigError, from_dict, load_yaml, to_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import from_dict, to_dict
+from harness.yaml_gate import load_yaml
 
 RUN_DIR_NAME = re.compile(r"^(?P<slug>.+)-(?P<run_id>[0-9a-f]{12})$")
 CONTEXT_256K = 262144

@@ -36,7 +36,7 @@ from evals.icl import PromptFormat, imdb_prompts
 from evals.options import AttentionOptions, ImdbPromptOptions
 from evals.probes import repeated_sequences
 from evals.results import ARRAYS_KEY
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data import mqar
 from harness.data.sources import DataUnavailableError
 from harness.training.loading import LoadedRun

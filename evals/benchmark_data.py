@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.atomic import atomic_directory
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.benchmarks import (
     COPIES,
     MMLU_SUBJECTS,

@@ -18,13 +18,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 
 def parse_options(items: list[str], suites: list[str]) -> dict[str, dict]:
     """``SUITE.KEY=VALUE`` strings -> {suite: {key: value}}; values are YAML scalars or lists."""
     from evals.suites import get_suite
-    from harness.config_loader import parse_yaml
+    from harness.yaml_gate import parse_yaml
 
     out: dict[str, dict] = {}
     for item in items:
@@ -58,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from evals.plan import plan_from_record
     from evals.runner import run_loaded_suite
     from evals.suites import resolve_options, summarize
-    from harness.config_loader import to_dict
+    from harness.config_schema import to_dict
     from harness.training.loading import load_run
     from harness.training.rundir import RunDir
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from evals.options import IMDB_TEMPLATE, IclOptions, ImdbPromptOptions
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import ResolvedSource, hub_offline, resolve
 from harness.model.decode import Decoder

@@ -55,7 +55,7 @@ from lm_eval.models.utils import Collator
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.model.decode import Decoder, next_token
 from harness.training.loading import LoadedRun, load_run
 

@@ -32,7 +32,7 @@ from typing import Any
 from evals import benchmark_data
 from evals.lm_eval_model import JambaAblateLM
 from evals.options import LmEvalOptions
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.benchmarks import benchmarks_dir
 from harness.training.loading import LoadedRun
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from evals.options import MqarOptions
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data import mqar
 from harness.data.config import MQARConfig
 from harness.training.loading import LoadedRun

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.config_loader import ConfigError, later_field, runtime_field
+from harness.config_errors import ConfigError
+from harness.config_schema import later_field, runtime_field
 
 IMDB_TEMPLATE = "Review: {review}\nSentiment:"
 ICL_TASKS = ("imdb", "quac", "narrativeqa")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from evals.options import PerplexityOptions
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import resolve
 from harness.training.loading import LoadedRun

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from evals.suites import resolve_options, spec_hash, spec_record
-from harness.config_loader import ConfigError, identity, short_hash
+from harness.config_errors import ConfigError
+from harness.config_schema import identity, short_hash
 
 
 def resolve_plan(

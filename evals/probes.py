@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from evals.mqar import RecallTally
 from evals.options import InductionOptions
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data import mqar
 from harness.data.config import CorpusSpec
 from harness.data.sources import DataUnavailableError, resolve

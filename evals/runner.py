@@ -27,7 +27,7 @@ import numpy as np
 from evals.plan import plan_from_record
 from evals.results import ARRAYS_KEY, write_result
 from evals.suites import get_runner, resolve_options, spec_hash
-from harness.config_loader import to_dict
+from harness.config_schema import to_dict
 from harness.training.loading import LoadedRun, load_run
 from harness.training.rundir import RunDir
 

@@ -22,14 +22,8 @@ from evals.options import (
     MqarOptions,
     PerplexityOptions,
 )
-from harness.config_loader import (
-    ConfigError,
-    did_you_mean,
-    from_dict,
-    identity,
-    short_hash,
-    to_dict,
-)
+from harness.config_errors import ConfigError, did_you_mean
+from harness.config_schema import from_dict, identity, short_hash, to_dict
 
 
 @dataclass(frozen=True)

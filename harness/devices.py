@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:

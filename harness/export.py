@@ -3,7 +3,7 @@
 ``OUT`` gets what ``AutoModelForCausalLM.from_pretrained(OUT)`` and ``AutoTokenizer.from_pretrained(OUT)``
 load, offline:
 
-* ``config.json`` and ``model.safetensors``: transformers' ``JambaForCausalLM`` (harness/hf_interop.py),
+* ``config.json`` and ``model.safetensors``: transformers' ``JambaForCausalLM`` (harness/hf_interop/),
   in the checkpoint's dtype (fp32), with the run's EOS as ``eos_token_id`` and ``bos_token_id`` (documents
   were packed after an EOS; the tokenizer adds no BOS) and the training context as
   ``max_position_embeddings`` (the model has no positional limit, but that is the context it was trained
@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 PROVENANCE_FILE = "jamba_ablate.json"
 
@@ -49,7 +49,7 @@ def hf_tokenizer(tokenizer, model_max_length: int):
 def export_hf(run_dir: str | Path, out: str | Path, step: int | None = None, overwrite: bool = False) -> Path:
     """Write the run's checkpoint at ``step`` (default: the latest) to ``out``; see the module docstring."""
     from harness.atomic import atomic_directory
-    from harness.hf_interop import hf_config_dict, save_hf_checkpoint
+    from harness.hf_interop import jamba_layout, save_hf_checkpoint
     from harness.training.config import load_run_config
     from harness.training.loading import load_run
     from harness.training.rundir import RunDir
@@ -61,7 +61,7 @@ def export_hf(run_dir: str | Path, out: str | Path, step: int | None = None, ove
             f"{run.root} is not a run directory (no config.yaml); pass a directory made by `ablate train` "
             "or `ablate sweep launch`"
         )
-    hf_config_dict(load_run_config(run.config).model)  # refuses what transformers cannot run
+    jamba_layout(load_run_config(run.config).model)  # refuses what transformers cannot run
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     if out.resolve() == run.root.resolve() or run.root.resolve() in out.resolve().parents:

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 
 class LockBusy(ConfigError):

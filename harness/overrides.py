@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from harness.config_loader import ConfigError, did_you_mean
+from harness.config_errors import ConfigError, did_you_mean
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _SEXAGESIMAL = re.compile(r"[-+]?\d+(:[0-5]?\d)+(\.\d*)?")

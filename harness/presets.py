@@ -39,7 +39,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cache
 
-from harness.config_loader import ConfigError, did_you_mean
+from harness.config_errors import ConfigError, did_you_mean
 from harness.model.config import AttentionConfig, LayoutConfig, MambaConfig, ModelConfig, MoEConfig
 
 PAPER_MODELS: dict[str, dict] = {
@@ -201,7 +201,7 @@ def preset_dict(name: str) -> dict:
 
 def get_preset(name: str) -> ModelConfig:
     """The ModelConfig of a named preset; unknown names get a suggestion."""
-    from harness.config_loader import from_dict
+    from harness.config_schema import from_dict
 
     if name in PAPER_MODELS:
         return from_dict(ModelConfig, PAPER_MODELS[name]["config"], source=f"preset {name}")

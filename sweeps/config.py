@@ -43,9 +43,11 @@ from typing import Any
 
 from evals.plan import resolve_plan
 from evals.suites import get_suite
-from harness.config_loader import ConfigError, bounded, deep_merge, from_dict, load_yaml, short_hash, shown
+from harness.config_errors import ConfigError, shown
+from harness.config_schema import bounded, deep_merge, from_dict, short_hash
 from harness.overrides import Override, apply_sweep_overrides, as_overrides, blamed
 from harness.training.config import MAX_NAME_CHARS, RunConfig, config_hash, resolve_run_config
+from harness.yaml_gate import load_yaml
 
 # SLURM's default MaxArraySize is 1001, and every run is a training job: a sweep beyond this is a mistake
 # (a grid axis with a typo'd range), refused before it is expanded.

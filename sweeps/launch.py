@@ -39,7 +39,8 @@ import yaml
 
 from evals.plan import plan_record
 from harness.atomic import atomic_write_text
-from harness.config_loader import ConfigError, to_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import to_dict
 from harness.locks import exclusive
 from harness.training.record import build_record, prepare_run_dir
 from harness.training.rundir import DamagedFile, RunDir, read_state_json

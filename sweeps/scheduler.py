@@ -24,7 +24,7 @@ import submitit
 from submitit.core.utils import DelayedSubmission, FailedJobError, JobPaths
 
 from harness.atomic import atomic_write_text
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.training.rundir import DamagedFile, RunDir, read_state_json
 from sweeps.config import ResourcesConfig
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from harness.config_loader import to_dict
+from harness.config_schema import to_dict
 from harness.training.config import config_hash, resolve_run_config
 
 TOKENS_PER_STEP = 64 * 4

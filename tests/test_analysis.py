@@ -22,7 +22,7 @@ from analysis.paper import ClaimSpec, Compare, load_paper
 from analysis.report import build_report
 from analysis.runs import load_runs
 from analysis.tables import paper_table, summary_table, table1
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 TABLE4 = {
     "table": "table4",
@@ -136,7 +136,7 @@ def test_runs_frame_reads_run_json_or_falls_back(tmp_path, frames):
     assert (run.arm, run.arm_source, run.sweep) == ("1to7", "directory name (slug)", "old-sweep")
     assert run.run_id == legacy.name.rsplit("-", 1)[1] and run.seed == 0
     from harness.accounting import plan_model
-    from harness.config_loader import from_dict
+    from harness.config_schema import from_dict
     from harness.model.config import ModelConfig
 
     model = yaml.safe_load((legacy / "config.yaml").read_text())["model"]
@@ -412,7 +412,7 @@ def test_legacy_directories_map_to_paper_rows_through_their_slugs(tmp_path):
     """Run directories without run.json, found on their own, know their arms only as slugs ("1to7tomoe" for
     "1:7+moe", as directories were named before run.json): a `compare:` (the project's table7 sweep file's)
     still maps them to the paper's rows."""
-    from harness.config_loader import to_dict
+    from harness.config_schema import to_dict
     from sweeps.config import load_sweep
 
     for arm, preset, nq in (("1:7", "tiny-1to7", 0.10), ("1:7+moe", "tiny-1to7-moe", 0.12)):
@@ -442,7 +442,7 @@ def test_legacy_directories_map_to_paper_rows_through_their_slugs(tmp_path):
 def test_every_sweep_file_declares_known_paper_tables():
     """The project's sweep files map their arms onto rows of the paper's tables (`compare:`)."""
     from analysis.paper import load_paper
-    from harness.config_loader import to_dict
+    from harness.config_schema import to_dict
     from sweeps.config import load_sweep
 
     paper = load_paper()

@@ -14,7 +14,7 @@ from ablate.cli import main
 from analysis import fig_bench
 from analysis.bench_records import load_records
 from analysis.bench_report import build_bench_report
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "bench"
 PROVENANCE = {

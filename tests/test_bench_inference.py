@@ -14,7 +14,7 @@ from harness.benchmarks.inference import (
     parse_sizes,
     uncached_agreement,
 )
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.model.decode import Decoder
 
 PROVENANCE = {"kind", "preset", "time", "device", "host", "versions", "commit", "dirty", "dtype"}

@@ -2,7 +2,8 @@
 
 import pytest
 
-from harness.config_loader import ConfigError, from_dict, load_yaml
+from harness.config_errors import ConfigError
+from harness.config_schema import from_dict
 from harness.model.config import (
     LayoutConfig,
     ModelConfig,
@@ -11,6 +12,7 @@ from harness.model.config import (
     expand_layout,
     normalize_pattern,
 )
+from harness.yaml_gate import load_yaml
 
 
 def model(**kw):

@@ -14,7 +14,7 @@ import yaml
 from test_sweep_launch import sweep_file as tiny_sweep_file
 
 from ablate.cli import main
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.packs import prepare
 from harness.training.config import config_hash, resolve_run_config
 from harness.training.loading import load_run

@@ -30,7 +30,7 @@ def test_commands_are_registered():
 
 
 def test_unknown_pack_is_a_config_error(tmp_path):
-    from harness.config_loader import ConfigError
+    from harness.config_errors import ConfigError
 
     args = _parser().parse_args(["data", "prepare", "--packs", "webb", "--data-dir", str(tmp_path)])
     with pytest.raises(ConfigError, match="did you mean web"):

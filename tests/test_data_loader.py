@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config_loader import ConfigError, from_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import from_dict
 from harness.data import DataConfig, make_batches
 from harness.data.loader import MIX_BLOCK, block_counts, build_dataset
 from harness.data.packs import write_pack

@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from harness.config_loader import ConfigError, from_dict, to_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import from_dict, to_dict
 from harness.data import DataConfig, make_batches
 from harness.data.config import CorpusSpec
 from harness.data.mqar import IGNORE, MQARTask, batch, example, sample_rng

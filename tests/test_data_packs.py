@@ -85,7 +85,7 @@ def test_prepare_is_idempotent(prepared):
 
 
 def test_pipeline_on_the_packs_offline(prepared, monkeypatch):
-    from harness.config_loader import from_dict
+    from harness.config_schema import from_dict
     from harness.data import DataConfig, build_tokenizer, make_batches
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from harness.config_loader import ConfigError, from_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import from_dict
 from harness.data import CorpusSpec, DataConfig, formats, resolve_data_dir
 from harness.data.packs import Doc, is_heldout, split_documents, write_pack
 from harness.data.sources import DataUnavailableError, resolve

@@ -15,7 +15,7 @@ from evals.cli import add_eval_commands, selected_suites
 from evals.plan import plan_record, resolve_plan
 from evals.runner import run_suite
 from evals.suites import SUITES
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.training.config import config_hash, load_run_config
 from harness.training.record import build_record
 from harness.training.rundir import RunDir, read_jsonl

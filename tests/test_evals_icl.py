@@ -10,7 +10,7 @@ import torch
 
 from evals import icl
 from evals.options import IMDB_TEMPLATE, IclOptions, ImdbPromptOptions
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.model.lm import HybridLM
 from harness.training.loading import load_run
 

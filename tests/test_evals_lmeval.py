@@ -21,7 +21,7 @@ from evals import benchmark_data
 from evals.lm_eval_model import MODEL_NAME, JambaAblateLM, cli_main, name_results_folder
 from evals.lm_eval_suites import ABLATION, OLLM, run_ablation, run_ollm
 from evals.options import LmEvalOptions
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.training.loading import load_run
 
 REPO = Path(__file__).resolve().parents[1]

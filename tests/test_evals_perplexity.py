@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from evals import perplexity
 from evals.options import PerplexityOptions
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.config import CorpusSpec
 from harness.data.sources import resolve
 from harness.training.loading import load_run

@@ -10,7 +10,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from harness import hf_interop  # noqa: E402
-from harness.config_loader import ConfigError  # noqa: E402
+from harness.config_errors import ConfigError  # noqa: E402
 from harness.model.config import AttentionConfig, MambaConfig, ModelConfig, MoEConfig  # noqa: E402
 from harness.model.lm import HybridLM  # noqa: E402
 from harness.presets import get_preset  # noqa: E402

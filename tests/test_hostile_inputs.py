@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from ablate.cli import main
-from harness.config_loader import MAX_YAML_BYTES, ConfigError, load_yaml
+from harness.config_errors import ConfigError
 from harness.training.config import load_run_config
 from harness.training.record import prepare_run_dir
 from harness.training.rundir import RunDir
+from harness.yaml_gate import MAX_YAML_BYTES, load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "sweeps" / "table4-tiny.yaml"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harness.accounting import kv_cache_bytes, mamba_state_bytes, param_breakdown
-from harness.config_loader import from_dict
+from harness.config_schema import from_dict
 from harness.model import HybridLM, ModelConfig
 from harness.presets import family_preset_names, get_preset
 

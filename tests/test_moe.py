@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from harness.config_loader import from_dict, identity, to_dict
+from harness.config_schema import from_dict, identity, to_dict
 from harness.model import HybridLM, ModelConfig
 from harness.model.ffn import MoE, grouped_unsupported, load_balancing_loss
 

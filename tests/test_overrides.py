@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ablate.cli import main
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.overrides import parse_overrides, parse_value
 from harness.training.config import config_hash, load_run_config, resolve_run_config
 from sweeps.config import expand_sweep, load_sweep

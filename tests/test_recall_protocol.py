@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from harness.accounting import param_breakdown
-from harness.config_loader import ConfigError, from_dict, to_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import from_dict, to_dict
 from harness.data import DataConfig
 from harness.data.mqar import IGNORE, MQARDataset, MQARTask, batch, example, id_pool, run_tasks, sample_rng
 from harness.data.packs import write_pack

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from ablate.cli import main
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.packs import prepare
 from harness.training.config import resolve_run_config
 from harness.training.rundir import read_jsonl

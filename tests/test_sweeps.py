@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ablate.cli import main
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.presets import FAMILIES
 from sweeps.config import expand_sweep, load_sweep
 from sweeps.plan import run_costs

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from harness.config_loader import ConfigError, from_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import from_dict
 from harness.data import DataConfig, TokenizerConfig, build_tokenizer, load_tokenizer
 from harness.data.packs import write_pack
 from harness.data.tokenizer import EOS_TOKEN, gpt2_tokenizer, train_bpe

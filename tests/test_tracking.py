@@ -15,7 +15,7 @@ from test_sweep_launch import sweep_file
 from test_training import corpus, write_config  # noqa: F401  (a module fixture and its config)
 from tracking_readers import tensorboard_scalars, wandb_offline_runs
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.packs import prepare
 from harness.training.config import load_run_config
 from harness.training.rundir import read_jsonl

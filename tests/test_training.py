@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.training.checkpoint import list_checkpoints
 from harness.training.config import config_hash as run_dir_hash
 from harness.training.config import load_run_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 
 def cmd_bench_scan(args: argparse.Namespace) -> int:

@@ -54,7 +54,7 @@ from torch import nn
 
 from harness.accounting import kv_cache_bytes, mamba_state_bytes
 from harness.benchmarks.train import ANCHOR_BUILDERS, AnchorSkipped, llama_equivalent
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.devices import synchronize
 from harness.model import HybridLM
 from harness.model.config import ModelConfig

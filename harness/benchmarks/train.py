@@ -55,7 +55,7 @@ from torch import nn
 from harness.accounting import format_params, param_breakdown, plan_model
 from harness.benchmarks.profile import print_kernels, top_kernels
 from harness.benchmarks.record import bench_record, device_name, write_bench_json
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.devices import synchronize
 from harness.kernels.fused import KERNELS, kernels_run
 from harness.model import HybridLM

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.atomic import atomic_directory
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.config import resolve_data_dir
 from harness.data.fetch import FetchError, fetch, sha256_file
 from harness.locks import file_lock

@@ -1,6 +1,6 @@
 """Data configuration: corpora (by name or as explicit hub/file specs), mixtures and the tokenizer.
 
-A YAML ``data:`` section, built with :func:`harness.config_loader.from_dict` (strict: unknown keys and wrong
+A YAML ``data:`` section, built with :func:`harness.config_schema.from_dict` (strict: unknown keys and wrong
 types fail with the key path and the nearest valid key)::
 
     data:
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.config_loader import ConfigError, later_field
+from harness.config_errors import ConfigError
+from harness.config_schema import later_field
 from harness.data.corpora import all_corpus_names, canonical_name, suggest_corpus
 
 DEFAULT_DATA_DIR = "~/.cache/jamba-ablate/data"

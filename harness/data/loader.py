@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.config import DataConfig
 from harness.data.mixture import MIX_BLOCK, block_counts, mixture_block, seeded_rng
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.config import DataConfig, MQARConfig
 from harness.data.mixture import MIX_BLOCK, block_counts, mixture_block, seeded_rng
 

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.atomic import atomic_directory
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data import formats
 from harness.data.fetch import FetchError, fetch, sha256_file
 from harness.data.pack_recipes import DEFAULT_PACKS, PACKS, Doc, PackRecipe
@@ -302,7 +302,7 @@ def prepare(
     packs = list(packs)
     unknown = [p for p in packs if p not in PACKS]
     if unknown:
-        from harness.config_loader import nearest
+        from harness.config_errors import nearest
 
         hints = [f"{u} (did you mean {nearest(u, PACKS)}?)" if nearest(u, PACKS) else u for u in unknown]
         raise ConfigError(f"unknown pack(s) {', '.join(hints)}; packs: {', '.join(PACKS)}")

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.config import CorpusSpec, DataConfig, resolve_data_dir
 from harness.data.corpora import NAMED_CORPORA, canonical_name
 

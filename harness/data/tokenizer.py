@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from harness.atomic import atomic_directory, atomic_write_text
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.config import CorpusSpec, DataConfig, TokenizerConfig, resolve_data_dir
 from harness.locks import file_lock
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.atomic import atomic_directory
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.locks import file_lock
 
 log = logging.getLogger("harness.data")

@@ -12,7 +12,7 @@ copies saved for backward; ``F.conv1d``'s depthwise backward is slow; and the lo
 * the training loss: liger-kernel's fused linear + cross-entropy, which computes the LM head and the loss
   chunk by chunk and never holds the logits.
 
-A run-time choice (:func:`harness.config_loader.runtime_field`): ``auto`` is fused on CUDA tensors when
+A run-time choice (:func:`harness.config_schema.runtime_field`): ``auto`` is fused on CUDA tensors when
 triton and liger-kernel import, else eager; ``fused`` insists and says what is missing. liger-kernel and
 triton are imported lazily, so CPU machines never need them.
 

@@ -27,7 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.config_loader import ConfigError, later_field, runtime_field
+from harness.config_errors import ConfigError
+from harness.config_schema import later_field, runtime_field
 
 MIXERS = {"*": "attention", "M": "mamba"}
 FFNS = {"-": "mlp", "E": "moe"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 
 OVERRIDES_HELP = (
     "dotted-key overrides of the file, validated like the file itself: train.steps=200 optim.lr=6e-4 "

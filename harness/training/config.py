@@ -22,20 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.config_loader import (
-    ConfigError,
+from harness.config_errors import ConfigError, shown
+from harness.config_schema import (
     bounded,
     deep_merge,
     from_dict,
     identity,
     later_field,
-    load_yaml,
     runtime_field,
     short_hash,
-    shown,
 )
 from harness.data import DataConfig
 from harness.model.config import ModelConfig
+from harness.yaml_gate import load_yaml
 
 
 @dataclass

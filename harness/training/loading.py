@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data.tokenizer import Tokenizer, load_tokenizer
 from harness.devices import resolve_device
 from harness.model.lm import HybridLM

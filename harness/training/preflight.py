@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.training.config import RunConfig
 
 GPT2_VOCAB, GPT2_EOS = 50257, 50256

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.accounting import plan_model
-from harness.config_loader import ConfigError, short_hash, to_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import short_hash, to_dict
 from harness.training.config import RunConfig, config_hash, config_identity, resolve_run_config
 from harness.training.rundir import DamagedFile, RunDir
 

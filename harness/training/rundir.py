@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from harness.atomic import atomic_write_text
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.locks import current_holder, exclusive
 
 LOCK_FILE = ".lock"
@@ -165,7 +165,7 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """config.yaml (through the YAML gate), or DamagedFile."""
-        from harness.config_loader import load_yaml
+        from harness.yaml_gate import load_yaml
 
         try:
             return load_yaml(self.config)

@@ -36,7 +36,8 @@ import sys
 import time
 from typing import Any
 
-from harness.config_loader import ConfigError, to_dict
+from harness.config_errors import ConfigError
+from harness.config_schema import to_dict
 from harness.training.config import RunConfig, TrackingConfig
 from harness.training.rundir import RunDir
 

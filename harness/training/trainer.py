@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from harness.accounting import GPU_PEAK_FLOPS, plan_model
-from harness.config_loader import ConfigError
+from harness.config_errors import ConfigError
 from harness.data import build_tokenizer, load_tokenizer, make_batches
 from harness.devices import resolve_device
 from harness.environment import software_stack, stack_changes

@@ -1,22 +1,21 @@
-"""Strict construction of nested dataclass configs from plain dicts (YAML, JSON, CLI overrides).
+"""Strict construction of nested dataclass configs from plain dicts (YAML, JSON, CLI overrides), and the
+identity of a config (what makes two runs the same experiment).
 
 Why: a typo in a config key (``n_kv_head`` for ``n_kv_heads``) must never be silently ignored in an
 experiment that costs GPU-hours. Every dataclass config in the harness is built through
 :func:`from_dict`, which rejects unknown keys and wrong types with a :class:`ConfigError` that names the
 source file, the dotted key path, the offending value, the valid keys and the nearest valid key. Numbers
 must be finite, and a field declared with :func:`bounded` must lie in its range (the message says which).
+A field may have a reader of its own (``metadata={"resolve": f}``: a model section with a preset).
 
-Every user YAML (sweep files, run configs, model configs, ``--option`` values) is read through one gate,
-:func:`load_yaml` / :func:`parse_yaml`: it refuses, naming the file and where, a file that is too large
-(:data:`MAX_YAML_BYTES`), not UTF-8 (byte offset, line and column), nested too deeply, expanding past
-:data:`MAX_YAML_NODES` values through aliases (a "billion laughs"), recursive aliases, or repeating a key in
-one mapping (YAML would silently keep the last one).
+:func:`identity` is the config with its run-time fields (:func:`runtime_field`: device, kernels, ...) at
+their defaults, the input of run ids (:func:`short_hash`); a field added after runs were made
+(:func:`later_field`) is left out while it holds its default, so those runs keep their ids.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
@@ -25,49 +24,9 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-import yaml
+from harness.config_errors import ConfigError, did_you_mean, join_key, shown
 
 T = TypeVar("T")
-
-MAX_MESSAGE_CHARS = 2000
-
-
-class ConfigError(ValueError):
-    """A user's configuration mistake. The CLI prints its message without a traceback."""
-
-    def __init__(self, message: str, *, source: str | Path | None = None, key: str | None = None):
-        if len(message) > MAX_MESSAGE_CHARS:  # a huge value quoted in a message must not flood the terminal
-            message = message[: MAX_MESSAGE_CHARS - 30] + " ... (message shortened)"
-        if key is not None and len(key) > 200:
-            key = key[:196] + " ..."
-        self.message = message
-        self.source = str(source) if source is not None else None
-        self.key = key
-        where = []
-        if self.source:
-            where.append(self.source)
-        if key:
-            where.append(f"key '{key}'")
-        prefix = (": ".join(where) + ": ") if where else ""
-        super().__init__(prefix + message)
-
-
-def nearest(name: str, candidates: typing.Iterable[str]) -> str | None:
-    """The closest candidate to a misspelled name, or None when nothing is close."""
-    found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
-def did_you_mean(name: str, candidates: typing.Iterable[str]) -> str:
-    """`` Did you mean 'x'?`` for the closest candidate, or an empty string when nothing is close."""
-    hint = nearest(name, candidates)
-    return f" Did you mean '{hint}'?" if hint else ""
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters: what a message quotes of a value that may be huge."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + " ..."
 
 
 def _num(bound: float) -> str:
@@ -155,10 +114,6 @@ def _check_range(f: dataclasses.Field, value: Any, path: str, source: str | None
         raise ConfigError(f"must be {rng.describe()}, got {shown(value)}", source=source, key=path)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -225,9 +180,9 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
                         f"the key {shown(k)} is a {type(k).__name__}, not a name; quote it (YAML reads 1:7 "
                         "unquoted as the number 67, and yes/no/on/off as true/false): '1:7'",
                         source=source,
-                        key=_join(path, str(k)),
+                        key=join_key(path, str(k)),
                     )
-        return {k: _coerce(v, v_tp, _join(path, str(k)), source) for k, v in value.items()}
+        return {k: _coerce(v, v_tp, join_key(path, str(k)), source) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"expected true or false, got {shown(value)}", source=source, key=path)
@@ -303,16 +258,16 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
             raise ConfigError(
                 f"unknown key '{key}' in {cls.__name__}.{suggestion} Valid keys: {', '.join(sorted(fields))}",
                 source=source,
-                key=_join(path, str(key)),
+                key=join_key(path, str(key)),
             )
         if _non_finite(value):  # refused with the field's range in the message, when it has one
-            _check_range(fields[key], float(value), _join(path, str(key)), source)
+            _check_range(fields[key], float(value), join_key(path, str(key)), source)
         resolve = fields[key].metadata.get("resolve")
         if resolve is not None:  # a section with a reader of its own (a model section with a preset)
-            kwargs[key] = resolve(value, source=source, path=_join(path, str(key)))
+            kwargs[key] = resolve(value, source=source, path=join_key(path, str(key)))
             continue
-        kwargs[key] = _coerce(value, hints[key], _join(path, str(key)), source)
-        _check_range(fields[key], kwargs[key], _join(path, str(key)), source)
+        kwargs[key] = _coerce(value, hints[key], join_key(path, str(key)), source)
+        _check_range(fields[key], kwargs[key], join_key(path, str(key)), source)
     required = [
         name
         for name, f in fields.items()
@@ -323,7 +278,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
         raise ConfigError(
             f"missing key '{missing[0]}' (required in {cls.__name__}: {', '.join(required)})",
             source=source,
-            key=_join(path, missing[0]),
+            key=join_key(path, missing[0]),
         )
     try:
         return cls(**kwargs)
@@ -331,7 +286,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
         if getattr(e, "located", False):
             raise
         # Raised by cls's own validation: its key is relative to cls; make it absolute, add the file.
-        key = _join(path, e.key) if e.key else (path or None)
+        key = join_key(path, e.key) if e.key else (path or None)
         located = ConfigError(e.message, source=source or e.source, key=key)
         located.located = True
         raise located from None
@@ -408,161 +363,6 @@ def short_hash(data: Any) -> str:
     """A stable 12-hex-digit fingerprint of plain data (sorted keys)."""
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-# ------------------------------------------------------------------------------------------ the YAML gate
-MAX_YAML_BYTES = 256 * 1024  # sweep files are a few KB; a bigger file is a mistake (or an attack)
-MAX_YAML_NODES = 100_000  # values after alias expansion
-MAX_YAML_DEPTH = 64
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-def _yaml_where(mark: Any) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
-
-
-def _yaml_error(e: yaml.YAMLError) -> str:
-    """A one-line description of a PyYAML error (its own text spans several lines)."""
-    if isinstance(e, yaml.reader.ReaderError):
-        return f"invalid YAML: character #x{e.character:04x} at position {e.position}: {e.reason}"
-    if isinstance(e, yaml.MarkedYAMLError):
-        text = f"invalid YAML at {_yaml_where(e.problem_mark)}: {e.problem}"
-        if e.context:
-            text += f" ({e.context} at {_yaml_where(e.context_mark)})"
-        return text
-    return f"invalid YAML: {' '.join(str(e).split())}"
-
-
-def _scalar_key(node: yaml.Node) -> Any:
-    return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else None
-
-
-def _check_nodes(root: yaml.Node, source: str | None) -> None:
-    """Refuse duplicate keys, recursive aliases, deep nesting and alias expansion past the limits; walks the
-    composed node graph once (an aliased node is counted, not walked, again)."""
-    sizes: dict[int, int] = {}
-    walking: set[int] = set()
-
-    def walk(node: yaml.Node, path: str, depth: int) -> int:
-        if id(node) in sizes:
-            return sizes[id(node)]
-        if id(node) in walking:
-            raise ConfigError(
-                f"a recursive alias (an anchor used inside itself) at {_yaml_where(node.start_mark)}",
-                source=source,
-                key=path or None,
-            )
-        if depth > MAX_YAML_DEPTH:
-            raise ConfigError(
-                f"nested deeper than {MAX_YAML_DEPTH} levels ({_yaml_where(node.start_mark)})",
-                source=source,
-                key=path or None,
-            )
-        walking.add(id(node))
-        size = 1
-        if isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                size += walk(item, f"{path}[{i}]", depth + 1)
-        elif isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Node] = {}
-            for key_node, value_node in node.value:
-                key = _scalar_key(key_node)
-                name = str(key_node.value) if key is not None else "?"
-                if key is not None and key_node.tag != _MERGE_TAG:
-                    if key in seen:
-                        raise ConfigError(
-                            f"duplicate key '{name}' ({_yaml_where(key_node.start_mark)}; first at "
-                            f"{_yaml_where(seen[key].start_mark)}): YAML would silently keep the last one; "
-                            "remove one of them",
-                            source=source,
-                            key=_join(path, name),
-                        )
-                    seen[key] = key_node
-                size += walk(key_node, path, depth + 1)
-                size += walk(value_node, _join(path, name), depth + 1)
-        walking.discard(id(node))
-        sizes[id(node)] = size
-        if size > MAX_YAML_NODES:
-            raise ConfigError(
-                f"expands to more than {MAX_YAML_NODES:,} values (through aliases, at "
-                f"{_yaml_where(node.start_mark)}); a config is never that large",
-                source=source,
-                key=path or None,
-            )
-        return size
-
-    walk(root, "", 0)
-
-
-def parse_yaml(text: str, source: str | None = None, *, mapping: bool = True) -> Any:
-    """The gate's parser: YAML text to plain data, refusing (ConfigError naming ``source``) what
-    :func:`load_yaml` documents. ``mapping``: the document must be a mapping (empty: ``{}``)."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
-        raise ConfigError(
-            f"larger than {MAX_YAML_BYTES // 1024} KiB; a config is never that large", source=source
-        )
-    loader = None
-    try:
-        loader = yaml.SafeLoader(text)
-        loader.name = source or "<text>"
-        node = loader.get_single_node()
-        if node is None:
-            data = None
-        else:
-            _check_nodes(node, source)
-            data = loader.construct_document(node)
-    except ConfigError:
-        raise
-    except yaml.YAMLError as e:
-        raise ConfigError(_yaml_error(e), source=source) from None
-    except RecursionError:
-        raise ConfigError(f"nested deeper than {MAX_YAML_DEPTH} levels", source=source) from None
-    except (ValueError, OverflowError, TypeError) as e:  # a scalar that does not construct (a 5000-digit int)
-        raise ConfigError(f"invalid value: {' '.join(str(e).split())}", source=source) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if not mapping:
-        return data
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", source=source)
-    return data
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a user's YAML mapping through the one gate every config file passes (sweep files, run
-    configs, model configs, run directories' config.yaml): the file must exist and be a file, be at most
-    :data:`MAX_YAML_BYTES`, be UTF-8 (else the byte offset, line and column of the first bad byte), and
-    parse (:func:`parse_yaml`: no duplicate keys, bounded alias expansion and nesting). Every refusal is a
-    ConfigError naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError("is a directory, not a YAML file", source=path)
-    if not path.exists():
-        raise ConfigError("file not found", source=path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(
-                f"is {size:,} bytes, larger than {MAX_YAML_BYTES // 1024} KiB; a config is never that large",
-                source=path,
-            )
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot be read: {e.strerror or e}", source=path) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise ConfigError(
-            f"is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} (line {line}, column "
-            f"{column}); save it as UTF-8",
-            source=path,
-        ) from None
-    return parse_yaml(text, str(path))
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
