@@ -124,22 +124,7 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1:  # Optional[X]: X's own error is the informative one
-            return _coerce(value, non_none[0], path, source)
-        for arg in non_none:
-            try:
-                return _coerce(value, arg, path, source)
-            except ConfigError:
-                continue
-        raise ConfigError(
-            f"value {shown(value)} is not a valid {' | '.join(_type_name(a) for a in args)}",
-            source=source,
-            key=path,
-        )
+        return _coerce_union(value, typing.get_args(tp), path, source)
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -168,61 +153,96 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
         items = [_coerce(v, item_tp, f"{path}[{i}]", source) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"expected a mapping, got {type(value).__name__} {shown(value)}", source=source, key=path
-            )
-        k_tp, v_tp = typing.get_args(tp) or (Any, Any)
-        if k_tp is str:
-            for k in value:
-                if not isinstance(k, str):
-                    raise ConfigError(
-                        f"the key {shown(k)} is a {type(k).__name__}, not a name; quote it (YAML reads 1:7 "
-                        "unquoted as the number 67, and yes/no/on/off as true/false): '1:7'",
-                        source=source,
-                        key=join_key(path, str(k)),
-                    )
-        return {k: _coerce(v, v_tp, join_key(path, str(k)), source) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {shown(value)}", source=source, key=path)
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(
-                f"expected an integer, got {type(value).__name__} {shown(value)}", source=source, key=path
-            )
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # YAML 1.1 reads "1e-3" (no dot) as a string; accept numeric strings.
-            number = None
-            if isinstance(value, str):
-                try:
-                    number = float(value)
-                except ValueError:
-                    pass
-            if number is None:
-                raise ConfigError(
-                    f"expected a number, got {type(value).__name__} {shown(value)}", source=source, key=path
-                )
-            value = number
+        return _coerce_mapping(value, typing.get_args(tp) or (Any, Any), path, source)
+    scalar = _SCALARS.get(tp)
+    return scalar(value, path, source) if scalar is not None else value
+
+
+def _coerce_union(value: Any, args: tuple, path: str, source: str | None) -> Any:
+    """``X | Y | None``: None where allowed, else the first member that accepts the value."""
+    if value is None and type(None) in args:
+        return None
+    non_none = [a for a in args if a is not type(None)]
+    if len(non_none) == 1:  # Optional[X]: X's own error is the informative one
+        return _coerce(value, non_none[0], path, source)
+    for arg in non_none:
         try:
-            value = float(value)
-        except OverflowError:  # an integer beyond the float range
-            value = math.inf
-        if not math.isfinite(value):
-            raise ConfigError(f"expected a finite number, got {value}", source=source, key=path)
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(
-                f"expected a string, got {type(value).__name__} {shown(value)}", source=source, key=path
-            )
-        return value
+            return _coerce(value, arg, path, source)
+        except ConfigError:
+            continue
+    raise ConfigError(
+        f"value {shown(value)} is not a valid {' | '.join(_type_name(a) for a in args)}",
+        source=source,
+        key=path,
+    )
+
+
+def _coerce_mapping(value: Any, args: tuple, path: str, source: str | None) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"expected a mapping, got {type(value).__name__} {shown(value)}", source=source, key=path
+        )
+    k_tp, v_tp = args
+    if k_tp is str:
+        for k in value:
+            if not isinstance(k, str):
+                raise ConfigError(
+                    f"the key {shown(k)} is a {type(k).__name__}, not a name; quote it (YAML reads 1:7 "
+                    "unquoted as the number 67, and yes/no/on/off as true/false): '1:7'",
+                    source=source,
+                    key=join_key(path, str(k)),
+                )
+    return {k: _coerce(v, v_tp, join_key(path, str(k)), source) for k, v in value.items()}
+
+
+def _coerce_bool(value: Any, path: str, source: str | None) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"expected true or false, got {shown(value)}", source=source, key=path)
     return value
+
+
+def _coerce_int(value: Any, path: str, source: str | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(
+            f"expected an integer, got {type(value).__name__} {shown(value)}", source=source, key=path
+        )
+    return value
+
+
+def _coerce_float(value: Any, path: str, source: str | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept numeric strings.
+        number = None
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None:
+            raise ConfigError(
+                f"expected a number, got {type(value).__name__} {shown(value)}", source=source, key=path
+            )
+        value = number
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond the float range
+        value = math.inf
+    if not math.isfinite(value):
+        raise ConfigError(f"expected a finite number, got {value}", source=source, key=path)
+    return value
+
+
+def _coerce_str(value: Any, path: str, source: str | None) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"expected a string, got {type(value).__name__} {shown(value)}", source=source, key=path
+        )
+    return value
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def _section_hint(hints: dict[str, Any], fields: dict[str, dataclasses.Field], key: str) -> str:

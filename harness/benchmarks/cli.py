@@ -97,6 +97,12 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
 def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="speed benchmarks, measured side by side in one run")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
+    _add_scan(bench_sub)
+    _add_train(bench_sub)
+    _add_inference(bench_sub)
+
+
+def _add_scan(bench_sub: argparse._SubParsersAction) -> None:
     scan = bench_sub.add_parser(
         "scan", help="selective scan: cpu backend vs the sequential reference, fwd+bwd"
     )
@@ -106,6 +112,9 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     scan.add_argument("--repeats", type=int, default=3, help="timed repetitions (the best is reported)")
     scan.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     scan.set_defaults(func=cmd_bench_scan)
+
+
+def _add_train(bench_sub: argparse._SubParsersAction) -> None:
     bench_train = bench_sub.add_parser(
         "train", help="training tokens/s, MFU and memory: our model vs the anchors, same config and batches"
     )
@@ -156,6 +165,9 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
         "in the warm-up steps), e.g. off,on for one row each",
     )
     bench_train.set_defaults(func=cmd_bench_train)
+
+
+def _add_inference(bench_sub: argparse._SubParsersAction) -> None:
     inference_help = {
         "prefill": "prefill tokens/s per context, peak memory beside the accounting's cache bytes",
         "decode": "batched greedy decoding with the static cache (CUDA graphs), vs transformers' generate",

