@@ -14,13 +14,65 @@ Prompts in a batch have equal lengths: left padding would feed pad tokens into t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from harness.model.lm import HybridLM, InferenceCache
+from harness.model.attention import KVCache
+from harness.model.mamba import MambaState
+
+
+@dataclass
+class InferenceCache:
+    """Per-block decoding state for ``batch`` sequences of up to ``max_len`` tokens, allocated once.
+
+    ``seen`` (host) and ``position`` (a (1,) long tensor on the model's device) both count the tokens
+    already processed. Multi-token calls read ``seen``; :meth:`HybridLM.decode_step` reads and advances
+    only ``position``, so that it can be replayed as a CUDA graph, and its caller counts the token in
+    ``seen`` with :meth:`count_step`.
+    """
+
+    states: dict[int, KVCache | MambaState]
+    max_len: int
+    position: Tensor
+    slots: Tensor  # arange(max_len): the attention step's mask is ``slots <= position``
+    seen: int = 0
+
+    def reset(self) -> None:
+        """Forget every token, in place (tensors keep their addresses, so a captured graph stays valid)."""
+        for state in self.states.values():
+            for t in (state.k, state.v) if isinstance(state, KVCache) else (state.conv, state.ssm):
+                t.zero_()
+        self.position.zero_()
+        self.seen = 0
+
+    def count_step(self) -> None:
+        """Count the token of one :meth:`HybridLM.decode_step` in ``seen`` (the step itself advances
+        ``position``); refuses when the cache is full."""
+        if self.seen >= self.max_len:
+            raise ValueError(f"the inference cache holds {self.max_len} tokens and is full")
+        self.seen += 1
+
+    def kv_bytes(self) -> int:
+        return sum(s.k.nbytes + s.v.nbytes for s in self.states.values() if isinstance(s, KVCache))
+
+    def mamba_bytes(self) -> int:
+        return sum(s.conv.nbytes + s.ssm.nbytes for s in self.states.values() if isinstance(s, MambaState))
+
+
+class Decodable(Protocol):
+    """What the decoder asks of a model (:class:`~harness.model.lm.HybridLM` is one): a cache, a prefill
+    into it, and the fixed-shape step. Named here so that decoding sits below the model that uses it."""
+
+    embed_tokens: nn.Embedding
+
+    def new_cache(self, batch: int, max_len: int) -> InferenceCache: ...
+
+    def prefill(self, input_ids: Tensor, cache: InferenceCache, chunk: int | None = None) -> Tensor: ...
+
+    def decode_step(self, tokens: Tensor, cache: InferenceCache) -> Tensor: ...
 
 
 def next_token(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
@@ -34,7 +86,7 @@ def next_token(logits: Tensor, temperature: float, generator: torch.Generator | 
 class Decoder:
     """A static cache for ``batch`` rows of up to ``max_len`` tokens and the step that extends it."""
 
-    def __init__(self, model: HybridLM, batch: int, max_len: int, cuda_graphs: bool = False):
+    def __init__(self, model: Decodable, batch: int, max_len: int, cuda_graphs: bool = False):
         self.model = model
         self.device = model.embed_tokens.weight.device
         self.cache: InferenceCache = model.new_cache(batch, max_len)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from harness.kernels import fused
 from harness.model.attention import Attention, KVCache
 from harness.model.config import ModelConfig
-from harness.model.decode import Decoder
+from harness.model.decode import Decoder, InferenceCache
 from harness.model.ffn import MoE, Routing, SwiGLU
 from harness.model.mamba import MambaMixer, MambaState
 from harness.model.norm import RMSNorm
@@ -78,44 +78,6 @@ class Block(nn.Module):
         else:
             h = self.layer(h)
         return x + h
-
-
-@dataclass
-class InferenceCache:
-    """Per-block decoding state for ``batch`` sequences of up to ``max_len`` tokens, allocated once.
-
-    ``seen`` (host) and ``position`` (a (1,) long tensor on the model's device) both count the tokens
-    already processed. Multi-token calls read ``seen``; :meth:`HybridLM.decode_step` reads and advances
-    only ``position``, so that it can be replayed as a CUDA graph, and its caller counts the token in
-    ``seen`` with :meth:`count_step`.
-    """
-
-    states: dict[int, KVCache | MambaState]
-    max_len: int
-    position: Tensor
-    slots: Tensor  # arange(max_len): the attention step's mask is ``slots <= position``
-    seen: int = 0
-
-    def reset(self) -> None:
-        """Forget every token, in place (tensors keep their addresses, so a captured graph stays valid)."""
-        for state in self.states.values():
-            for t in (state.k, state.v) if isinstance(state, KVCache) else (state.conv, state.ssm):
-                t.zero_()
-        self.position.zero_()
-        self.seen = 0
-
-    def count_step(self) -> None:
-        """Count the token of one :meth:`HybridLM.decode_step` in ``seen`` (the step itself advances
-        ``position``); refuses when the cache is full."""
-        if self.seen >= self.max_len:
-            raise ValueError(f"the inference cache holds {self.max_len} tokens and is full")
-        self.seen += 1
-
-    def kv_bytes(self) -> int:
-        return sum(s.k.nbytes + s.v.nbytes for s in self.states.values() if isinstance(s, KVCache))
-
-    def mamba_bytes(self) -> int:
-        return sum(s.conv.nbytes + s.ssm.nbytes for s in self.states.values() if isinstance(s, MambaState))
 
 
 @dataclass
