@@ -16,7 +16,10 @@ Sweep files: a key that starts with a sweep field (``name``, ``base``, ``arms``,
 (``arms.mamba.optim.lr=2e-3``, ``grid.optim.lr=[3e-4,6e-4]``, ``resources.time=02:00:00``); a key that
 starts with a run-config section (``train``, ``model``, ``data``, ``optim``, ``schedule``, ``tracking``)
 applies to every run of the sweep, after its arm (``train.steps=100``). A grid axis cannot also be set for
-every run: override ``grid.<axis>`` instead.
+every run: override ``grid.<axis>`` instead. An override may only name an arm or a grid axis that the sweep
+has (a typo such as ``arms.atention.optim.lr`` would otherwise add an arm that launch would train): adding
+one takes a leading ``+``, as in Hydra (``+arms.mamba-big.model.preset=mini-mamba``,
+``+grid.optim.lr=[1e-3,3e-3]``).
 """
 
 from __future__ import annotations
@@ -149,14 +152,21 @@ def apply_sweep_overrides(
     sweep_fields = [f.name for f in dataclasses.fields(sweep_schema)]
     run_fields = [f.name for f in dataclasses.fields(run_schema) if f.name != "name"]
     for ov in overrides:
-        head = ov.parts[0]
-        if head == "grid" and len(ov.parts) > 1:
-            out.setdefault("grid", {})
-            if not isinstance(out["grid"], dict):
-                raise ConfigError("the sweep's grid is not a mapping", key=ov.key)
-            out["grid"][".".join(ov.parts[1:])] = copy.deepcopy(ov.value)
+        adding = ov.key.startswith("+")
+        parts = ov.parts if not adding else ov.key[1:].split(".")
+        head = parts[0]
+        if adding and (head not in ("arms", "grid") or len(parts) < 2):
+            raise ConfigError(
+                "a leading '+' adds an arm or a grid axis (+arms.NAME.KEY=VALUE, +grid.AXIS=[...]); other "
+                "keys are set without it",
+                key=ov.key,
+            )
+        if head in ("arms", "grid") and len(parts) > 1:
+            _check_member(out, head, parts, ov, adding)
+        if head == "grid" and len(parts) > 1:
+            out["grid"][".".join(parts[1:])] = copy.deepcopy(ov.value)
         elif head in sweep_fields:
-            set_value(out, ov.parts, ov)
+            set_value(out, parts, ov)
         elif head in run_fields:
             if ov.key in (out.get("grid") or {}):
                 raise ConfigError(
@@ -179,6 +189,25 @@ def apply_sweep_overrides(
                 key=ov.key,
             )
     return out
+
+
+def _check_member(data: dict, field: str, parts: list[str], ov: Override, adding: bool) -> None:
+    """An override of ``arms.NAME...`` / ``grid.AXIS`` names one the sweep has, unless it adds one (``+``);
+    ConfigError with the nearest name otherwise."""
+    members = data.setdefault(field, {})
+    if not isinstance(members, dict):
+        raise ConfigError(f"the sweep's {field} is not a mapping", key=ov.key)
+    name = ".".join(parts[1:]) if field == "grid" else parts[1]
+    what = "grid axis" if field == "grid" else "arm"
+    if name in members and adding:
+        raise ConfigError(f"the sweep already has the {what} '{name}'; drop the leading '+'", key=ov.key)
+    if name not in members and not adding:
+        have = ", ".join(members) or "none"
+        raise ConfigError(
+            f"the sweep has no {what} '{name}'.{did_you_mean(name, list(members))} Its {field}: {have}. "
+            f"To add one, write +{field}.{name}{'' if field == 'grid' else '.KEY'}=...",
+            key=ov.key,
+        )
 
 
 def describe(source: str, overrides: Sequence[Override]) -> str:

@@ -123,6 +123,12 @@ def test_sweep_overrides_edit_fields_or_every_run(tmp_path, capsys):
     assert [r.run_id for r in same] == [r.run_id for r in plain]
     assert all(r.config.tracking.tensorboard for r in same)
 
+    # Adding an arm or an axis from the command line takes a leading '+'.
+    added = expand_sweep(
+        load_sweep(path, ["+arms.mamba.model.preset=tiny-mamba", "+grid.optim.eps=[1e-8,1e-6]"])
+    )
+    assert {r.arm for r in added} == {"attention", "1:7", "mamba"} and len(added) == 2 * len(plain) // 2 * 3
+
     assert main(["sweep", "plan", str(path), "train.steps=7", "--no-sbatch"]) == 0
     out = capsys.readouterr().out
     assert all(r.run_id in out for r in expand_sweep(load_sweep(path, ["train.steps=7"])))
@@ -137,6 +143,11 @@ def test_sweep_overrides_edit_fields_or_every_run(tmp_path, capsys):
         ("optim.lr=1e-3", ["optim.lr", "axis of the sweep's grid", "grid.optim.lr"]),
         ("arms.1:7.train.steps=-1", ["override 'arms.1:7.train.steps=-1'", "must be >= 1"]),
         ("eval_options.icl.shots=x", ["override 'eval_options.icl.shots=x'"]),
+        # A typo'd arm or axis would add one that launch trains: refused, with the nearest name.
+        ("arms.atention.optim.lr=1e-3", ["no arm 'atention'", "Did you mean 'attention'?", "+arms.atention"]),
+        ("grid.optim.l=[1e-3]", ["no grid axis 'optim.l'", "Did you mean 'optim.lr'?", "+grid.optim.l"]),
+        ("+arms.1:7.optim.lr=1e-3", ["already has the arm '1:7'", "drop the leading '+'"]),
+        ("+train.steps=3", ["a leading '+' adds an arm or a grid axis"]),
     ],
 )
 def test_bad_sweep_overrides_fail_before_anything_is_written(tmp_path, override, fragments, capsys):
