@@ -93,8 +93,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm_eval(args) -> int:
+    from evals.lm_eval_model import cli_main
+
+    return cli_main(args.passthrough)
+
+
 def add_eval_commands(subparsers) -> None:
-    """Register ``eval`` on the ``ablate`` subparsers (sets ``func``)."""
+    """Register ``eval`` and ``lm-eval`` on the ``ablate`` subparsers (sets ``func``)."""
+    lm = subparsers.add_parser(
+        "lm-eval",
+        help="lm-eval's own command line with our model registered: --model jamba-ablate --model_args "
+        "pretrained=RUN_DIR[,step=N] --tasks ...",
+        description="lm-evaluation-harness's command line, its flags and output layout unchanged, with the "
+        "jamba-ablate model registered (a bare `lm_eval --model jamba-ablate` cannot see it: lm-eval 0.4 "
+        "has no model plugins). Offline, the local task copies are included unless --include_path is given.",
+        add_help=False,
+    )
+    lm.set_defaults(func=cmd_lm_eval, passthrough=[])  # every argument after `lm-eval` is lm-eval's
     from evals.suites import SUITES
 
     ev = subparsers.add_parser(

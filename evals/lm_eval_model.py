@@ -4,8 +4,8 @@ Importing this module registers the model, after which all of these work::
 
     lm_eval.simple_evaluate(model="jamba-ablate", model_args="pretrained=RUN,step=1000,batch_size=8", ...)
     lm_eval.simple_evaluate(model=JambaAblateLM(loaded=load_run(RUN)), ...)
-    python -m evals.lm_eval_model --model jamba-ablate --model_args pretrained=RUN --tasks hellaswag \
-        --num_fewshot 10 --output_path results/ ...
+    ablate lm-eval --model jamba-ablate --model_args pretrained=RUN --tasks hellaswag \
+        --num_fewshot 10 --output_path results/ ...     # or: python -m evals.lm_eval_model ...
 
 The run directory is given as ``pretrained=RUN`` (the key lm-eval users type for every model, and the one
 lm-eval names its results folder after: ``results/<RUN with / as __>/results_<time>.json``) or, the same,
@@ -16,10 +16,10 @@ evals/lm_eval_suites.py (HellaSwag 10-shot, WinoGrande 5, ...), which ``ablate e
 Offline, pass ``task_manager=evals.benchmark_data.task_manager(offline=True)`` to ``simple_evaluate``
 (without it lm-eval reads its tasks' data from the hub).
 
-The last line is lm-eval's own command line. It needs this wrapper because lm-eval 0.4 finds models only
-through its built-in ``MODEL_MAPPING`` and whatever modules the process has imported; it has no entry-point
-plugin discovery, so a bare ``lm_eval --model jamba-ablate`` cannot see us. Offline, add
-``--include_path "$(python -m evals.benchmark_data tasks-dir)"`` (see evals/benchmark_data.py).
+The last line is lm-eval's own command line (:func:`cli_main`). It needs this wrapper because lm-eval 0.4
+finds models only through its built-in ``MODEL_MAPPING`` and whatever modules the process has imported; it
+has no entry-point plugin discovery, so a bare ``lm_eval --model jamba-ablate`` cannot see us. Offline the
+wrapper adds ``--include_path`` with the local task copies (evals/benchmark_data.py) unless you give one.
 
 How requests are scored (the model has no attention mask, so batches are built to need none):
 
@@ -55,7 +55,9 @@ from lm_eval.models.utils import Collator
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from evals.benchmark_data import _METADATA_HINT_FILTER
 from harness.config_errors import ConfigError
+from harness.environment import source_commit
 from harness.model.decode import Decoder, next_token
 from harness.training.loading import LoadedRun, load_run
 
@@ -345,18 +347,65 @@ def _rename_run_dir(text: str) -> str:
     )
 
 
+class _CountOverrides(logging.Filter):
+    """Holds back lm-eval's "Task X from <our copy> overrides existing task from <its own>" warnings (73 for
+    the offline copies, one per task and group) and counts them: replacing lm-eval's tasks is the point of
+    the include path, said once instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "overrides existing task" in record.getMessage():
+            self.count += 1
+            return False
+        return True
+
+
+def _harness_commit() -> str | None:
+    """The commit a result records as lm-eval's ``git_hash``: the harness's own (lm-eval would run ``git
+    describe`` in the working directory, printing git's "fatal: not a git repository" outside one)."""
+    return source_commit()["commit"]
+
+
+def with_offline_tasks(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` with ``--include_path`` pointing at the local task copies (evals/benchmark_data.py) when
+    offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or the hub out of reach) and the user gave none;
+    and that path (None when nothing was added)."""
+    from evals.benchmark_data import lm_eval_task_dir, resolve_offline
+
+    if any(a == "--include_path" or a.startswith("--include_path=") for a in argv):
+        return argv, None
+    if not resolve_offline(None) or not lm_eval_task_dir().is_dir():
+        return argv, None
+    path = str(lm_eval_task_dir())
+    return [*argv, "--include_path", path], path
+
+
 def cli_main(argv: list[str] | None = None) -> int:
-    """lm-eval's command line with ``jamba-ablate`` registered (``python -m evals.lm_eval_model ...``).
-    A configuration mistake (a bad model argument, a run directory without checkpoints) is one line on
-    stderr and exit status 2, not a traceback."""
+    """lm-eval's command line with ``jamba-ablate`` registered (``ablate lm-eval ...``, or ``python -m
+    evals.lm_eval_model ...``): lm-eval's own flags and output layout; offline, the local task copies are
+    included, their replacement of lm-eval's tasks said in one line. A configuration mistake (a bad model
+    argument, a run directory without checkpoints) is one line on stderr and exit status 2."""
+    import lm_eval.evaluator
     from lm_eval.__main__ import cli_evaluate
 
-    sys.argv = [sys.argv[0], *name_results_folder(list(sys.argv[1:] if argv is None else argv))]
+    args, included = with_offline_tasks(name_results_folder(list(sys.argv[1:] if argv is None else argv)))
+    quiet = _CountOverrides()
+    logging.getLogger("lm_eval.tasks._index").addFilter(quiet)
+    logging.getLogger("lm_eval.api.task").addFilter(_METADATA_HINT_FILTER)
+    lm_eval.evaluator.get_git_commit_hash = _harness_commit
+    sys.argv = [sys.argv[0], *args]
     try:
         cli_evaluate()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        logging.getLogger("lm_eval.tasks._index").removeFilter(quiet)
+    if included:
+        print(f"offline: lm-eval's tasks read their local copies ({included}; {quiet.count} replaced)")
     return 0
 
 
