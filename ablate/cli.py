@@ -31,6 +31,7 @@ message and exit status 2, never as a traceback; so is an interruption (Ctrl-C: 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -88,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nablate: interrupted (a training run resumes from its latest checkpoint)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`ablate plan ... | head`): stop quietly, as a pipe does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan_model,
     )
 
+    if args.context is None:
+        args.context = 262144 if args.table1 else 4096
     plans = [plan_model(cfg, name, args.context, paper) for name, cfg, paper in _model_from_args(args)]
     if args.json:
         rows = []
@@ -134,7 +136,13 @@ def add_plan_commands(sub: argparse._SubParsersAction) -> None:
     plan.add_argument("--preset", action="append", help="preset name (repeatable); see: ablate presets")
     plan.add_argument("--config", action="append", help="YAML file with a model config (or a model: section)")
     plan.add_argument("--table1", action="store_true", help="the four models of the paper's Table 1")
-    plan.add_argument("--context", type=int, default=4096, help="tokens of context for KV cache and FLOPs")
+    plan.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="tokens of context for KV cache and FLOPs (default: 262144, the paper's Table 1, with --table1; "
+        "else 4096)",
+    )
     plan.add_argument("--tokens", type=float, default=250e9, help="training tokens for the GPU-hour estimate")
     plan.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation")
     plan.add_argument(

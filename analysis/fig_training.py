@@ -16,8 +16,18 @@ from analysis.style import HIGHLIGHT, TOKENS, empty_panel, figure, looks, style
 SMOOTHING = 0.9  # EMA weight of the past; debiased like TensorBoard's
 
 
-def ema(values: np.ndarray, weight: float = SMOOTHING) -> np.ndarray:
-    """Debiased exponential moving average (the first points are not pulled towards zero)."""
+def smoothing_for(points: int) -> float:
+    """The EMA weight for a curve of ``points`` logged steps: a span of about a twentieth of the curve
+    (at most :data:`SMOOTHING`'s), so that a 150-step run's smoothed loss follows its raw curve instead of
+    lagging hundreds of steps behind it as the long-run weight would."""
+    span = max(2.0, points / 20)
+    return min(SMOOTHING, 1 - 2 / (span + 1))
+
+
+def ema(values: np.ndarray, weight: float | None = None) -> np.ndarray:
+    """Debiased exponential moving average (the first points are not pulled towards zero); the weight
+    adapts to the curve's length unless given (:func:`smoothing_for`)."""
+    weight = smoothing_for(len(values)) if weight is None else weight
     out = np.empty(len(values))
     acc = 0.0
     for i, v in enumerate(values):

@@ -61,6 +61,11 @@ class Report:
     sweeps: list[SweepReport]
     data_files: list[str]
     studies: list[tuple[str, str]] = field(default_factory=list)  # (title, page): e.g. the recall study
+    title: str = ""  # what the report is of: its sweeps, or the runs of `ablate train` by name
+
+    @property
+    def heading(self) -> str:
+        return f"Report: {self.title or ', '.join(s.name for s in self.sweeps)}"
 
 
 VERDICT_MARK = {
@@ -100,14 +105,29 @@ RUN_HEAD = ["arm", "seed", "run id", "state", "step", "tokens", "params", "resul
 
 def _claim_lines(claims: list[ClaimResult]) -> list[tuple[str, str, str, list[str]]]:
     return [
-        (
-            c.verdict,
-            c.text,
-            f"{c.summary}; paper: {c.spec.basis}",
-            [f"{x.metric}, {x.rows}: {x.verdict}; {x.effect}" for x in c.comparisons],
-        )
+        (c.verdict, c.text, f"{c.summary}; paper: {c.spec.basis}", _comparison_lines(c.comparisons))
         for c in claims
     ]
+
+
+def _comparison_lines(comparisons) -> list[str]:
+    """One line per comparison with data; those without are one line in all, naming their metrics and the
+    reasons (28 lines of "no data: suite ollm not in the run's evals" say one thing)."""
+    lines = [f"{x.metric}, {x.rows}: {x.verdict}; {x.effect}" for x in comparisons if not _no_data(x)]
+    missing = [x for x in comparisons if _no_data(x)]
+    if missing:
+        metrics = ", ".join(dict.fromkeys(x.metric for x in missing))
+        reasons = "; ".join(
+            dict.fromkeys(x.effect.removeprefix("no data: ").split(": ", 1)[-1] for x in missing)
+        )
+        lines.append(
+            f"{len(missing)} comparison{'' if len(missing) == 1 else 's'} without data ({metrics}): {reasons}"
+        )
+    return lines
+
+
+def _no_data(comparison) -> bool:
+    return comparison.effect.startswith("no data")
 
 
 def _state_summary(runs: pd.DataFrame) -> str:
@@ -117,7 +137,7 @@ def _state_summary(runs: pd.DataFrame) -> str:
 
 def index_md(report: Report) -> str:
     paper = load_paper()
-    out = [f"# Report: {', '.join(s.name for s in report.sweeps)}", ""]
+    out = [f"# {report.heading}", ""]
     out.append(
         f"Generated {report.created} by `ablate report {' '.join(report.sources)}`. Paper: Jamba "
         f"(arXiv 2403.19887); {DAGGER} marks a paper value recalled, not confirmed ({paper.provenance['R']})."
@@ -220,7 +240,7 @@ def table_html(t: TableOut) -> str:
 def index_html(report: Report, folder: Path) -> str:
     """The self-contained page; ``folder`` is where the report's files are (to embed the PNGs)."""
     e = html.escape
-    title = f"Report: {', '.join(s.name for s in report.sweeps)}"
+    title = report.heading
     head = f"<meta charset=utf-8><title>{e(title)}</title><style>{CSS}</style>"
     command = f"<code>ablate report {e(' '.join(report.sources))}</code>"
     parts = [

@@ -38,6 +38,9 @@ class Metric:
     better: str | None = None  # "higher", "lower" or None (no direction)
     unit: str = ""
     description: str = ""
+    # Shown in human units instead (count: 995.7K, 1.20B; bytes: 3.00 MiB): for sizes that span the tiny
+    # models to the paper's (0.00100 billion parameters reads badly).
+    human: str | None = None
 
     @property
     def arrow(self) -> str:
@@ -47,6 +50,11 @@ class Metric:
         """The value at the metric's digits; values too small for them keep three significant digits."""
         if value is None:
             return "—"
+        if self.human is not None:
+            from harness.accounting import format_bytes, format_params
+
+            raw = value / self.scale
+            return format_params(raw) if self.human == "count" else format_bytes(raw)
         if value and abs(value) < 10**-self.digits:
             return f"{value:#.3g}"
         return f"{value:.{self.digits}f}"
@@ -261,6 +269,7 @@ def load_paper(path: str | Path = PAPER_FILE) -> Paper:
             better=m.get("better"),
             unit=m.get("unit", ""),
             description=" ".join(str(m.get("description", "")).split()),
+            human=m.get("human"),
         )
     tables = {tid: _study(tid, t, metrics) for tid, t in raw["tables"].items()}
     figures = {

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.frames import Frames
+from analysis.render import wrapped
 from analysis.runs import RunInfo
 from harness.yaml_gate import load_yaml
 
@@ -419,9 +420,7 @@ def write_report(frames: Frames, folder: Path, runs: list[RunInfo] | None = None
         "",
     ]
     (folder / "index.md").write_text("\n".join(lines))
-    echo("Recall study (Zoology Fig. 2): " + runs)
-    for row in _pivot_md(best):
-        echo(row)
+    echo("Recall study (Zoology Fig. 2): " + runs + f"; the grid and verdicts: {folder / 'index.md'}")
     for v in found:
-        echo(f"  anchor [{v['verdict']}] {v['claim']}: {v['ours']}")
+        echo(wrapped(f"  anchor [{v['verdict']}] {v['claim']}: {v['ours']}"))
     return folder / "index.md"

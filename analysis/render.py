@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 
 from analysis.paper import DAGGER, Metric
 from analysis.tables import Cell, Table
@@ -74,7 +75,7 @@ def legend(table: Table) -> list[str]:
         lines.append("mean ± std over seeds where an arm has several runs")
     if table.paper_columns and any(c.paper and c.paper.mark for c in table.cells.values()):
         lines.append(f"{DAGGER} recalled from the paper, not confirmed against the PDF")
-    units = [f"{m.label}: {m.unit}" for m in table.columns if m.unit]
+    units = [f"{m.label}: {m.unit}" for m in table.columns if m.unit and m.human is None]
     if units:
         lines.append("units: " + ", ".join(units))
     return lines
@@ -90,7 +91,7 @@ def _show_arm(table: Table) -> bool:
 
 def markdown(table: Table) -> str:
     notes = Footnotes()
-    head = ["model"] + (["arm"] if _show_arm(table) else []) + ["runs"]
+    head = ["model"] + (["arm"] if _show_arm(table) else []) + [table.runs_header]
     for m in table.columns:
         head += [f"{_header(m)} ours", "paper"] if table.paper_columns else [_header(m)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
@@ -114,10 +115,31 @@ def markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+TERMINAL_COLUMNS = 120  # a wide table is printed in blocks of metric columns, each repeating the rows
+
+
+def _column_groups(widths: list[int], fixed: int, per_metric: int, limit: int) -> list[list[int]]:
+    """The metric columns (after the ``fixed`` first ones, ``per_metric`` columns each) in blocks that fit
+    ``limit`` characters beside the fixed columns (a metric wider than that alone gets a block anyway)."""
+    base = sum(widths[:fixed]) + 2 * fixed
+    groups: list[list[int]] = []
+    current: list[int] = []
+    width = base
+    for start in range(fixed, len(widths), per_metric):
+        cols = list(range(start, start + per_metric))
+        extra = sum(widths[c] + 2 for c in cols)
+        if current and width + extra - 2 > limit:
+            groups.append(current)
+            current, width = [], base
+        current += cols
+        width += extra
+    return [*groups, current] if current or not groups else groups
+
+
 def text(table: Table) -> str:
     """Aligned plain text for the terminal (best cells end with '*')."""
     notes = Footnotes()
-    head = ["model", "runs"]
+    head = ["model", table.runs_header]
     for m in table.columns:
         head += [_header(m), "paper"] if table.paper_columns else [_header(m)]
     body = []
@@ -134,13 +156,23 @@ def text(table: Table) -> str:
         body.append(cells)
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     out = [f"{table.title}  [{table.sweep}]"]
-    for row in [head, *body]:
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if row is head:
-            out.append("-" * len(out[-1]))
-    out += ["  " + line.replace("**bold**", "*") for line in legend(table)]
-    out += [f"  [{i}] {t}" for i, t in enumerate(notes.texts, 1)]
+    per_metric = 2 if table.paper_columns else 1
+    for group in _column_groups(widths, fixed=2, per_metric=per_metric, limit=TERMINAL_COLUMNS):
+        columns = [0, 1, *group]
+        if len(out) > 1:
+            out.append("")
+        for row in [head, *body]:
+            out.append("  ".join(row[i].ljust(widths[i]) for i in columns).rstrip())
+            if row is head:
+                out.append("-" * len(out[-1]))
+    out += [wrapped("  " + line.replace("**bold**", "*"), "    ") for line in legend(table)]
+    out += [wrapped(f"  [{i}] {t}", "      ") for i, t in enumerate(notes.texts, 1)]
     return "\n".join(out) + "\n"
+
+
+def wrapped(line: str, indent: str = "    ") -> str:
+    """``line`` folded at :data:`TERMINAL_COLUMNS`, its continuation lines indented."""
+    return textwrap.fill(line, TERMINAL_COLUMNS, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def to_csv(table: Table) -> str:
@@ -287,7 +319,7 @@ def html(table: Table) -> str:
 
     notes = Footnotes()
     show_arm = _show_arm(table)
-    head = "<th>model</th>" + ("<th>arm</th>" if show_arm else "") + "<th>runs</th>"
+    head = "<th>model</th>" + ("<th>arm</th>" if show_arm else "") + f"<th>{h.escape(table.runs_header)}</th>"
     for m in table.columns:
         span = ' colspan="2"' if table.paper_columns else ""
         head += f'<th{span} title="{h.escape(m.description)}">{h.escape(_header(m))}</th>'

@@ -91,8 +91,8 @@ def _loss(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list
         return []
     spikes = int((frames.events["event"] == "loss_spike").sum())
     caption = (
-        f"Training loss per arm against training tokens (EMA-smoothed with weight {fig_training.SMOOTHING}; "
-        "raw in light), held-out loss as open markers"
+        "Training loss per arm against training tokens (EMA-smoothed over about a twentieth of each curve, "
+        f"weight at most {fig_training.SMOOTHING}; raw in light), held-out loss as open markers"
         + (f", {spikes} loss_spike events from events.jsonl as crosses" if spikes else "; no loss spikes")
         + ". Several seeds: one curve each."
     )
@@ -225,6 +225,16 @@ def default_out(runs: list[RunInfo]) -> Path:
     return Path("reports") / "+".join(dict.fromkeys(r.sweep for r in runs))
 
 
+def _title(runs: list[RunInfo]) -> str:
+    """The sweeps' names; runs of ``ablate train`` (no sweep: their folder stands in) by their own names."""
+    names = []
+    for r in runs:
+        name = r.name if r.created_by == "ablate train" and r.name else r.sweep
+        if name not in names:
+            names.append(name)
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+
 def build_report(
     sources: list[str],
     out: str | Path | None = None,
@@ -254,7 +264,7 @@ def build_report(
         _claims_frame(claims).to_csv(tmp / "data" / "claims.csv", index=False)
         data_files = [str(p.relative_to(tmp)) for p in data] + ["data/measures.csv", "data/claims.csv"]
         created = datetime.datetime.now().isoformat(timespec="seconds")
-        report = Report(out, [str(s) for s in sources], created, sweeps, data_files, studies)
+        report = Report(out, [str(s) for s in sources], created, sweeps, data_files, studies, _title(runs))
         (tmp / "index.md").write_text(index_md(report))
         (tmp / "index.html").write_text(index_html(report, tmp))
         _swap(tmp, out)
@@ -334,7 +344,7 @@ def _sweep_report(
         out.files = _write_table(out.table, folder / "tables", formats)
         echo(render.text(out.table))
         for claim in out.claims:
-            echo(f"  claim [{claim.verdict}] {claim.text} ({claim.summary})")
+            echo(render.wrapped(f"  claim [{claim.verdict}] {claim.text} ({claim.summary})"))
         echo("")
     for fid, drawn, spec in parts.figures:
         files = []

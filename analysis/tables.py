@@ -57,6 +57,7 @@ class Table:
     cells: dict[tuple[str, str], Cell]
     baseline: str | None = None
     paper_columns: bool = True
+    runs_header: str = "runs"  # what each row's second column holds (Table 1: the layer shorthand)
 
     def cell(self, row: str, metric: str) -> Cell:
         return self.cells[(row, metric)]
@@ -197,7 +198,7 @@ def table1(runs: pd.DataFrame, paper: Paper) -> Table:
             "params_active": plan.params_active,
             "kv_cache_256k": plan.kv_cache_bytes,
         }
-        rows.append(Row(row, f"preset {preset}", "config"))
+        rows.append(Row(row, f"preset {preset}", plan.shorthand))
         for m in columns:
             cells[(row, m.id)] = Cell(Estimate(facts[m.config] * m.scale, 1), paper=study.rows[row].get(m.id))
     for label in _labels(runs):
@@ -213,4 +214,6 @@ def table1(runs: pd.DataFrame, paper: Paper) -> Table:
                 paper_missing=NOT_IN_PAPER,
             )
     sweep = runs["sweep"].iloc[0] if len(runs) else ""
-    return Table("table1", study.title, sweep, columns, rows, cells, None)
+    return Table(
+        "table1", study.title, sweep, columns, rows, cells, None, runs_header="layers (l, a:m, e, n, K)"
+    )

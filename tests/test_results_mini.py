@@ -73,3 +73,21 @@ def test_committed_mqar_runs_give_recall_per_task_and_the_figure():
     bars = next(c for c in panels[0].containers if c.get_label() == "attention")
     expected = [100 * attention[f"L64_N{n}"] for n in (4, 8, 16)]
     assert list(bars.lines[0].get_ydata()) == pytest.approx(expected)
+
+
+def test_the_report_of_the_committed_runs_reads_well(tmp_path):
+    """Terminal tables fit 120 columns (wide ones in blocks of columns), comparisons without data are one
+    line per claim, Table 1 speaks human units and names its columns, the title names the sweeps."""
+    from analysis.report import build_report
+
+    lines: list[str] = []
+    sweeps = [str(p) for p in SWEEPS]
+    index = build_report(sweeps, out=tmp_path / "report", root=RESULTS / "runs", echo=lines.append)
+    printed = "\n".join(lines).splitlines()
+    assert printed and max(len(line) for line in printed) <= 120
+    md = (index.parent / "index.md").read_text()
+    assert md.startswith("# Report: mini-mqar, mini")  # the sweeps, in the order given (sorted file names)
+    assert md.count("no data: ") == 0 and "comparisons without data (OLLM)" in md
+    table1 = next(line for line in printed if line.startswith("model ") and "total params" in line)
+    assert "layers (l, a:m, e, n, K)" in table1
+    assert any(line.startswith("attention ") and "65.28M" in line for line in printed)
