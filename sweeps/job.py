@@ -2,20 +2,22 @@
 
 A :class:`RunJob` is a ``submitit.helpers.Checkpointable``. Before the time limit (or on preemption) SLURM
 sends USR2; submitit's handler would then call :meth:`checkpoint` and requeue at once, in the middle of a
-training step. So the job first puts its own handler in front: it only raises a flag, which the trainer
-polls after every optimizer step. All ranks stop at the same step, write a checkpoint of it, and only
-then is submitit's handler called to requeue. The requeued job runs this same object again; the trainer
-resumes from that checkpoint exactly (same data order, RNG and optimizer state), and evaluation suites
-that already wrote their result for the final checkpoint are not run twice.
+training step. So the job first puts its own handler in front: it only raises a flag, which the trainer polls
+after every optimizer step. All ranks stop at the same step, write a checkpoint of it, and only then is
+submitit's handler called to requeue. SIGTERM (``scancel``, a node drain, ``scontrol requeue``: SLURM sends
+it, then SIGKILL after its KillWait) raises the same flag, but the job does not requeue itself: it checkpoints
+the step it is at, records ``interrupted`` and ends (submitit would ignore the signal and the trainer would
+run on until SIGKILL, losing every step since its last checkpoint). A requeued job runs this same object
+again; the trainer resumes from that checkpoint exactly (same data order, RNG and optimizer state), and
+evaluation suites that already wrote their result for the final checkpoint are not run twice.
 
-The evaluation plan is read from the run directory's ``run.json`` (the launcher writes it before
-submitting), not carried in the pickled job: the directory is the one record of what the run is to do.
-Rank 0 holds the run directory's lock from start to end; a job that finds it held by a live process (a
-duplicate submission, a trainer started by hand) leaves the directory alone and ends, saying who holds it.
+The evaluation plan is read from the run directory's ``run.json`` (the launcher writes it before submitting),
+not carried in the pickled job: the directory is the one record of what the run is to do. Rank 0 holds the run
+directory's lock from start to end; a job that finds it held by a live process (a duplicate submission, a
+trainer started by hand) leaves the directory alone and ends, saying who holds it.
 
 Several processes per node (one per GPU) join torch.distributed through the environment that
-``submitit.helpers.TorchDistributedEnvironment`` exports, the same variables torchrun sets.
-"""
+``submitit.helpers.TorchDistributedEnvironment`` exports, the same variables torchrun sets."""
 
 from __future__ import annotations
 
@@ -52,10 +54,11 @@ class RunJob(submitit.helpers.Checkpointable):
         # (harness.locks.queue_slot), so that at most `slots` runs train at once on the machine.
         self.queue = queue
         self._stop_requested = False
+        self._terminated = False
 
     def __call__(self) -> dict[str, Any]:
         env = submitit.JobEnvironment()
-        self._stop_requested = False
+        self._stop_requested = self._terminated = False
         requeue = self._intercept_requeue_signal()
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
@@ -96,7 +99,8 @@ class RunJob(submitit.helpers.Checkpointable):
 
     # ----------------------------------------------------------------------------------- preemption
     def _intercept_requeue_signal(self):
-        """Replace submitit's USR2 handler with one that only sets a flag; return submitit's handler."""
+        """Replace submitit's USR2 handler with one that only sets a flag, and its SIGTERM bypass with one
+        that sets it too (then the job does not requeue: ``_terminated``); return submitit's USR2 handler."""
         if not hasattr(signal, "SIGUSR2"):
             return None
         previous = signal.getsignal(signal.SIGUSR2)
@@ -105,23 +109,30 @@ class RunJob(submitit.helpers.Checkpointable):
 
         def flag(signum, frame) -> None:
             self._stop_requested = True
+            self._terminated = self._terminated or signum == signal.SIGTERM
 
         signal.signal(signal.SIGUSR2, flag)
+        signal.signal(signal.SIGTERM, flag)
         return previous
 
     def _should_stop(self) -> bool:
         return self._stop_requested
 
     def _requeue(self, handler, result: dict[str, Any]) -> dict[str, Any]:
-        """State is on disk: let submitit's handler call :meth:`checkpoint` and requeue (it exits)."""
-        RunDir(self.run_dir).event("requeue", step=result.get("step"))
+        """State is on disk: let submitit's handler call :meth:`checkpoint` and requeue (it exits); after
+        SIGTERM, end instead (SLURM requeues the job itself when that is what it was asked to do)."""
+        run = RunDir(self.run_dir)
+        if self._terminated:
+            run.event("terminated", step=result.get("step"))
+            return {"run_dir": self.run_dir, "state": "interrupted", "step": result.get("step")}
+        run.event("requeue", step=result.get("step"))
         if handler is not None:
             handler(signal.SIGUSR2, None)
         return {"run_dir": self.run_dir, "state": "interrupted", "step": result.get("step")}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Resubmit this job unchanged: the run directory holds everything needed to resume."""
-        self._stop_requested = False
+        self._stop_requested = self._terminated = False
         return submitit.helpers.DelayedSubmission(self)
 
     # ----------------------------------------------------------------------------------- evaluation

@@ -158,6 +158,7 @@ def test_cancel_then_relaunch_resumes(slurm_cluster, tmp_path, capsys):
     assert main(["sweep", "status", str(path), "--root", str(root)]) == 0
     assert "running" in capsys.readouterr().out
 
+    trained = max(r["step"] for r in read_jsonl(state.dir.metrics) if "loss" in r)
     cancelled = cancel(path, root=root)
     assert len(cancelled) == 1
     deadline = time.monotonic() + 60
@@ -166,6 +167,13 @@ def test_cancel_then_relaunch_resumes(slurm_cluster, tmp_path, capsys):
         time.sleep(0.5)
     assert state.scheduler_state.startswith("CANCELLED")
     step_at_cancel = state.step
+    # scancel's SIGTERM: the job checkpointed the step it was at (not its last every-10-steps checkpoint).
+    deadline = time.monotonic() + 60
+    while not any(e["event"] == "terminated" for e in read_jsonl(state.dir.events)):
+        assert time.monotonic() < deadline, read_jsonl(state.dir.events)[-3:]
+        time.sleep(0.5)
+    terminated = next(e for e in read_jsonl(state.dir.events) if e["event"] == "terminated")
+    assert terminated["step"] >= trained
 
     # A relaunch resumes the cancelled run from its checkpoint (then we cancel it for good).
     report = launch(path, executor="slurm", root=root)
@@ -175,7 +183,7 @@ def test_cancel_then_relaunch_resumes(slurm_cluster, tmp_path, capsys):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     resume = [e for e in read_jsonl(state.dir.events) if e["event"] == "resume"][-1]
-    assert 10 <= resume["step"] <= step_at_cancel
+    assert resume["step"] == terminated["step"] >= step_at_cancel  # at most the step in flight is redone
     cancel(path, root=root)
 
 
