@@ -106,7 +106,7 @@ def add_eval_commands(subparsers) -> None:
         help="lm-eval's own command line with our model registered: --model jamba-ablate --model_args "
         "pretrained=RUN_DIR[,step=N] --tasks ...",
         description="lm-evaluation-harness's command line, its flags and output layout unchanged, with the "
-        "jamba-ablate model registered (a bare `lm_eval --model jamba-ablate` cannot see it: lm-eval 0.4 "
+        "jamba-ablate model registered (a bare 'lm_eval --model jamba-ablate' cannot see it: lm-eval 0.4 "
         "has no model plugins). Offline, the local task copies are included unless --include_path is given.",
         add_help=False,
     )

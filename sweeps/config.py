@@ -69,7 +69,7 @@ class ResourcesConfig:
     account: str | None = None
     qos: str | None = None
     # Runs of the sweep that train at once: SLURM's array %N; with the local executor, the slots that every
-    # local launch under the same runs root shares (the others wait in line, in launch order).
+    # local launch under the same runs root shares (the others wait in line, by launch order once waiting).
     array_parallelism: int = 64
     # Processes per node; default one per GPU (or one on a CPU-only run). Each joins torch.distributed.
     tasks_per_node: int | None = None

@@ -163,8 +163,9 @@ def _job_unreadable(run_dir: Path) -> bool:
 
 
 def _local_queue(kind: str, sweep: SweepConfig, root: Path, index: int) -> dict[str, Any] | None:
-    """Where a local job waits for a slot: every local launch under ``root`` shares one line, served in
-    launch order, with ``resources.array_parallelism`` slots (as ``%N`` limits a SLURM array)."""
+    """Where a local job waits for a slot: every local launch under ``root`` shares one line with
+    ``resources.array_parallelism`` slots (as ``%N`` limits a SLURM array), served in ticket order (the
+    launch order) among the jobs already waiting: a job whose process starts late joins the line late."""
     if kind != "local":
         return None
     return {

@@ -260,8 +260,8 @@ def test_summary_and_table1(frames):
     assert cells[("1:3", "held-out loss ↓")] == "**5.850 ± 0.071 (-0.400)**"
     assert "paper" not in render.markdown(summary).splitlines()[0]
     t1 = md_cells(render.markdown(table1(frames.runs, paper)))
-    assert t1[("Jamba", "total params ours")] == "51.57"
-    assert t1[("Jamba", "KV cache @256K ours")] == "4.0"
+    assert t1[("Jamba", "total params ours")] == "51.57B"  # human units: a tiny model reads 1.00M
+    assert t1[("Jamba", "KV cache @256K ours")] == "4.00 GiB"
 
 
 def measures_frame(
