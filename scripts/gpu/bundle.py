@@ -429,10 +429,13 @@ def _sha256(path: Path) -> str:
 
 
 def _du(paths) -> int:
+    """Bytes that travel: a symbolic link travels as a link (the device tool never follows one)."""
     total = 0
     for p in paths:
         p = Path(p)
-        if p.is_file():
+        if p.is_symlink():
+            total += p.lstat().st_size
+        elif p.is_file():
             total += p.stat().st_size
         elif p.is_dir():
             total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())

@@ -15,7 +15,8 @@
 # attention and Mamba and the two hybrids) picks the arms launched; the positional-encoding arms
 # (attention-rope, attention-nope) come in a later lease with ARMS=attention-rope,attention-nope; the
 # harder regime (sweeps/recall/based-fig2.yaml) and the paper's arms at depth (sweeps/recall/depth-L256.yaml)
-# with SWEEPS="sweeps/recall/based-fig2.yaml sweeps/recall/depth-L256.yaml" ARMS= (every arm).
+# with SWEEPS="sweeps/recall/based-fig2.yaml sweeps/recall/depth-L256.yaml" ARMS= (every arm). SMOKE=0 skips
+# the smoke when an earlier command of the same lease already built and exercised the kernels.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=/tmp/recall-study
@@ -34,12 +35,13 @@ if [ "$cmd" = start ]; then
     # Smoke: one run of each arm, 60 steps of the longest task, so that a broken build or config costs a
     # minute, not the lease (the first lease's 24-run smoke, with every process compiling its Triton kernels
     # at once, took most of a command).
-    timeout 240 python3 -m ablate.cli sweep launch sweeps/recall/zoology-L256.yaml 'grid.model.d_model=[128]' \
+    [ "${SMOKE:-1}" = 0 ] && echo "[lease] smoke skipped (SMOKE=0: the build was checked by an earlier command)"
+    [ "${SMOKE:-1}" = 0 ] || timeout 240 python3 -m ablate.cli sweep launch sweeps/recall/zoology-L256.yaml 'grid.model.d_model=[128]' \
         'grid.optim.lr=[0.002154]' train.steps=60 \
         train.eval_every=30 train.checkpoint_every=0 eval_options.mqar.limit=64 eval_options.attention.limit=4 \
         --executor local --root /tmp/recall-smoke --wait --poll 5 >"$out/smoke.log" 2>&1
     echo "[lease] smoke exit $? after $(($(date +%s) - t0)) s"
-    python3 - <<'PY' | tee "$out/smoke-speeds.txt"
+    [ "${SMOKE:-1}" = 0 ] || python3 - <<'PY' | tee "$out/smoke-speeds.txt"
 import json, pathlib, statistics
 for run in sorted(pathlib.Path("/tmp/recall-smoke/recall-zoology-L256").glob("*/metrics.jsonl")):
     rows = [json.loads(x) for x in run.read_text().splitlines() if x.strip()]
