@@ -314,10 +314,10 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | Path | None =
         raise ConfigError(str(e), source=source, key=path or None) from None
 
 
-def later_field(default: Any, **kwargs: Any) -> Any:
+def later_field(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
     """A config field added after runs were made with its dataclass: left out of the resolved form while it
     holds its default, so the resolved config (and the run id) of every config that does not use it stays
-    what it was."""
+    what it was. A nested section takes ``default_factory=TheSection`` instead of a default."""
     return dataclasses.field(default=default, metadata={"omit_if_default": True}, **kwargs)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from harness.accounting import kv_cache_bytes, mamba_state_bytes
+from harness.config_errors import ConfigError
 from harness.model import HybridLM
 from harness.model.decode import Decoder, next_token
 from harness.model.mamba import MambaState
@@ -57,6 +58,16 @@ def test_cache_is_sized_as_the_accounting_predicts_and_refuses_overflow():
         decoder.prefill(torch.zeros(2, 5, dtype=torch.long))
         with pytest.raises(ValueError, match="full"):
             decoder.step(torch.zeros(2, dtype=torch.long))
+
+
+def test_a_mixer_without_decoding_state_is_refused_not_decoded_wrongly():
+    """A mixer the cache knows no state for (a new one, docs/extending.md) would see one token at a time
+    without its history: the cache refuses it, naming the block, instead of generating garbage."""
+    model = HybridLM(get_preset("tiny-1to7")).eval()
+    model.blocks[2].layer = torch.nn.Linear(model.cfg.d_model, model.cfg.d_model)  # block 2: a mixer slot
+    with pytest.raises(ConfigError, match=r"block 2 \('M', Linear\) keeps no decoding state"):
+        model.new_cache(1, 8)
+    model(torch.zeros(1, 8, dtype=torch.long))  # scoring text still works
 
 
 def test_moe_decode_equals_sparse_forward():

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.config_errors import ConfigError
 from harness.kernels import fused
 from harness.model.attention import Attention, KVCache
 from harness.model.config import ModelConfig
@@ -176,6 +177,13 @@ class HybridLM(nn.Module):
                 states[i] = KVCache(k, v)
             elif isinstance(block.layer, MambaMixer):
                 states[i] = block.layer.new_state(batch, device, dtype)
+            elif not isinstance(block.layer, (SwiGLU, MoE)):  # a mixer with no decoding state (yet)
+                raise ConfigError(
+                    f"block {i} ('{block.symbol}', {type(block.layer).__name__}) keeps no decoding state, so "
+                    "this model cannot generate token by token; the suites that only score text (perplexity, "
+                    "lm-eval's log-likelihood tasks) still run. docs/extending.md says what a mixer needs",
+                    key="pattern",
+                )
         return InferenceCache(
             states,
             max_len,
