@@ -5,9 +5,10 @@
     <out>/figures/<sweep>-<figure>.{png,pdf}
     <out>/data/*.csv                the tidy frames (runs, steps, evals, events, ...), measures and claims
 
-Per sweep: each paper table its ``compare:`` names (from run.json, else the sweep file, else the registry in
-paper.yaml) with its claims checked, a generic arms x metrics table, Table 1 from the configs, and each
-figure whose data exists (loss curves; attention heads; IMDB companion; induction probe; expert load).
+Per sweep: each paper table its ``compare:`` names (from the sweep file given, else run.json, else the
+registry in paper.yaml) with its claims checked, a generic arms x metrics table, Table 1 from the configs,
+and each figure whose data exists (loss curves; attention heads; IMDB companion; induction probe; expert
+load).
 The folder is written beside ``out`` and swapped in when complete, so a re-run replaces the report as a
 whole and an interrupted one leaves the previous report intact. Nothing is ever written into a run dir.
 """
@@ -42,12 +43,12 @@ FIGURE_FORMATS = ("png", "pdf")
 
 
 def compare_entries(sweep: str, runs: list[RunInfo], paper: Paper) -> list[Compare]:
-    """The sweep's declared paper tables: run.json's (or the sweep file's) ``compare:``; none for a sweep
-    that declares none (it gets the generic arms x metrics table)."""
+    """The sweep's declared paper tables: the ``compare:`` of the sweep file given to the report, else the
+    one run.json recorded at launch; none for a sweep that declares none (the generic arms x metrics
+    table)."""
     for run in runs:
         if run.compare is not None:
-            where = str(run.path / "run.json") if run.arm_source == "run.json" else run.sweep_file
-            return paper.compare(run.compare, source=where)
+            return paper.compare(run.compare, source=run.compare_source)
     return []
 
 

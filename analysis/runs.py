@@ -73,6 +73,7 @@ class RunInfo:
     sweep_file: str | None = None
     sweep_description: str = ""
     compare: Any = None
+    compare_source: str | None = None  # the file the `compare:` above was read from (for its errors)
     created_by: str | None = None
     # The resolved config its sweep file gives a run (None for directories found on their own): what a run
     # not launched yet will be, for analyses that show a grid's coverage.
@@ -245,7 +246,10 @@ def read_run(ref: RunRef) -> RunInfo:
         suite_hashes={s: v.get("hash") for s, v in (suites or {}).items() if isinstance(v, dict)},
         sweep_file=sweep_rec.get("file") or ref.sweep_file,
         sweep_description=sweep_rec.get("description") or ref.sweep_description,
-        compare=sweep_rec.get("compare", ref.compare),
+        # The sweep file given to the report says which tables to draw, as it is now (a table added to it
+        # after the runs were launched included); without one, what the launcher recorded in run.json.
+        compare=ref.compare if ref.compare is not None else sweep_rec.get("compare"),
+        compare_source=ref.sweep_file if ref.compare is not None else str(path / "run.json"),
         created_by=record.get("created_by"),
         planned_config=ref.config,
     )

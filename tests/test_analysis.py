@@ -20,7 +20,7 @@ from analysis.frames import load_frames
 from analysis.measure import measure
 from analysis.paper import ClaimSpec, Compare, load_paper
 from analysis.report import build_report
-from analysis.runs import load_runs
+from analysis.runs import RunRef, load_runs, read_run
 from analysis.tables import paper_table, summary_table, table1
 from harness.config_errors import ConfigError
 
@@ -451,3 +451,14 @@ def test_every_sweep_file_declares_known_paper_tables():
         assert all(c.rows for c in compares), path
         if path.name.startswith(("table", "fig")) or path.name == "mini.yaml":  # mini-mqar: no paper table
             assert compares, path
+
+
+def test_the_sweep_file_given_says_which_tables_run_json_otherwise(tmp_path):
+    """A table added to a sweep file after its runs were launched (docs/extending.md, section 4) shows in a
+    report of that sweep file; a report of the folder alone uses what run.json recorded at launch."""
+    run = fx.write_run(tmp_path / "runs", "mine", "a", compare=[])
+    declared = [{"table": "table8", "baseline": "a", "rows": {"a": "Jamba (no pos.)"}}]
+    from_file = read_run(RunRef(path=run, sweep_file=str(tmp_path / "mine.yaml"), compare=declared))
+    assert from_file.compare == declared and from_file.compare_source == str(tmp_path / "mine.yaml")
+    alone = read_run(RunRef(path=run))
+    assert alone.compare == [] and alone.compare_source == str(run / "run.json")

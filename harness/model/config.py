@@ -374,9 +374,10 @@ def compact_pattern(pattern: str) -> str:
 def describe_pattern(pattern: str, moe: MoEConfig | None = None) -> str:
     """The paper's shorthand for a pattern, e.g. ``l=32 a:m=1:7 (offset 4) e=2 (offset 1) n=16 K=2``.
 
-    Falls back to counts when the pattern is not periodic in the paper's sense.
+    Falls back to counts when the pattern is not periodic in the paper's sense, or holds a mixer the
+    paper's a:m notation has no letter for (a new one: docs/extending.md).
     """
-    if len(pattern) % 2 or any(pattern[i] not in MIXERS for i in range(0, len(pattern), 2)):
+    if len(pattern) % 2 or any(pattern[i] not in "*M" for i in range(0, len(pattern), 2)):
         counts = ", ".join(f"{pattern.count(s)} {n}" for s, n in SYMBOLS.items() if s in pattern)
         return f"{len(pattern)} sublayers ({counts})"
     mixers = pattern[0::2]
