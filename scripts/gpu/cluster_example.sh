@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# docs/cluster.md's 1.3B example, run for real once on the lent GPU: one Table 4 arm (1:7) at the 1.3b
-# preset on the real data packs for 1,000 steps of one micro-batch (8 x 2,048 tokens, the per-GPU batch of
+# docs/cluster.md's 1.3B example, run for real once on the lent GPU: one Table 4 arm (ARM: attention, the
+# default, which needs no kernel build; 1:3, 1:7 or mamba build mamba_ssm first) at the 1.3b preset on the
+# real data packs for 1,000 steps of one micro-batch (8 x 2,048 tokens, the per-GPU batch of
 # the cluster sweep, without its gradient accumulation), through `ablate sweep launch --executor local`,
 # then the sweep's evaluation suites at 1.3B on the GPU with limits a lease can afford (eval_options below).
 # Run THERE, from the repository root, with vendor_gpu carried (wheels, kernel sources and the data archive):
@@ -16,7 +17,12 @@ ROOT=/tmp/cluster-example
 cmd=${1:?start|follow}
 out=${2:?OUT}
 mkdir -p "$out"
-SWEEP_ARGS=(sweeps/table4.yaml 'arms={"1:7": {model: {preset: 1.3b-1to7}}}' 'compare=[]'
+ARM=${ARM:-attention}
+case "$ARM" in
+    attention) PRESET=1.3b-attention ;; mamba) PRESET=1.3b-mamba ;; 1:3) PRESET=1.3b-1to3 ;; 1:7) PRESET=1.3b-1to7 ;;
+    *) echo "ARM must be attention, mamba, 1:3 or 1:7" >&2; exit 2 ;;
+esac
+SWEEP_ARGS=(sweeps/table4.yaml "arms={\"$ARM\": {model: {preset: $PRESET}}}" 'compare=[]'
     train.tokens=null train.steps=1000 train.global_batch=8 train.micro_batch=8
     train.eval_every=500 train.checkpoint_every=500 train.log_every=10
     resources.nodes=1 resources.gpus_per_node=1
@@ -41,7 +47,7 @@ pack() {
 }
 
 if [ "$cmd" = start ]; then
-    export JAMBA_BUILD_KERNELS=1
+    [ "$ARM" = attention ] && export JAMBA_BUILD_KERNELS=0 || export JAMBA_BUILD_KERNELS=1
     t0=$(date +%s)
     # shellcheck disable=SC1091
     source scripts/gpu/setup.sh >"$out/setup.log" 2>&1 || { tail -40 "$out/setup.log"; exit 1; }
