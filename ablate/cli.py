@@ -43,6 +43,7 @@ from evals.cli import add_eval_commands
 from harness.benchmarks.cli import add_bench_commands
 from harness.config_errors import ConfigError
 from harness.data.cli import add_data_commands
+from harness.diskspace import DiskFull
 from harness.export import add_export_commands
 from harness.training.cli import add_train_commands
 from sweeps.cli import add_sweep_commands
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
+    except DiskFull as e:  # the filesystem's state, not a bug: one line, and what to do
+        print(f"ablate: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nablate: interrupted (a training run resumes from its latest checkpoint)", file=sys.stderr)
         return 130

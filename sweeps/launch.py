@@ -85,7 +85,9 @@ def _decide(state: RunState, retry_failed: bool) -> str | None:
     if state.active:
         who = f"job {state.job['job_id']}" if state.job and not state.holder else state.detail
         return f"{state.state} ({who or 'job ?'})"
-    if state.state == "failed" and state.trainer_state == "failed" and not retry_failed:
+    # A full disk is the filesystem's state, not the run's: once space is freed, a plain relaunch resumes.
+    disk = state.detail.startswith("disk full")
+    if state.state == "failed" and state.trainer_state == "failed" and not retry_failed and not disk:
         return f"failed: {state.detail} (relaunch with --retry-failed to resume it)"
     return None
 

@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.atomic import TMP_MARK, atomic_directory, remove_stale_temporaries
+from harness.diskspace import disk_error
 from harness.model.ffn import stack_experts, stack_per_expert
 
 PREFIX = "step_"
@@ -94,14 +95,23 @@ def save_checkpoint(
             continue
         seen[key] = name
         unique[name] = tensor.detach().contiguous().cpu()
-    # Re-saving a step (a final save right after a periodic one) replaces it.
-    with atomic_directory(final) as tmp:
-        save_file(unique, str(tmp / "model.safetensors"))
-        torch.save({**state, "aliases": aliases}, tmp / "state.pt")
-        _slow_down_for_tests(step)
-        files = {name: _file_record(tmp / name) for name in FILES}
-        meta = {**meta, "step": step, "saved_at": time.time(), "files": files}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    # Re-saving a step (a final save right after a periodic one) replaces it. A save that fails leaves no
+    # trace (atomic_directory) and the previous checkpoint stays the resume point; a full disk says so.
+    needed = sum(t.nbytes for t in unique.values())
+    try:
+        with atomic_directory(final) as tmp:
+            save_file(unique, str(tmp / "model.safetensors"))
+            torch.save({**state, "aliases": aliases}, tmp / "state.pt")
+            _slow_down_for_tests(step)
+            files = {name: _file_record(tmp / name) for name in FILES}
+            meta = {**meta, "step": step, "saved_at": time.time(), "files": files}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            for name in FILES:  # one mode for every file of a checkpoint (safetensors writes 0600)
+                os.chmod(tmp / name, 0o644)
+    except Exception as e:
+        if (full := disk_error(e, root, needed)) is not None:
+            raise full from e
+        raise
     # Prune only older checkpoints: one newer than this step is left from before a resume (and damaged).
     older = [p for p in list_checkpoints(root) if checkpoint_step(p) < step]
     for old in older[: max(0, len(older) - (keep_last - 1))] if keep_last > 0 else []:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from harness.accounting import GPU_PEAK_FLOPS, plan_model
 from harness.config_errors import ConfigError
 from harness.data import build_tokenizer, load_tokenizer, make_batches
 from harness.devices import resolve_device
+from harness.diskspace import disk_error, room_warning
 from harness.environment import software_stack, stack_changes
 from harness.kernels.fused import kernels_run
 from harness.locks import LockBusy
@@ -50,6 +52,7 @@ from harness.training import distributed as D
 from harness.training.checkpoint import (
     TMP_DAMAGED,
     checkpoint_step,
+    latest_checkpoint,
     list_checkpoints,
     newest_good_checkpoint,
     rng_state,
@@ -168,6 +171,13 @@ def train(
             result = _loop(session, should_stop, tracker or NullTracker())
             state = result["state"]
             return result
+        except Exception as e:
+            full = disk_error(e, run.root)
+            if info.is_main:
+                _record_failure(session, full.status_error if full else _first_line(e))
+            if full is not None and full is not e:
+                raise full from e
+            raise
         finally:
             if tracker is not None:
                 tracker.close(state)
@@ -488,10 +498,33 @@ def _record_step(s: _Session, record: dict[str, Any], counts) -> dict[str, Any]:
     return record
 
 
+def _record_failure(s: _Session, error: str) -> None:
+    """status.json says ``failed`` and why, never ``running``, when training ends in an exception; on a
+    full disk this small write may fail too, and then the launcher's job state says it instead."""
+    try:
+        s.run.event("failed", step=s.step, error=error)
+        s.run.set_status(state="failed", step=s.step, tokens=s.tokens, total_steps=s.total_steps, error=error)
+    except OSError:
+        pass
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
 def _save(s: _Session) -> None:
     """A checkpoint of the current step: weights, optimizer, schedule, RNGs, data position (rank 0 writes)."""
     weights, optim_state = _full_state(s.wrapped, s.optimizer)
     if s.info.is_main:
+        last = latest_checkpoint(s.run.checkpoints)
+        if last is not None and (warning := room_warning(s.run.checkpoints, _tree_bytes(last))):
+            print(f"{s.cfg.name}: WARNING: {warning}", file=sys.stderr, flush=True)
+            s.run.event("low_disk", step=s.step, warning=warning)
         state = {
             "optimizer": optim_state,
             "scheduler": s.scheduler.state_dict(),

@@ -26,7 +26,7 @@ mkdir -p "$out"
 study() { python3 scripts/gpu/mini_study.py --root "$ROOT" "$@"; }
 
 if [ "$cmd" = start ]; then
-    export JAMBA_BUILD_KERNELS=1 JAMBA_SETUP_DATA=0
+    export JAMBA_BUILD_KERNELS=${JAMBA_BUILD_KERNELS:-1} JAMBA_SETUP_DATA=0  # 0: attention arms only
     t0=$(date +%s)
     # shellcheck disable=SC1091
     source scripts/gpu/setup.sh >"$out/setup.log" 2>&1 || { tail -40 "$out/setup.log"; exit 1; }
