@@ -25,6 +25,7 @@ process leaves it alone (:mod:`sweeps.job`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ from evals.plan import plan_record
 from harness.atomic import atomic_write_text
 from harness.config_errors import ConfigError
 from harness.config_schema import to_dict
-from harness.locks import exclusive
+from harness.locks import LockBusy, exclusive
 from harness.training.record import build_record, prepare_run_dir
 from harness.training.rundir import DamagedFile, RunDir, read_state_json
 from sweeps.config import SweepConfig, SweepRun, check_runs, expand_sweep, load_sweep, sweep_data
@@ -79,12 +80,13 @@ class LaunchReport:
 def _decide(state: RunState, retry_failed: bool) -> str | None:
     """Why the run is not submitted, or None to submit it."""
     if state.state == "done":
-        return "done"
+        return f"done at step {state.step}, status rebuilt" if state.rebuilt_status else "done"
     if state.state == "damaged" and not state.resumable:
         return state.detail
     if state.active:
-        who = f"job {state.job['job_id']}" if state.job and not state.holder else state.detail
-        return f"{state.state} ({who or 'job ?'})"
+        job = f"job {state.job['job_id']}" if state.job else ""
+        who = ", ".join(x for x in (job, state.detail if state.holder else "") if x)
+        return f"{state.state} ({who or 'no job recorded'})"
     # A full disk is the filesystem's state, not the run's: once space is freed, a plain relaunch resumes.
     disk = state.detail.startswith("disk full")
     if state.state == "failed" and state.trainer_state == "failed" and not retry_failed and not disk:
@@ -246,9 +248,11 @@ def launch(
             if i == 1:
                 _crash_point("mid_record")
             state.job = write_job(state.dir, kind, str(job.job_id), submitit_folder, intent["started_at"])
-            state.dir.event("submitted", executor=kind, job_id=str(job.job_id), resumes_from=state.step)
+            state.dir.event(
+                "submitted", executor=kind, job_id=str(job.job_id), resumes_from=state.resume_step
+            )
             report.job_ids.append(str(job.job_id))
-            verb = "resume" if state.step else "submit"
+            verb = f"resume from step {state.resume_step}" if state.resume_step else "submit"
             echo(f"{verb:<6} {state.run.label:<26} {state.run.run_id}  job {job.job_id}  -> {state.dir.root}")
         (folder / INTENT_FILE).unlink()
     if kind == "debug":
@@ -276,6 +280,15 @@ def _sort(report: LaunchReport, states: list[RunState], retry_failed: bool, echo
         else:
             report.skipped.append((state, reason))
             echo(f"skip   {state.run.label:<26} {state.run.run_id}  {reason}")
+            if state.state == "done" and state.rebuilt_status:
+                _repair_status(state)
+
+
+def _repair_status(state: RunState) -> None:
+    """Write the rebuilt status.json of a finished run (a job resumed from a checkpoint rewrites its own),
+    unless someone holds the directory now."""
+    with contextlib.suppress(LockBusy), state.dir.lock("repair"):
+        state.dir.set_status(**state.rebuilt_status)
 
 
 def wait(

@@ -36,7 +36,12 @@ from typing import Any
 
 from evals.plan import missing_suites
 from harness.locks import describe_holder, read_holder
-from harness.training.checkpoint import latest_checkpoint, verify_checkpoint
+from harness.training.checkpoint import (
+    checkpoint_step,
+    latest_checkpoint,
+    list_checkpoints,
+    verify_checkpoint,
+)
 from harness.training.config import config_hash
 from harness.training.record import config_differences, stored_config
 from harness.training.rundir import LOCK_FILE, DamagedFile, RunDir, read_jsonl
@@ -71,6 +76,8 @@ class RunState:
     detail: str = ""
     damaged: list[str] = field(default_factory=list)  # one line per damaged state file
     resumable: bool = False  # damaged, but a relaunch resumes it (only status.json is damaged)
+    resume_step: int = 0  # the newest good checkpoint's step: where a submitted job starts
+    rebuilt_status: dict[str, Any] | None = None  # status.json rebuilt from the directory (it was damaged)
 
     @property
     def active(self) -> bool:
@@ -125,14 +132,23 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
     for run, d, job, rec, found in zip(runs, dirs, jobs, recorded, damage, strict=True):
         status = _read(RunDir.status, d, found, {})
         _check_config(run, d, found)
+        newest = latest_checkpoint(d.checkpoints)
+        bad_checkpoint = verify_checkpoint(newest, checksums=False) if newest is not None else None
+        resume_step = (
+            _newest_good_step(d) if bad_checkpoint is not None else checkpoint_step(newest) if newest else 0
+        )
+        rebuilt = None
+        if any(e.path.name == "status.json" for e in found):  # what the rest of the directory says
+            found[:] = [e for e in found if e.path.name != "status.json"]
+            status = rebuilt = d.rebuilt_status(resume_step)
         s = RunState(
             run=run, dir=d, state="not launched", job=job, trainer_state=str(status.get("state", "pending"))
         )
         s.step = _int(status.get("step"), 0)
+        s.resume_step = resume_step
+        s.rebuilt_status = rebuilt
         s.total_steps = _int(status.get("total_steps"), run.config.train.total_steps)
         s.loss = status.get("loss")
-        newest = latest_checkpoint(d.checkpoints)
-        bad_checkpoint = verify_checkpoint(newest, checksums=False) if newest is not None else None
         trained = s.trainer_state == "done" and bad_checkpoint is None
         s.evals_missing = (
             missing_suites(d.evals, plan, s.step) if trained else dict.fromkeys(plan, "not trained yet")
@@ -172,6 +188,11 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
             s.state, s.detail = "failed", f"job {sched}; see {job.get('stderr')}"
         else:
             s.state, s.detail = "interrupted", f"job {sched or 'ended'} at step {s.step}"
+        if rebuilt is not None:
+            note = (
+                f"status.json was damaged; rebuilt from the run directory ({rebuilt['state']}, step {s.step})"
+            )
+            s.detail = f"{s.detail}; {note}" if s.detail else note
         if bad_checkpoint is not None:
             note = (
                 f"{newest} is damaged ({bad_checkpoint}); a relaunch resumes from the newest good checkpoint"
@@ -184,6 +205,16 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
                 s.state, s.detail = "damaged", "; ".join(s.damaged)
         states.append(s)
     return states
+
+
+def _newest_good_step(run: RunDir) -> int:
+    """The step a resume starts from when the newest checkpoint is damaged: the newest that verifies."""
+    good = [
+        p
+        for p in reversed(list_checkpoints(run.checkpoints))
+        if verify_checkpoint(p, checksums=False) is None
+    ]
+    return checkpoint_step(good[0]) if good else 0
 
 
 def _read(reader, run: RunDir, found: list[DamagedFile], default: Any) -> Any:

@@ -71,9 +71,11 @@ def test_damaged_state_files_are_named_and_the_other_runs_shown(tmp_path, capsys
     assert main(["sweep", "status", str(path), "--root", str(root)]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ARMS}
-    assert [rows[a].split()[3] for a in ARMS] == ["damaged"] * 4
+    # A damaged status.json is rebuilt from the directory (no checkpoint, no finish: step 0, and its job
+    # is gone); the three other files cannot be, and their runs are shown damaged.
+    assert [rows[a].split()[3] for a in ARMS] == ["interrupted"] + ["damaged"] * 3
     assert "not launched" in one_line(out, "moe seed=0")
-    one_line(out, "status.json is damaged", "relaunch: the run resumes from its newest good checkpoint")
+    one_line(out, "status.json was damaged; rebuilt from the run directory (pending, step 0)")
     one_line(out, "job.json is damaged", "delete the file and relaunch")
     one_line(out, "config.yaml is damaged", "duplicate key 'model'", "delete the run directory")
     stored = resolve_run_config(yaml.safe_load(dirs[3].config.read_text()))
@@ -81,8 +83,8 @@ def test_damaged_state_files_are_named_and_the_other_runs_shown(tmp_path, capsys
 
     assert main(["sweep", "status", str(path), "--root", str(root), "--json"]) == 0
     states = json.loads(capsys.readouterr().out)
-    assert [s["state"] for s in states] == ["damaged"] * 4 + ["not launched"]
-    assert all(len(s["damaged"]) == 1 for s in states[:4])
+    assert [s["state"] for s in states] == ["interrupted"] + ["damaged"] * 3 + ["not launched"]
+    assert [len(s["damaged"]) for s in states[:4]] == [0, 1, 1, 1]
 
     # launch decides by the same states: the run whose status.json is damaged resumes (its job.json says
     # no job is alive), the other three are left alone and named, the unlaunched one is submitted.
@@ -90,6 +92,26 @@ def test_damaged_state_files_are_named_and_the_other_runs_shown(tmp_path, capsys
     assert [s.run.arm for s in report.submitted] == ["attention", "moe"]
     assert [s.run.arm for s, _ in report.skipped] == ["mamba", "1to3", "1to7"]
     assert all("is damaged" in why for _, why in report.skipped)
+
+
+def test_a_finished_runs_damaged_status_is_rebuilt_not_resubmitted(tmp_path, capsys):
+    """A done run whose status.json was truncated: the relaunch says what it found (done at step 20,
+    status rebuilt), submits nothing, and writes back a status with the loss, name and config hash."""
+    path = sweep_file(tmp_path, {"mamba": ARMS["mamba"]})
+    root = tmp_path / "runs"
+    assert main(["sweep", "launch", str(path), "--root", str(root), "--executor", "debug"]) == 0
+    (d,) = [s.dir for s in run_states(load_sweep(path), expand_sweep(load_sweep(path), str(path)), root)]
+    before = d.status()
+    truncate(d.status_file, 20)
+    capsys.readouterr()
+    assert main(["sweep", "launch", str(path), "--root", str(root), "--executor", "debug"]) == 0
+    out = capsys.readouterr().out
+    one_line(out, "skip", "done at step 20, status rebuilt")
+    assert "nothing to submit" in out and "resume" not in out
+    after = d.status()
+    assert after["state"] == "done" and after["step"] == 20 and after["rebuilt"] is True
+    for key in ("loss", "name", "config_hash", "tokens"):
+        assert after[key] == before[key], key
 
 
 def test_a_damaged_jsonl_line_is_named_and_skipped(tmp_path, capsys):

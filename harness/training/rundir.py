@@ -240,6 +240,39 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
             f.flush()
 
+    def rebuilt_status(self, newest_checkpoint_step: int = 0) -> dict[str, Any]:
+        """What status.json said, rebuilt from the rest of the directory, for a damaged one: done at the
+        step of the last ``finish`` event when no session started after it (``stopped_early`` kept), else
+        interrupted at the newest good checkpoint's step (the caller verifies it), else pending; the name
+        and config hash from run.json, the loss of the last logged step up to there."""
+        events = read_jsonl(self.events)
+        record = _json_or_empty(self.root / "run.json")
+        last_start = max(
+            (i for i, e in enumerate(events) if e.get("event") in ("start", "resume")), default=-1
+        )
+        finish = next((e for e in reversed(events[last_start + 1 :]) if e.get("event") == "finish"), None)
+        stopped = next((e for e in reversed(events) if e.get("event") == "stopped_early"), None)
+        if finish is not None:
+            status = {"state": "done", "step": int(finish.get("step", 0)), "tokens": finish.get("tokens")}
+            if stopped is not None and stopped.get("step") == finish.get("step"):
+                status["stopped_early"] = {k: stopped.get(k) for k in ("metric", "value")}
+        elif newest_checkpoint_step > 0:
+            status = {"state": "interrupted", "step": newest_checkpoint_step}
+        else:
+            status = {"state": "pending", "step": 0}
+        losses = [r for r in read_jsonl(self.metrics) if "loss" in r and r.get("step", 0) <= status["step"]]
+        if losses:
+            status["loss"] = losses[-1]["loss"]
+            status.setdefault("tokens", losses[-1].get("tokens"))
+        for key in ("name", "config_hash"):
+            if record.get(key):
+                status[key] = record[key]
+        return {
+            **{k: v for k, v in status.items() if v is not None},
+            "rebuilt": True,
+            "updated_at": time.time(),
+        }
+
     def event(self, kind: str, **fields: Any) -> None:
         self.append(self.events, {"event": kind, "time": time.time(), **fields})
 
@@ -248,3 +281,11 @@ class RunDir:
         so the log reads as one uninterrupted run."""
         records = [r for r in read_jsonl(self.metrics) if r.get("step", 0) <= step]
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
