@@ -59,6 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from evals.runner import run_loaded_suite
     from evals.suites import resolve_options, summarize
     from harness.config_schema import to_dict
+    from harness.locks import LockBusy, describe_holder
     from harness.training.loading import load_run
     from harness.training.rundir import RunDir
 
@@ -74,6 +75,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     for run_dir in args.run_dirs:
+        if not args.out and (holder := RunDir(run_dir).holder()):  # before the checkpoint load, not after
+            raise LockBusy(
+                f"{run_dir} is in use by {describe_holder(holder)}; wait for it, or give --out DIR to "
+                "evaluate without writing into the run directory",
+                holder,
+            )
         plan = plan_from_record(RunDir(run_dir).read_record())
         loaded = load_run(run_dir, step=args.step, device=args.device, scan_backend=args.scan_backend)
         print(

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from ablate.cli import main
 from evals.cli import add_eval_commands, selected_suites
 from evals.plan import plan_record, resolve_plan
 from evals.runner import run_suite
@@ -201,3 +202,16 @@ def test_registry_imports_runners_lazily():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_eval_on_a_live_run_is_refused_before_any_checkpoint_is_loaded(tmp_path, capsys):
+    """The lock is checked first: a run being trained is refused at once (it was refused only after an 8 s
+    checkpoint load); --out evaluates it without writing into it."""
+    from harness.training.rundir import RunDir
+
+    run = tmp_path / "live-run"  # no checkpoint at all: a load would fail differently
+    run.mkdir()
+    with RunDir(run).lock("train"):
+        assert main(["eval", str(run), "--suite", "perplexity"]) == 2
+    err = capsys.readouterr().err
+    assert "is in use by train" in err and "--out DIR" in err and "Traceback" not in err
