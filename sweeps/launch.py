@@ -255,6 +255,10 @@ def launch(
             verb = f"resume from step {state.resume_step}" if state.resume_step else "submit"
             echo(f"{verb:<6} {state.run.label:<26} {state.run.run_id}  job {job.job_id}  -> {state.dir.root}")
         (folder / INTENT_FILE).unlink()
+        # submitit leaves the array's sbatch script behind; SLURM keeps its own copy, and no other launcher
+        # of this sweep can be submitting now (the sweep's lock), so each launch cleans up after itself.
+        for scratch in (folder / ".submitit").glob(".submission_file_*.sh"):
+            scratch.unlink(missing_ok=True)
     if kind == "debug":
         for job in jobs:
             job.result()  # the debug executor runs each job here, in this process

@@ -82,6 +82,7 @@ def test_sweep_array_relaunch_and_edit(slurm_cluster, tmp_path):
     arrays = {job_id.split("_")[0] for job_id in report.job_ids}
     assert len(arrays) == 1, f"one job array expected, got {report.job_ids}"
     assert sorted(j.split("_")[1] for j in report.job_ids) == ["0", "1", "2", "3"]
+    assert not list((root / "tiny4" / ".submitit").glob(".submission_file_*.sh"))  # submitit's scratch
 
     states = wait(path, root=root, poll_s=1, timeout_s=300)
     assert [s.state for s in states] == ["done"] * 4, [s.as_dict() for s in states]
