@@ -134,9 +134,7 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
         _check_config(run, d, found)
         newest = latest_checkpoint(d.checkpoints)
         bad_checkpoint = verify_checkpoint(newest, checksums=False) if newest is not None else None
-        resume_step = (
-            _newest_good_step(d) if bad_checkpoint is not None else checkpoint_step(newest) if newest else 0
-        )
+        resume_step = checkpoint_step(newest) if newest and bad_checkpoint is None else _newest_good_step(d)
         rebuilt = None
         if any(e.path.name == "status.json" for e in found):  # what the rest of the directory says
             found[:] = [e for e in found if e.path.name != "status.json"]
@@ -208,13 +206,11 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
 
 
 def _newest_good_step(run: RunDir) -> int:
-    """The step a resume starts from when the newest checkpoint is damaged: the newest that verifies."""
-    good = [
-        p
-        for p in reversed(list_checkpoints(run.checkpoints))
-        if verify_checkpoint(p, checksums=False) is None
-    ]
-    return checkpoint_step(good[0]) if good else 0
+    """The step a resume starts from when the newest checkpoint is damaged: the newest that verifies (0 for
+    none)."""
+    checkpoints = reversed(list_checkpoints(run.checkpoints))
+    good = next((p for p in checkpoints if verify_checkpoint(p, checksums=False) is None), None)
+    return checkpoint_step(good) if good is not None else 0
 
 
 def _read(reader, run: RunDir, found: list[DamagedFile], default: Any) -> Any:

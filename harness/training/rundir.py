@@ -246,7 +246,10 @@ class RunDir:
         interrupted at the newest good checkpoint's step (the caller verifies it), else pending; the name
         and config hash from run.json, the loss of the last logged step up to there."""
         events = read_jsonl(self.events)
-        record = _json_or_empty(self.root / "run.json")
+        try:
+            record = self.read_record() or {}
+        except DamagedFile:  # then the status keeps no name or config hash; the rest still says where it is
+            record = {}
         last_start = max(
             (i for i, e in enumerate(events) if e.get("event") in ("start", "resume")), default=-1
         )
@@ -281,11 +284,3 @@ class RunDir:
         so the log reads as one uninterrupted run."""
         records = [r for r in read_jsonl(self.metrics) if r.get("step", 0) <= step]
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def _json_or_empty(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
