@@ -145,7 +145,10 @@ def checkpointable_counter(submitit):
 @pytest.mark.slow
 def test_checkpointable_job_is_requeued_after_timeout(submitit, tmp_path, checkpointable_counter):
     ex = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm")
-    ex.update_parameters(timeout_min=1, cpus_per_task=1, slurm_partition="debug")
+    # submitit's default warning (90 s) exceeds the 1-minute limit: SLURM would send USR2 at the job's first
+    # time-limit check, which can come before the job's Python has installed submitit's handler (USR2's
+    # default action then kills it: "srun: error: ... User defined signal 2"). 30 s leaves it time.
+    ex.update_parameters(timeout_min=1, cpus_per_task=1, slurm_partition="debug", slurm_signal_delay_s=30)
     job = ex.submit(checkpointable_counter())
     count, attempts, restarts = result_within(job, 240)
     assert attempts == 2  # the state at the checkpoint (attempts=1) came back, then this run
