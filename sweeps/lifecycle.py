@@ -9,7 +9,8 @@ job (``job.json`` + squeue/sacct):
 =============  ==============================================================================
 not launched   no job was ever submitted for this run
 pending        its job waits in the queue and the run has not started
-requeued       its job was requeued after a time-out or preemption and waits to resume
+requeued       its job ran and is back in the queue (its time-out, ``scontrol requeue``, preemption, a
+               node failure) and waits to resume
 running        training (``evaluating`` once training is done and the suites run), or some process holds
                the run directory (e.g. ``ablate train`` or ``ablate eval`` by hand)
 done           trained, and every suite of the sweep's plan has a result for the final checkpoint
@@ -104,8 +105,11 @@ class RunState:
 
 
 def _eta(run: RunDir, step: int, total: int) -> float | None:
-    """Seconds to the last step, from the pace of the last logged steps of this job."""
-    records = [r for r in read_jsonl(run.metrics) if "loss" in r and "time" in r][-20:]
+    """Seconds to the last step, from the pace of the last logged steps of this job's current start (a
+    requeued or resumed job's steps before its restart would count the time it waited as training)."""
+    starts = [e.get("time", 0) for e in read_jsonl(run.events) if e.get("event") == "job_start"]
+    started = max(starts, default=0)
+    records = [r for r in read_jsonl(run.metrics) if "loss" in r and r.get("time", 0) >= started][-20:]
     if len(records) < 2 or records[-1]["step"] <= records[0]["step"]:
         return None
     pace = (records[-1]["time"] - records[0]["time"]) / (records[-1]["step"] - records[0]["step"])
@@ -118,6 +122,13 @@ def _last_job_event(run: RunDir) -> str | None:
         if kind in ("job_start", "requeue", "cancel", "submitted"):
             return kind
     return None
+
+
+def _waiting_state(run: RunDir) -> str:
+    """A queued job is ``requeued`` when it has run already: it went back to the queue after starting (its
+    own requeue at the time limit, ``scontrol requeue``, a preemption or a node failure); ``pending`` when
+    the last thing that happened to the run was its submission."""
+    return "requeued" if _last_job_event(run) in ("job_start", "requeue") else "pending"
 
 
 def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> list[RunState]:
@@ -171,7 +182,7 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
                 if not trained:
                     s.eta_s = _eta(d, s.step, s.total_steps)
             else:
-                s.state = "requeued" if _last_job_event(d) == "requeue" else "pending"
+                s.state = _waiting_state(d)
         elif s.trainer_state == "failed":
             s.state, s.detail = "failed", status.get("error", "")
         elif (sched and sched.startswith("CANCELLED")) or _last_job_event(d) == "cancel":

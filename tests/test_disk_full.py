@@ -135,3 +135,45 @@ def test_ablate_train_on_a_full_disk_says_so_in_one_line(tmp_path, small_disk):
     assert len(errors) == 1 and "disk full" in errors[0] and "MiB free" in errors[0]
     assert "Traceback" not in done.stderr
     assert json.loads((small_disk / "run" / "status.json").read_text())["state"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_sweep_job_on_a_full_disk_is_failed_with_the_reason_and_a_relaunch_resumes_it(
+    tmp_path, small_disk, slurm_cluster, capsys
+):
+    """The same fault under a SLURM sweep job: ``sweep status`` names the full disk, and once space is freed a
+    plain relaunch (no --retry-failed: the disk's state, not the run's) resumes it to the reference losses."""
+    from ablate.cli import main
+    from sweeps.launch import launch, wait
+
+    run = yaml.safe_load(config(tmp_path).read_text())
+    run["train"] = {**run["train"], "steps": 24, "checkpoint_every": 8}
+    sweep = {
+        "name": "full",
+        "base": {k: run[k] for k in ("model", "data", "train", "optim", "schedule")},
+        "arms": {"1:7": {"model": {"preset": "tiny-1to7"}}},
+        "resources": {"cpus_per_task": 1, "time": "00:10:00"},
+    }
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    root = small_disk / "runs"
+    filler = fill(small_disk, leave=1024 * 1024)  # the run's small files fit, its first checkpoint does not
+
+    launch(path, executor="slurm", root=root)
+    (state,) = wait(path, root=root, poll_s=1, timeout_s=180)
+    assert state.state == "failed" and state.detail.startswith("disk full (no space left)"), state.as_dict()
+    capsys.readouterr()
+    assert main(["sweep", "status", str(path), "--root", str(root)]) == 0
+    assert "disk full" in capsys.readouterr().out
+
+    filler.unlink()
+    launch(path, executor="slurm", root=root)
+    (state,) = wait(path, root=root, poll_s=1, timeout_s=180)
+    assert state.state == "done", state.as_dict()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job ran (cpus_per_task: 1)
+    try:
+        train(load_run_config(state.dir.config), tmp_path / "reference")
+    finally:
+        torch.set_num_threads(threads)
+    assert losses(state.dir.root) == losses(tmp_path / "reference")

@@ -143,49 +143,93 @@ def test_refused_submission_is_one_clear_error_and_the_relaunch_submits(
     assert [s.state for s in wait(path, root=root, poll_s=1, timeout_s=300)] == ["done"]
 
 
-def test_cancel_then_relaunch_resumes(slurm_cluster, tmp_path, capsys):
-    path = sweep_file(tmp_path, name="long", arms={"attention": ARMS["attention"]}, steps=100_000)
+def _until(condition, timeout_s: float, what):
+    """Poll ``condition()`` until it returns something truthy; fail with ``what()`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.3)
+    return value
+
+
+@pytest.mark.slow
+def test_fault_campaign_requeue_cancel_and_damaged_status(slurm_cluster, tmp_path, capsys):
+    """One run through the faults SLURM deals out, each checked where it happens, and at the end: done, one
+    metrics record per step, the losses of the same run trained without interruption.
+
+    1. ``scontrol requeue`` (SIGTERM, then back to the queue): the job checkpoints the step it is at, the
+       status says ``requeued`` while it waits, and the requeued job resumes from exactly that step.
+    2. ``ablate sweep cancel`` (scancel's SIGTERM): the same, then ``cancelled``; the relaunch says
+       ``resume from step N`` and redoes at most the step that was in flight.
+    3. A truncated ``status.json`` once the run is done: the relaunch says ``done at step N, status rebuilt``
+       and submits nothing."""
+    import subprocess
+
+    steps = 240
+    path = sweep_file(tmp_path, name="faults", arms={"attention": ARMS["attention"]}, steps=steps)
+    data = yaml.safe_load(path.read_text())
+    data["base"]["train"]["checkpoint_every"] = 0  # every checkpoint is one a signal asked for
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     root = tmp_path / "runs"
-    launch(path, executor="slurm", root=root)
     sweep = load_sweep(path)
     runs = expand_sweep(sweep)
-    deadline = time.monotonic() + 120
-    while True:  # running, past its first checkpoint
-        (state,) = run_states(sweep, runs, root)
-        if state.state == "running" and state.step >= 12:
-            break
-        assert time.monotonic() < deadline, state.as_dict()
-        time.sleep(0.5)
-    assert main(["sweep", "status", str(path), "--root", str(root)]) == 0
-    assert "running" in capsys.readouterr().out
 
-    trained = max(r["step"] for r in read_jsonl(state.dir.metrics) if "loss" in r)
-    cancelled = cancel(path, root=root)
-    assert len(cancelled) == 1
-    deadline = time.monotonic() + 60
-    while (state := run_states(sweep, runs, root)[0]).state != "cancelled":
-        assert time.monotonic() < deadline, state.as_dict()
-        time.sleep(0.5)
-    assert state.scheduler_state.startswith("CANCELLED")
-    step_at_cancel = state.step
-    # scancel's SIGTERM: the job checkpointed the step it was at (not its last every-10-steps checkpoint).
-    deadline = time.monotonic() + 60
-    while not any(e["event"] == "terminated" for e in read_jsonl(state.dir.events)):
-        assert time.monotonic() < deadline, read_jsonl(state.dir.events)[-3:]
-        time.sleep(0.5)
-    terminated = next(e for e in read_jsonl(state.dir.events) if e["event"] == "terminated")
-    assert terminated["step"] >= trained
+    def state():
+        return run_states(sweep, runs, root)[0]
 
-    # A relaunch resumes the cancelled run from its checkpoint (then we cancel it for good).
+    def events(kind):
+        return [e for e in read_jsonl(state().dir.events) if e["event"] == kind]
+
+    def logged():
+        return max((r["step"] for r in read_jsonl(state().dir.metrics) if "loss" in r), default=0)
+
+    def status_line() -> str:
+        capsys.readouterr()
+        assert main(["sweep", "status", str(path), "--root", str(root)]) == 0
+        return capsys.readouterr().out
+
+    launch(path, executor="slurm", root=root)
+    job = state().job["job_id"]
+    _until(lambda: state().state == "running" and logged() >= 10, 120, lambda: state().as_dict())
+    assert job in status_line().split()
+
+    # 1. scontrol requeue
+    trained = logged()
+    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True, timeout=30)
+    (terminated,) = _until(lambda: events("terminated"), 60, lambda: read_jsonl(state().dir.events)[-3:])
+    assert terminated["step"] >= trained  # the step it was at, not a periodic checkpoint
+    _until(lambda: state().state == "requeued", 60, lambda: state().as_dict())
+    assert "requeued" in status_line()
+    (resume,) = _until(lambda: events("resume"), 180, lambda: state().as_dict())
+    assert resume["step"] == terminated["step"]
+    assert state().job["job_id"] == job  # the same job, requeued by SLURM
+
+    # 2. ablate sweep cancel
+    _until(lambda: logged() >= resume["step"] + 10, 120, lambda: state().as_dict())
+    trained = logged()
+    assert len(cancel(path, root=root)) == 1
+    _until(lambda: state().state == "cancelled", 60, lambda: state().as_dict())
+    assert "cancelled" in status_line()
+    second = _until(lambda: events("terminated")[1:], 60, lambda: read_jsonl(state().dir.events)[-3:])[0]
+    assert second["step"] >= trained
+    capsys.readouterr()
     report = launch(path, executor="slurm", root=root)
-    assert len(report.submitted) == 1 and report.submitted[0].step >= 10
-    deadline = time.monotonic() + 120
-    while not any(e["event"] == "resume" for e in read_jsonl(state.dir.events)):
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    resume = [e for e in read_jsonl(state.dir.events) if e["event"] == "resume"][-1]
-    assert resume["step"] == terminated["step"] >= step_at_cancel  # at most the step in flight is redone
-    cancel(path, root=root)
+    assert f"resume from step {second['step']}" in capsys.readouterr().out
+    assert [s.step for s in report.submitted] == [second["step"]]
+    (final,) = wait(path, root=root, poll_s=1, timeout_s=300)
+    assert final.state == "done", final.as_dict()
+    assert [e["step"] for e in events("resume")] == [terminated["step"], second["step"]]
+
+    # every step once, and the same losses as without any fault
+    assert losses(final.dir.root) == _reference_losses(final, tmp_path)
+    assert [step for step, _ in losses(final.dir.root)] == list(range(1, steps + 1))
+
+    # 3. a damaged status.json on a finished run
+    final.dir.status_file.write_text('{"state": "do')
+    capsys.readouterr()
+    assert launch(path, executor="slurm", root=root).job_ids == []
+    assert f"done at step {steps}, status rebuilt" in capsys.readouterr().out
+    assert "done" in status_line()
 
 
 @pytest.mark.slow
@@ -484,9 +528,11 @@ def test_launcher_killed_while_submitting(slurm_cluster, tmp_path, point):
     assert launch(path, executor="slurm", root=root).job_ids == []
 
 
-def test_reconcile_cancels_jobs_whose_submission_was_never_filed(slurm_cluster, tmp_path):
-    """A launcher killed between sbatch and filing the submissions leaves an array that would fail after a
-    minute without running: the next launch cancels it (and records nothing for it)."""
+@pytest.mark.parametrize("started", [False, True], ids=["pending", "started"])
+def test_reconcile_cancels_jobs_whose_submission_was_never_filed(slurm_cluster, tmp_path, started):
+    """A launcher killed between sbatch and filing the submissions leaves an array that would fail without
+    running (or, started, fill sacct with failures): the next launch cancels it, waiting or started, and
+    records nothing for it."""
     import subprocess
 
     path = sweep_file(tmp_path, name="unfiled", arms={"attention": ARMS["attention"]})
@@ -501,15 +547,26 @@ def test_reconcile_cancels_jobs_whose_submission_was_never_filed(slurm_cluster, 
             "--job-name",
             sweep.name,
             "--array=0-1",
-            "--begin=now+120",
+            *([] if started else ["--begin=now+120"]),
             "--wrap",
-            "true",
+            "sleep 300" if started else "true",
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     array = out.strip().split(";")[0]
+    if started:
+        _until(
+            lambda: (
+                "R"
+                in subprocess.run(
+                    ["squeue", "-h", "-r", "-o", "%t", "-j", array], capture_output=True, text=True
+                ).stdout.split()
+            ),
+            60,
+            lambda: f"array {array} did not start",
+        )
     from sweeps.launch import reconcile
 
     done = reconcile(sweep, folder, echo=lambda s: None)
