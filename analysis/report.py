@@ -7,8 +7,8 @@
 
 Per sweep: each paper table its ``compare:`` names (from the sweep file given, else run.json, else the
 registry in paper.yaml) with its claims checked, a generic arms x metrics table, Table 1 from the configs,
-and each figure whose data exists (loss curves; attention heads; IMDB companion; induction probe; expert
-load).
+and each figure whose data exists (loss curves; attention heads; IMDB companion; induction probe; MQAR;
+needle in a haystack and passkey by length x depth; loss by position; expert load).
 The folder is written beside ``out`` and swapped in when complete, so a re-run replaces the report as a
 whole and an interrupted one leaves the previous report intact. Nothing is ever written into a run dir.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import fig_icl, fig_training, recall, render
+from analysis import fig_icl, fig_longctx, fig_training, recall, render
 from analysis.attention_maps import load_prompt_maps
 from analysis.claims import ClaimResult, check_claims
 from analysis.frames import Frames, load_frames, write_csvs
@@ -62,12 +62,16 @@ def display_names(labels: list[str], arms: dict[str, str], compares: list[Compar
 
 
 def _figure_spec(compares: list[Compare], kind: str, paper: Paper) -> FigureSpec | None:
-    """The paper's figure of this kind among those the sweep's paper tables name (e.g. Fig. 5 for Table 4)."""
+    """The paper's figure of this kind among those the sweep's paper tables name (e.g. Fig. 5 for Table 4),
+    else the paper's one figure of a kind no table names (Fig. 4's needle in a haystack: any sweep that
+    measures it is set beside it)."""
     for c in compares:
         for fid in paper.table(c.table).figures:
             if paper.figures[fid].kind == kind:
                 return paper.figures[fid]
-    return None
+    tabled = {paper.figures[fid].kind for study in paper.tables.values() for fid in study.figures}
+    alone = [f for f in paper.figures.values() if f.kind == kind and kind not in tabled]
+    return alone[0] if len(alone) == 1 else None
 
 
 def _hybrids(runs: pd.DataFrame) -> list[str]:
@@ -195,7 +199,43 @@ def _expert_load(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) 
     return [Drawn("expert_load", "Expert load", caption, fig_training.expert_load(frames.expert_load, names))]
 
 
-FIGURES = (_loss, _attention, _imdb, _induction, _mqar, _expert_load)
+def _retrieval(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
+    drawn = []
+    for suite, what in (
+        ("niah", "a magic number for a key (RULER's niah_single)"),
+        ("passkey", "a pass key"),
+    ):
+        if not (frames.evals["suite"] == suite).any():
+            continue
+        caption = (
+            f"{suite} suite: share of prompts whose greedy continuation contains {what} hidden at a depth "
+            "of the haystack (rows) in a prompt of a length (columns); mean over seeds. The black line marks "
+            "the training length: columns right of it test retrieval past it."
+        )
+        drawn.append(
+            Drawn(
+                suite,
+                f"{suite}: length x depth",
+                caption,
+                fig_longctx.retrieval_heatmaps(frames.evals, names, suite),
+            )
+        )
+    return drawn
+
+
+def _position_loss(frames: Frames, measures: pd.DataFrame, names: dict[str, str]) -> list[Drawn]:
+    if not (frames.evals["suite"] == "position_loss").any():
+        return []
+    caption = (
+        "position_loss suite: per-token loss by position on long held-out documents, averaged in log-spaced "
+        "bins, mean over seeds; dashed: the training length. A curve that turns up past it does not "
+        "extrapolate."
+    )
+    fig = fig_longctx.position_loss_curves(frames.evals, names)
+    return [Drawn("position_loss", "Loss by position", caption, fig)]
+
+
+FIGURES = (_loss, _attention, _imdb, _induction, _mqar, _retrieval, _position_loss, _expert_load)
 
 
 def _imdb_settings(run_dir: Path) -> dict:

@@ -1,12 +1,12 @@
 """``evals/<suite>.json`` payloads flattened into tidy rows: one row per (suite, task, metric).
 
 Each suite nests its numbers differently (evals/perplexity.py, lm_eval_suites.py, icl.py, probes.py,
-attention.py, mqar.py); this is the one place that knows those shapes. Every row carries the standard error
-and sample count when the payload allows one (lm-eval's stderr; a binomial one for IMDB's proportions), the
-shots, the checkpoint step and the spec hash, and a task that did not run (e.g. "unavailable offline")
-becomes a row with that status and the reason, never a silent gap. Suites not known here still contribute
-their flat ``metrics`` mapping. Only ``evals/*.json`` is read: ``evals/adhoc/`` holds evaluations with
-non-planned settings, which tables must not mix in.
+attention.py, mqar.py, niah.py, position_loss.py); this is the one place that knows those shapes. Every row
+carries the standard error and sample count when the payload allows one (lm-eval's stderr; a binomial one for
+IMDB's proportions), the shots, the checkpoint step and the spec hash, and a task that did not run (e.g.
+"unavailable offline") becomes a row with that status and the reason, never a silent gap. Suites not known
+here still contribute their flat ``metrics`` mapping. Only ``evals/*.json`` is read: ``evals/adhoc/`` holds
+evaluations with non-planned settings, which tables must not mix in.
 """
 
 from __future__ import annotations
@@ -151,6 +151,30 @@ def _mqar(payload: dict) -> list[dict]:
     return rows
 
 
+def _retrieval(payload: dict) -> list[dict]:
+    """niah / passkey: task ``retrieval`` with the mean accuracy and the trained length; then one task per
+    cell, named ``L<length>_D<depth>``, with its accuracy (binomial s.e. over its prompts)."""
+    settings = payload.get("settings") or {}
+    rows = [_row("retrieval", "accuracy", payload.get("metrics", {}).get(f"{settings.get('task')}/accuracy"))]
+    rows.append(_row("retrieval", "trained_length", settings.get("trained_length")))
+    for cell in payload.get("cells", []):
+        n = cell.get("samples")
+        name = f"L{cell['length']}_D{cell['depth']:g}"
+        rows.append(_row(name, "accuracy", cell["accuracy"], stderr=_binomial_se(cell["accuracy"], n), n=n))
+    return rows
+
+
+def _position_loss(payload: dict) -> list[dict]:
+    """Task ``position_loss``: within, beyond, delta and the trained length; then one task per position
+    bin, named ``P<from>_<to>``, with its mean loss (n: documents)."""
+    settings = payload.get("settings") or {}
+    rows = [_row("position_loss", k.rpartition("/")[2], v) for k, v in (payload.get("metrics") or {}).items()]
+    rows.append(_row("position_loss", "trained_length", settings.get("trained_length")))
+    n = settings.get("documents")
+    rows += [_row(f"P{b['from']}_{b['to']}", "loss", b["loss"], n=n) for b in payload.get("bins", [])]
+    return rows
+
+
 def _generic(payload: dict) -> list[dict]:
     rows = []
     for key, value in (payload.get("metrics") or {}).items():
@@ -167,6 +191,9 @@ FLATTENERS: dict[str, Callable[[dict], list[dict]]] = {
     "induction": _induction,
     "attention": _attention,
     "mqar": _mqar,
+    "niah": _retrieval,
+    "passkey": _retrieval,
+    "position_loss": _position_loss,
 }
 
 

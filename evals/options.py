@@ -193,3 +193,67 @@ class MqarOptions:
                 raise ConfigError(
                     f"must be a non-empty list of integers >= 1, got {getattr(self, name)}", key=name
                 )
+
+
+RetrievalHaystack = Literal["filler", "text"]
+
+
+@dataclass
+class RetrievalOptions:
+    """A needle hidden at a grid of depths in haystacks of a grid of lengths, asked for at the end
+    (evals/niah.py): the ``niah`` (Fig. 4) and ``passkey`` suites."""
+
+    lengths: list[int] | None = None  # prompt tokens; default: 1, 2, 4 and 8 x the training context
+    depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # 0: start, 1: end
+    limit: int = 8  # prompts per (length, depth) cell, each with its own needle
+    seed: int = 0  # needles (and text offsets) are drawn from it: every arm sees the same prompts
+    haystack: RetrievalHaystack = "filler"  # RULER's repeated sentences, or real text from the books corpus
+    source: CorpusSource = "auto"  # where the books text comes from (haystack: text)
+    digits: int = 7  # digits of the number to retrieve
+    batch_size: int = runtime_field(8)  # prompts decoded at once (a cell's prompts have one length)
+    prefill_chunk: int | None = runtime_field(None)  # tokens per prefill pass; default: the training context
+
+    def __post_init__(self) -> None:
+        for name in ("lengths", "depths"):
+            if getattr(self, name) is not None and not getattr(self, name):
+                raise ConfigError(f"must be a non-empty list, got {getattr(self, name)}", key=name)
+        if self.lengths is not None and min(self.lengths) < 16:
+            raise ConfigError(f"lengths must be >= 16 tokens, got {self.lengths}", key="lengths")
+        if any(not 0.0 <= d <= 1.0 for d in self.depths):
+            raise ConfigError(
+                f"depths are fractions of the haystack in [0, 1], got {self.depths}", key="depths"
+            )
+        for name in ("limit", "batch_size", "prefill_chunk"):
+            _at_least(self, name, 1)
+        if not 1 <= self.digits <= 12:
+            raise ConfigError(f"must be 1..12, got {self.digits}", key="digits")
+
+
+@dataclass
+class NiahOptions(RetrievalOptions):
+    """RULER's ``niah_single``: a magic number for a two-word key, in filler or in real text (Fig. 4)."""
+
+
+@dataclass
+class PasskeyOptions(RetrievalOptions):
+    """The passkey test (Mohtashami & Jaggi 2023): a 5-digit pass key in repeated filler sentences."""
+
+    digits: int = 5
+
+
+@dataclass
+class PositionLossOptions:
+    """Per-token loss by position on long held-out documents, out past the training length
+    (evals/position_loss.py)."""
+
+    max_len: int | None = None  # tokens scored per document; default: 8 x the training context
+    corpus: str = "books"  # a named corpus with long documents
+    limit: int = 8  # documents of at least max_len tokens, the first ones of the held-out split
+    bins_per_octave: int = 4  # positions are averaged in log-spaced bins
+    source: CorpusSource = "auto"
+    chunk: int | None = runtime_field(None)  # tokens per forward pass through the cache; default: the context
+
+    def __post_init__(self) -> None:
+        _at_least(self, "max_len", 2)
+        for name in ("limit", "bins_per_octave", "chunk"):
+            _at_least(self, name, 1)

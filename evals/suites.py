@@ -20,7 +20,10 @@ from evals.options import (
     InductionOptions,
     LmEvalOptions,
     MqarOptions,
+    NiahOptions,
+    PasskeyOptions,
     PerplexityOptions,
+    PositionLossOptions,
 )
 from harness.config_errors import ConfigError, did_you_mean
 from harness.config_schema import from_dict, identity, short_hash, to_dict
@@ -82,6 +85,27 @@ SUITES: dict[str, Suite] = {
             "evals.mqar:run",
             "evals.mqar:summarize",
             "recall accuracy of runs trained on synthetic MQAR, per (length, pairs) task",
+        ),
+        Suite(
+            "niah",
+            NiahOptions,
+            "evals.niah:run_niah",
+            "evals.niah:summarize",
+            "needle in a haystack (Fig. 4): retrieval by context length x needle depth",
+        ),
+        Suite(
+            "passkey",
+            PasskeyOptions,
+            "evals.niah:run_passkey",
+            "evals.niah:summarize",
+            "passkey retrieval from filler, by context length x depth",
+        ),
+        Suite(
+            "position_loss",
+            PositionLossOptions,
+            "evals.position_loss:run",
+            "evals.position_loss:summarize",
+            "per-token loss by position on long documents, past the training length",
         ),
     )
 }
