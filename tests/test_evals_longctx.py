@@ -13,11 +13,11 @@ import torch
 from eval_fixture import eval_packs, hybrid_run  # noqa: F401  (fixtures)
 
 from ablate.cli import main
-from evals.niah import FILLER, TASKS, _sentences, build_prompt
 from evals.options import NiahOptions, PositionLossOptions
 from evals.position_loss import log_bins, position_nll
 from evals.suites import resolve_options
 from harness.config_errors import ConfigError
+from harness.data.needle import FILLER, TASKS, build_prompt, sentences
 from harness.training.loading import load_run
 
 
@@ -30,8 +30,8 @@ def loaded(hybrid_run):  # noqa: F811
 def test_the_needle_sits_where_the_depth_says(loaded, depth):
     encode = loaded.tokenizer.encode
     task = TASKS["niah"]
-    sentences = _sentences(FILLER)
-    p = build_prompt(encode, task, sentences, 300, depth, key="calm-river", value="4817263", offset=0)
+    haystack = sentences(FILLER)
+    p = build_prompt(encode, task, haystack, 300, depth, key="calm-river", value="4817263", offset=0)
     prefix = encode(task.intro + "\n")
     needle = encode(" " + task.needle.format(key="calm-river", value="4817263"))
     suffix = encode("\n" + task.question.format(key="calm-river"))
@@ -47,7 +47,7 @@ def test_the_needle_sits_where_the_depth_says(loaded, depth):
             suffix
         )  # right before the question
     else:
-        longest = max(len(encode(" " + s)) for s in sentences)
+        longest = max(len(encode(" " + s)) for s in haystack)
         assert abs(offset - room / 2) <= longest / 2 + 1  # the sentence boundary nearest the middle
         before = loaded.tokenizer.decode(p.ids[len(prefix) : p.needle_start])
         assert before.rstrip().endswith((".", "again."))  # whole sentences before it

@@ -20,6 +20,14 @@ fly: :class:`MQARConfig`, :mod:`harness.data.mqar`) takes the place of text corp
     data:
       train: [{name: mqar, mqar: {num_pairs: [8, 32, 64], seq_lens: [256]}}]
       tokenizer: {kind: bpe, vocab_size: 8192, train_corpus: [web]}   # a text tokenizer is still built
+
+So does ``passkey`` (a pass key hidden in filler text and asked for at the end, loss on the answer only:
+:class:`PasskeyConfig`, :mod:`harness.data.needle`), with which a model trained at a short length is then
+tested far past it by the ``passkey`` evaluation suite::
+
+    data:
+      train: [{name: passkey, passkey: {digits: 5}}]
+      tokenizer: {kind: bpe, vocab_size: 4096, train_corpus: [web]}
 """
 
 from __future__ import annotations
@@ -36,7 +44,9 @@ from harness.data.corpora import all_corpus_names, canonical_name, suggest_corpu
 
 DEFAULT_DATA_DIR = "~/.cache/jamba-ablate/data"
 DATA_DIR_ENV = "ABLATE_DATA_DIR"
-MQAR = "mqar"  # the synthetic corpus's name
+MQAR = "mqar"  # the synthetic corpora's names
+PASSKEY = "passkey"
+SYNTHETIC = (MQAR, PASSKEY)
 
 
 def _as_list(value: int | list[int] | None) -> list[int] | None:
@@ -132,6 +142,23 @@ class MQARConfig:
 
 
 @dataclass
+class PasskeyConfig:
+    """The synthetic ``passkey`` corpus (:mod:`harness.data.needle`): sequences of the ``passkey`` suite's
+    prompt followed by its answer, lengths uniform in [min_len, seq_len], loss on the answer's tokens."""
+
+    digits: int = 5  # digits of the pass key (the test of Mohtashami & Jaggi: 5)
+    min_len: int | None = (
+        None  # shortest sequence (prompt + answer); default: seq_len / 4, or room for filler
+    )
+
+    def __post_init__(self):
+        if not 1 <= self.digits <= 12:
+            raise ConfigError(f"digits must be 1..12, got {self.digits}", key="digits")
+        if self.min_len is not None and self.min_len < 16:
+            raise ConfigError(f"min_len must be >= 16 tokens (or null), got {self.min_len}", key="min_len")
+
+
+@dataclass
 class CorpusSpec:
     """One corpus of a mixture.
 
@@ -161,12 +188,14 @@ class CorpusSpec:
     # name: mqar only: the synthetic recall task. Left out of the resolved config while null, so that the
     # config hash (run ids, run directories) of every text run is what it was before this field existed.
     mqar: MQARConfig | None = later_field(None)
+    # name: passkey only: the synthetic retrieval task (left out while null, as mqar).
+    passkey: PasskeyConfig | None = later_field(None)
 
     def __post_init__(self):
         if not self.name:
             raise ConfigError("a corpus needs a name", key="name")
-        if self.name == MQAR or self.mqar is not None:
-            self._check_mqar()
+        if self.name in SYNTHETIC or self.mqar is not None or self.passkey is not None:
+            self._check_synthetic()
             return
         if not (self.weight > 0):
             raise ConfigError(f"weight must be > 0, got {self.weight!r}", key="weight")
@@ -195,21 +224,33 @@ class CorpusSpec:
     def is_mqar(self) -> bool:
         return self.name == MQAR
 
-    def _check_mqar(self) -> None:
-        if self.name != MQAR:
-            raise ConfigError(
-                f"'mqar' settings belong to a corpus named '{MQAR}', not '{self.name}'", key="mqar"
-            )
-        if self.mqar is None:
+    @property
+    def is_passkey(self) -> bool:
+        return self.name == PASSKEY
+
+    @property
+    def kind(self) -> str:
+        """``text``, or the synthetic corpus's name."""
+        return self.name if self.name in SYNTHETIC else "text"
+
+    def _check_synthetic(self) -> None:
+        for name in SYNTHETIC:
+            if getattr(self, name) is not None and self.name != name:
+                raise ConfigError(
+                    f"'{name}' settings belong to a corpus named '{name}', not '{self.name}'", key=name
+                )
+        if self.name == PASSKEY and self.passkey is None:
+            self.passkey = PasskeyConfig()  # every setting has a default
+        if self.name == MQAR and self.mqar is None:
             raise ConfigError(
                 "the synthetic corpus 'mqar' needs its settings, e.g. mqar: {num_pairs: [8, 32, 64]}",
                 key="mqar",
             )
         for key in ("hub_path", "hub_config", "split", "text_field", "streaming", "data_files", "max_tokens"):
             if getattr(self, key) is not None:
-                raise ConfigError(f"the synthetic corpus 'mqar' takes no {key}", key=key)
+                raise ConfigError(f"the synthetic corpus '{self.name}' takes no {key}", key=key)
         if self.source != "auto":
-            raise ConfigError("the synthetic corpus 'mqar' takes no source", key="source")
+            raise ConfigError(f"the synthetic corpus '{self.name}' takes no source", key="source")
 
 
 @dataclass
@@ -265,25 +306,28 @@ class DataConfig:
         if self.max_tokens is not None and self.max_tokens < 2:
             raise ConfigError(f"max_tokens must be >= 2, got {self.max_tokens!r}", key="max_tokens")
         for role in ("train", "validation"):
-            kinds = {s.is_mqar for s in getattr(self, role)}
+            kinds = sorted({s.kind for s in getattr(self, role)})
             if len(kinds) > 1:
                 raise ConfigError(
-                    f"data.{role} mixes the synthetic '{MQAR}' with text corpora; a split is either text or "
-                    "mqar",
+                    f"data.{role} mixes {' and '.join(kinds)} corpora; a split is either text, {MQAR} or "
+                    f"{PASSKEY}",
                     key=role,
                 )
         tok = self.tokenizer
-        if any(s.is_mqar for s in self.train) and tok.kind == "bpe" and tok.path is None:
-            if not tok.train_corpus:
+        synthetic = next((s.name for s in self.train if s.kind != "text"), None)
+        if synthetic and tok.kind == "bpe" and tok.path is None and not tok.train_corpus:
+            raise ConfigError(
+                f"a {synthetic} run still builds a text tokenizer (its vocab_size, EOS id and text evals): "
+                "name the text it trains on, e.g. tokenizer: {train_corpus: [web]}, or use kind: gpt2 or "
+                "path",
+                key="tokenizer.train_corpus",
+            )
+        for name in SYNTHETIC:
+            if tok.train_corpus and name in tok.train_corpus:
                 raise ConfigError(
-                    "an mqar run still builds a text tokenizer (its vocab_size, EOS id and text evals): name "
-                    "the text it trains on, e.g. tokenizer: {train_corpus: [web]}, or use kind: gpt2 or path",
+                    f"the tokenizer trains on text; '{name}' is a synthetic corpus",
                     key="tokenizer.train_corpus",
                 )
-        if tok.train_corpus and MQAR in tok.train_corpus:
-            raise ConfigError(
-                f"the tokenizer trains on text; '{MQAR}' is synthetic token ids", key="tokenizer.train_corpus"
-            )
 
     def corpora(self, split: str) -> list[CorpusSpec]:
         """The corpora of ``split`` ('train' or 'validation'); an empty validation list means the held-out
@@ -303,7 +347,8 @@ class DataConfig:
                     hub_config=s.hub_config,
                     text_field=s.text_field,
                     streaming=s.streaming,
-                    mqar=s.mqar,  # mqar: the same tasks, from the held-out stream
+                    mqar=s.mqar,  # synthetic: the same task, from the held-out stream
+                    passkey=s.passkey,
                 )
                 for s in self.train
                 if s.data_files is None

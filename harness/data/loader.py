@@ -267,14 +267,19 @@ def build_dataset(
     seed: int = 0,
     num_samples: int | None = None,
 ) -> Dataset:
-    """Resolve, tokenize (cached) and index the corpora of ``split``; for the synthetic ``mqar`` corpus, the
-    generator's dataset (:class:`harness.data.mqar.MQARDataset`, the same sample-index contract)."""
+    """Resolve, tokenize (cached) and index the corpora of ``split``; for a synthetic corpus (``mqar``,
+    ``passkey``), its generator's dataset (:mod:`harness.data.mqar`, :mod:`harness.data.needle`: the same
+    sample-index contract)."""
     role = "train" if split == "train" else "validation"
     specs = data_cfg.corpora(role)
     if any(s.is_mqar for s in specs):
         from harness.data.mqar import build_mqar_dataset
 
         return build_mqar_dataset(data_cfg, tok, role, seq_len, seed)
+    if any(s.is_passkey for s in specs):
+        from harness.data.needle import build_passkey_dataset
+
+        return build_passkey_dataset(data_cfg, tok, role, seq_len, seed)
 
     from harness.data.sources import resolve
     from harness.data.tokens import tokenize_to_cache

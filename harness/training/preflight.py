@@ -76,3 +76,9 @@ def check_before_writing(cfg: RunConfig, world_size: int = 1) -> None:
             if loop.seq_len < 4:
                 raise ConfigError(f"must be >= 4 for mqar, got {loop.seq_len}", key="train.seq_len")
             run_tasks(cfg.data, seq_len=loop.seq_len, vocab_size=vocab, eos=eos, role=role)
+        for spec in (s for s in specs if s.is_passkey and s.passkey.min_len is not None):
+            if spec.passkey.min_len > loop.seq_len:
+                raise ConfigError(
+                    f"passkey.min_len {spec.passkey.min_len} exceeds train.seq_len {loop.seq_len}",
+                    key=f"data.{role}",
+                )
