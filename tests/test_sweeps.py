@@ -11,7 +11,11 @@ from harness.presets import FAMILIES
 from sweeps.config import expand_sweep, load_sweep
 from sweeps.plan import run_costs
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+_SWEEP_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+# sweeps/runs/ holds single-run configs (ablate train), not sweeps
+SWEEPS = sorted(
+    [*_SWEEP_DIR.glob("*.yaml"), *(p for p in _SWEEP_DIR.glob("*/*.yaml") if p.parent.name != "runs")]
+)
 TINY = {
     "name": "mini-test",
     "base": {
