@@ -35,9 +35,9 @@ if [ "${ABLATE_SLURM:-}" != 0 ] && [ "$(id -u)" = 0 ] && ! sinfo -h >/dev/null 2
 fi
 if [ $upgrade = 0 ]; then
     "$venv/bin/ruff" check .
-    "$venv/bin/python" -m pytest -m "not slow and not gpu" "$@"
+    "$venv/bin/python" -m pytest -m "not slow and not gpu" --durations=15 "$@"
     if [ $# -eq 0 ]; then
-        "$venv/bin/python" -m pytest -m "slow and not gpu" || [ $? -eq 5 ]  # 5: no slow tests selected
+        "$venv/bin/python" -m pytest -m "slow and not gpu" --durations=15 || [ $? -eq 5 ]  # 5: no slow tests selected
     fi
     exit 0
 fi

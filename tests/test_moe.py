@@ -171,3 +171,17 @@ def test_stacked_experts_keep_seeded_init_and_load_per_expert_checkpoints():
     assert torch.equal(fresh.experts.down_proj, 2 * layer.experts.down_proj)
     with pytest.raises(RuntimeError):  # an incomplete one (three experts of four) does not load
         fresh.load_state_dict({k: v for k, v in per_expert.items() if "experts.3." not in k})
+
+
+def test_the_combine_is_each_tokens_weighted_sum_of_its_choices_in_choice_order():
+    """Gather-and-sum, no atomics: every token's output is exactly its top-K experts' outputs weighted and
+    added in choice order (bitwise, in fp32), whatever the other tokens chose."""
+    layer = wide_moe_layer(n=6, k=3)
+    x = torch.randn(1, 41, 16)
+    with torch.no_grad():
+        out, _ = layer(x)
+        _, weights, idx = layer.route(x.view(-1, 16))
+        every = torch.stack(layer.experts([x.view(-1, 16)] * 6), dim=1)
+        for t in range(41):
+            expected = sum(weights[t, c] * every[t, idx[t, c]] for c in range(3))
+            assert torch.equal(out[0, t], expected)

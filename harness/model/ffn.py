@@ -264,8 +264,12 @@ class MoE(nn.Module):
             # An expert that no token picked still runs (on zero rows), so its parameters get a zero
             # gradient rather than none: data-parallel reductions then see the same tensors on every rank.
             y = torch.cat(self.experts(gathered.split(counts.tolist())))
-        y = y * weights.flatten()[order, None].to(flat.dtype)
-        out = torch.zeros_like(flat).index_add_(0, token, y.to(flat.dtype))
+        # Combine by gathering each (token, choice) row back into place and summing a token's top-K choices
+        # in choice order: no atomics (an index_add_ over the sorted rows is one per row on CUDA, so its sums'
+        # order, and in bf16 their values, vary run to run), and the backward of a permutation has none.
+        unsort = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+        y = y.index_select(0, unsort).view(-1, self.top_k, shape[-1])
+        out = (y * weights[..., None].to(y.dtype)).sum(dim=1).to(flat.dtype)
         routing = Routing(load_balancing_loss(probs, idx, self.n_experts), counts)
         return out.view(shape), routing
 
@@ -286,13 +290,10 @@ class MoE(nn.Module):
 
         ``forward``'s loop backend splits rows by expert, which needs the per-expert counts on the host and
         so cannot be captured in a CUDA graph; at one token per row the extra expert FLOPs are cheaper than
-        that sync. Contributions are summed in expert order, as ``forward``'s sorted ``index_add_`` does.
+        that sync. The chosen experts' outputs are weighted and summed in choice order, as ``forward`` does.
         """
         flat = x.reshape(-1, x.shape[-1])
         _, weights, idx = self.route(flat)
-        gate = torch.zeros(flat.shape[0], self.n_experts, device=flat.device, dtype=weights.dtype)
-        gate = gate.scatter(1, idx, weights).to(flat.dtype)
-        out = torch.zeros_like(flat)
-        for e, y in enumerate(self.experts([flat] * self.n_experts)):
-            out = out + gate[:, e, None] * y
-        return out.view(x.shape)
+        every = torch.stack(self.experts([flat] * self.n_experts), dim=1)  # (rows, n_experts, d)
+        chosen = every.gather(1, idx[..., None].expand(-1, -1, flat.shape[-1]))  # (rows, K, d)
+        return (chosen * weights[..., None].to(chosen.dtype)).sum(dim=1).to(flat.dtype).view(x.shape)
