@@ -80,8 +80,10 @@ def recall_table(frames: Frames, runs: list[RunInfo] | None = None) -> pd.DataFr
                 "arm": run.arm,
                 "pattern": model.get("pattern"),
                 "d_model": model["d_model"],
-                "d_state": (model.get("mamba") or {}).get("d_state")
-                if "M" in model.get("pattern", "")
+                "d_state": (model.get("mamba2" if "S" in model.get("pattern", "") else "mamba") or {}).get(
+                    "d_state"
+                )
+                if {"M", "S"} & set(model.get("pattern", ""))
                 else None,
                 "lr": config["optim"]["lr"],
                 "seed": run.seed,

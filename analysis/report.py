@@ -77,7 +77,7 @@ def _figure_spec(compares: list[Compare], kind: str, paper: Paper) -> FigureSpec
 def _hybrids(runs: pd.DataFrame) -> list[str]:
     """Labels of arms with attention and Mamba layers (else: of any arm with attention)."""
     patterns = dict(zip(runs["label"], runs["pattern"].fillna(""), strict=True))
-    hybrids = [lab for lab, p in patterns.items() if "*" in p and "M" in p]
+    hybrids = [lab for lab, p in patterns.items() if "*" in p and ("M" in p or "S" in p)]
     return hybrids or [lab for lab, p in patterns.items() if "*" in p]
 
 

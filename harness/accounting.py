@@ -8,12 +8,14 @@ Conventions (stated because papers differ):
 * Parameters include the input embedding and, when untied, the LM head, as the Jamba paper's Table 1 does.
   *Active* parameters count only the top-K experts of each MoE layer (router included).
 * KV cache: ``attention layers x kv_heads x head_dim x 2 (K and V) x bytes x tokens``; 16-bit by default.
-* Mamba state: per Mamba layer ``d_inner x d_state`` (SSM) + ``d_inner x d_conv`` (conv window), same dtype.
+* Mamba state: per Mamba layer ``d_inner x d_state`` (SSM) + ``d_inner x d_conv`` (conv window), same dtype;
+  per Mamba-2 layer ``d_inner x d_state`` + ``(d_inner + 2 x groups x d_state) x d_conv``.
 * FLOPs per token are forward + backward = 3 x forward. Forward counts 2 FLOPs per multiply-add of every
   matmul weight that a token touches (LM head included, embedding lookup excluded), attention scores and
   values ``2 x 2 x (context / 2) x n_heads x head_dim`` per attention layer (causal: on average a token
   attends to half the context), the selective scan ``9 x d_inner x d_state`` and the depthwise conv
-  ``2 x d_inner x d_conv`` per Mamba layer.
+  ``2 x d_inner x d_conv`` per Mamba layer; per Mamba-2 layer the SSD counted as its recurrence, ``6 x
+  d_inner x d_state`` (decay, input and output: three multiply-adds per state entry), and its conv.
 * GPU-hours = tokens x FLOPs per token / (peak FLOP/s x MFU) / 3600.
 """
 
@@ -45,6 +47,24 @@ def mamba_params(cfg: ModelConfig) -> int:
     return total
 
 
+def mamba2_dims(cfg: ModelConfig) -> tuple[int, int, int]:
+    """d_inner, heads and the conv's channels (x, B and C) of a Mamba-2 layer."""
+    m = cfg.mamba2
+    d_inner = m.expand * cfg.d_model
+    return d_inner, d_inner // m.head_dim, d_inner + 2 * m.n_groups * m.d_state
+
+
+def mamba2_params(cfg: ModelConfig) -> int:
+    d, m = cfg.d_model, cfg.mamba2
+    di, heads, conv = mamba2_dims(cfg)
+    total = d * (di + conv + heads) + conv * m.d_conv + 3 * heads + di + di * d  # dt_bias, A_log, D; norm
+    if m.proj_bias:
+        total += di + conv + heads + d
+    if m.conv_bias:
+        total += conv
+    return total
+
+
 def mlp_params(d_model: int, d_ff: int) -> int:
     return 3 * d_model * d_ff
 
@@ -61,6 +81,7 @@ def param_breakdown(cfg: ModelConfig, active: bool = False) -> dict[str, int]:
         "lm_head": 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model,
         "attention": cfg.count("*") * attention_params(cfg),
         "mamba": cfg.count("M") * mamba_params(cfg),
+        "mamba2": cfg.count("S") * mamba2_params(cfg) if cfg.mamba2 else 0,
         "mlp": cfg.count("-") * mlp_params(cfg.d_model, cfg.d_ff),
         "moe": cfg.count("E") * moe_params(cfg, active) if cfg.moe else 0,
         "norms": (len(cfg.pattern) + 1) * cfg.d_model,
@@ -74,6 +95,9 @@ def matmul_params_per_token(cfg: ModelConfig) -> int:
     mamba = d * 2 * di + di * (r + 2 * n) + r * di + di * d
     total = cfg.vocab_size * cfg.d_model  # LM head, tied or not
     total += cfg.count("*") * attention_params(cfg) + cfg.count("M") * mamba
+    if cfg.mamba2:
+        di, heads, conv = mamba2_dims(cfg)
+        total += cfg.count("S") * (d * (di + conv + heads) + di * d)
     total += cfg.count("-") * mlp_params(cfg.d_model, cfg.d_ff)
     if cfg.moe:
         total += cfg.count("E") * moe_params(cfg, active=True)
@@ -84,6 +108,9 @@ def flops_breakdown(cfg: ModelConfig, context: int) -> dict[str, float]:
     """Forward + backward FLOPs per token at a training context length, per component."""
     attention = cfg.count("*") * 2 * 2 * (context / 2) * cfg.attention.n_heads * cfg.head_dim
     ssm = cfg.count("M") * (9 * cfg.d_inner * cfg.mamba.d_state + 2 * cfg.d_inner * cfg.mamba.d_conv)
+    if cfg.mamba2:
+        di, _, conv = mamba2_dims(cfg)
+        ssm += cfg.count("S") * (6 * di * cfg.mamba2.d_state + 2 * conv * cfg.mamba2.d_conv)
     return {
         "matmul": 3 * 2 * matmul_params_per_token(cfg),
         "attention": 3 * attention,
@@ -97,7 +124,11 @@ def kv_cache_bytes(cfg: ModelConfig, context: int, batch: int = 1, bytes_per_ele
 
 def mamba_state_bytes(cfg: ModelConfig, batch: int = 1, bytes_per_element: int = 2) -> int:
     per_layer = cfg.d_inner * (cfg.mamba.d_state + cfg.mamba.d_conv)
-    return cfg.count("M") * per_layer * bytes_per_element * batch
+    total = cfg.count("M") * per_layer
+    if cfg.mamba2:
+        di, _, conv = mamba2_dims(cfg)
+        total += cfg.count("S") * (di * cfg.mamba2.d_state + conv * cfg.mamba2.d_conv)
+    return total * bytes_per_element * batch
 
 
 @dataclass

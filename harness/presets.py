@@ -11,6 +11,8 @@ Ablation families (``tiny``, ``mini``, ``1.3b``, ``7b``) hold every arm of the p
 * ``-moe``: MoE with n = 16 experts, top K = 2, every e = 2 layers (the paper's Table 7 setting);
 * ``-rope``: rotary position embeddings in the attention layers (Table 8); not offered for pure Mamba;
 * ``-nonorm``: no RMSNorm inside Mamba (Fig. 8); not offered for pure attention.
+* ``-m2``: Mamba-2 (SSD) layers in place of Mamba-1 (beyond the paper: which Mamba a hybrid wants), for
+  ``mamba``, ``1to3`` and ``1to7``, alone or with ``-moe``; its own ``d_ff`` matches the parameter target.
 
 **Parameter matching.** The paper does not publish its ablation dimensions. Within a family every arm has
 the same width, depth, heads and vocabulary, so depth-dependent phenomena (such as which layer hosts an
@@ -31,6 +33,10 @@ Family dimensions, and why:
   24 layers is what the paper's induction-head figure implies for its 1:7 model (attention in layers 4,
   12 and 20) and is divisible by both 4 (1:3) and 8 (1:7).
 * ``7b``: d 4096, 32 layers, 32 / 8 heads, vocab 65536: Jamba-v0.1's width, depth and heads.
+
+Mamba-2 settings per family (:data:`MAMBA2`): head dim 64 and d_state 64 (``mini``) or 128 (``1.3b``, ``7b``)
+as in the Mamba-2 paper's language models; ``tiny`` takes head dim 16, d_state 16 and 64-token chunks so
+that its eight heads and the CPU reference scan stay small.
 """
 
 from __future__ import annotations
@@ -40,7 +46,14 @@ from dataclasses import dataclass
 from functools import cache
 
 from harness.config_errors import ConfigError, did_you_mean
-from harness.model.config import AttentionConfig, LayoutConfig, MambaConfig, ModelConfig, MoEConfig
+from harness.model.config import (
+    AttentionConfig,
+    LayoutConfig,
+    Mamba2Config,
+    MambaConfig,
+    ModelConfig,
+    MoEConfig,
+)
 
 PAPER_MODELS: dict[str, dict] = {
     "llama-2-7b": dict(
@@ -130,31 +143,42 @@ FAMILIES = {
 }
 
 
+# Mamba-2 (``-m2``) settings per family: head_dim, d_state, chunk_size.
+MAMBA2 = {"tiny": (16, 16, 64), "mini": (64, 64, 256), "1.3b": (64, 128, 256), "7b": (64, 128, 256)}
+M2_ARMS = ("mamba", "1to3", "1to7")
+
+
 def _family_config(
-    family: Family, arm: str, d_ff: int, moe: bool, rope: bool, mamba_norm: bool
+    family: Family, arm: str, d_ff: int, moe: bool, rope: bool, mamba_norm: bool, m2: bool = False
 ) -> ModelConfig:
+    head_dim, d_state, chunk = MAMBA2[family.name]
     return ModelConfig(
         vocab_size=family.vocab_size,
         d_model=family.d_model,
         d_ff=d_ff,
         layout=LayoutConfig(
-            layers=family.layers, attn_mamba=ARMS[arm], moe_every=MOE_SETTING["moe_every"] if moe else 0
+            layers=family.layers,
+            attn_mamba=ARMS[arm],
+            moe_every=MOE_SETTING["moe_every"] if moe else 0,
+            ssm="mamba2" if m2 else "mamba",
         ),
         attention=AttentionConfig(n_heads=family.n_heads, n_kv_heads=family.n_kv_heads, rope=rope),
         mamba=MambaConfig(inner_rmsnorm=mamba_norm),
+        mamba2=Mamba2Config(head_dim=head_dim, d_state=d_state, chunk_size=chunk) if m2 else None,
         moe=MoEConfig(n_experts=MOE_SETTING["n_experts"], top_k=MOE_SETTING["top_k"]) if moe else None,
     )
 
 
 @cache
-def matched_d_ff(family_name: str, arm: str) -> int:
-    """The MLP width that brings ``arm`` of ``family`` to the family's parameter target."""
+def matched_d_ff(family_name: str, arm: str, m2: bool = False) -> int:
+    """The MLP width that brings ``arm`` of ``family`` (with Mamba-2 layers if ``m2``) to the family's
+    parameter target."""
     from harness.accounting import param_breakdown
 
     family = FAMILIES[family_name]
 
     def total(d_ff: int) -> int:
-        return sum(param_breakdown(_family_config(family, arm, d_ff, False, False, True)).values())
+        return sum(param_breakdown(_family_config(family, arm, d_ff, False, False, True, m2)).values())
 
     step = family.d_ff_multiple
     base = total(step)
@@ -182,6 +206,8 @@ def family_preset_names() -> list[str]:
                             + ("-rope" if rope else "")
                             + ("" if norm else "-nonorm")
                         )
+            if arm in M2_ARMS:
+                names += [f"{family}-{arm}-m2", f"{family}-{arm}-moe-m2"]
     return names
 
 
@@ -210,20 +236,23 @@ def get_preset(name: str) -> ModelConfig:
     if family_name in FAMILIES and parts and parts[0] in ARMS and name in family_preset_names():
         flags = set(parts[1:])
         arm = parts[0]
+        m2 = "m2" in flags
         return _family_config(
             FAMILIES[family_name],
             arm,
-            matched_d_ff(family_name, arm),
+            matched_d_ff(family_name, arm, m2),
             "moe" in flags,
             "rope" in flags,
             "nonorm" not in flags,
+            m2,
         )
     raise ConfigError(
         f"unknown preset '{name}'."
         + did_you_mean(name, preset_names())
         + " Paper models: "
         + ", ".join(PAPER_MODELS)
-        + "; ablation presets: <family>-<arm>[-moe][-rope][-nonorm] with family in "
+        + "; ablation presets: <family>-<arm>[-moe][-rope][-nonorm], or <family>-<arm>[-moe]-m2 with "
+        + "Mamba-2, with family in "
         + ", ".join(FAMILIES)
         + " and arm in "
         + ", ".join(ARMS)

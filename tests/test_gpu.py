@@ -378,3 +378,35 @@ def test_fused_kernels_train_like_eager(name, precision):
             losses[kernels].append(out.loss.item())
     print(f"{name} ({precision}): eager {losses['eager']}, fused {losses['fused']}")
     assert losses["fused"] == pytest.approx(losses["eager"], rel=1e-2, abs=1e-2)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("length, chunk", [(128, 64), (300, 256), (7, 64)])
+def test_cuda_ssd_matches_reference(dtype, tol, length, chunk):
+    """mamba_ssm's Triton SSD (Mamba-2) against the chunked PyTorch reference: outputs, final state and
+    every input's gradient, from a given initial state."""
+    from harness.kernels.ssd import cuda_available, ssd_scan
+
+    if not cuda_available():
+        pytest.skip("needs mamba_ssm's Triton SSD kernels")
+    dev, (b, h, p, g, n) = "cuda", (2, 8, 16, 2, 32)
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def rand(*shape, scale=1.0, dt=dtype):
+        return (torch.randn(*shape, device=dev, generator=gen) * scale).to(dt).requires_grad_()
+
+    x, B, C = rand(b, length, h, p), rand(b, length, g, n, scale=0.5), rand(b, length, g, n, scale=0.5)
+    dt = (torch.rand(b, length, h, device=dev, generator=gen) * 0.3).requires_grad_()
+    A = (-torch.rand(h, device=dev, generator=gen) * 4 - 0.5).requires_grad_()
+    D, start = rand(h, dt=torch.float32), rand(b, h, p, n, scale=0.5, dt=torch.float32)
+    inputs = [x, dt, A, B, C, D, start]
+    results = {}
+    for backend in ("cuda", "reference"):
+        y, last = ssd_scan(x, dt, A, B, C, D, chunk, initial_state=start, backend=backend)
+        loss = (y.float() * torch.cos(y.float().detach())).sum() + (last * torch.sin(last.detach())).sum()
+        results[backend] = (y.float(), last, torch.autograd.grad(loss, inputs))
+    (y1, s1, g1), (y0, s0, g0) = results["cuda"], results["reference"]
+    torch.testing.assert_close(y1, y0, rtol=tol, atol=tol)
+    torch.testing.assert_close(s1, s0, rtol=tol, atol=tol)
+    for name, a, c in zip(["x", "dt", "A", "B", "C", "D", "initial_state"], g1, g0, strict=True):
+        assert (a.float() - c.float()).abs().max() / c.float().abs().max().clamp(min=1.0) < 5 * tol, name

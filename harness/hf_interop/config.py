@@ -160,6 +160,13 @@ def jamba_layout(cfg: ModelConfig) -> JambaLayout:
             f"{pattern!r} (require_ffn: false stacks such as 'MMMM' have no Jamba equivalent)",
             key="pattern",
         )
+    if "S" in pattern:
+        raise _unsupported(
+            "Mamba-2 layers",
+            "transformers' Jamba holds Mamba-1 mixers only; a Mamba-2 hybrid would need another model class "
+            "(e.g. Bamba), which this exporter does not write yet",
+            key="pattern",
+        )
     layers = _layers(pattern)
     mixers = [m == "*" for m, _ in layers]
     if not any(mixers):

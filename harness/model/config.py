@@ -6,6 +6,7 @@ with one character per residual sublayer:
 ====  ==========================================
 ``*``  attention mixer
 ``M``  Mamba (Mamba-1, selective scan) mixer
+``S``  Mamba-2 (SSD, "structured state-space duality") mixer
 ``-``  dense SwiGLU MLP
 ``E``  mixture-of-experts SwiGLU FFN
 ====  ==========================================
@@ -30,7 +31,9 @@ from typing import Literal
 from harness.config_errors import ConfigError
 from harness.config_schema import later_field, runtime_field
 
-MIXERS = {"*": "attention", "M": "mamba"}
+# "S" for Mamba-2's SSD: "M" stays Mamba-1, the paper's (and Jamba's) choice, so every existing pattern keeps
+# its meaning.
+MIXERS = {"*": "attention", "M": "mamba", "S": "mamba2"}
 FFNS = {"-": "mlp", "E": "moe"}
 SYMBOLS = {**MIXERS, **FFNS}
 
@@ -114,6 +117,39 @@ class MambaConfig:
 
 
 @dataclass
+class Mamba2Config:
+    """Mamba-2 (SSD) mixer settings; names follow mamba_ssm's ``Mamba2`` module."""
+
+    d_state: int = 64  # state size per head (Mamba-2 uses 64-128; Mamba-1's 16 is per channel)
+    d_conv: int = 4
+    expand: int = 2
+    head_dim: int = 64  # channels per head: heads = expand * d_model / head_dim
+    n_groups: int = 1  # B and C are shared by heads / n_groups heads each (as GQA shares keys)
+    chunk_size: int = 256  # tokens per chunk of the SSD scan (a speed setting of the kernels, not the maths)
+    conv_bias: bool = True
+    proj_bias: bool = False
+    # dt is initialised log-uniform in [dt_min, dt_max] through an inverse softplus of dt_bias; A uniformly.
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    A_init_range: tuple[float, float] = (1.0, 16.0)
+    # Which SSD implementation runs (harness/kernels/ssd.py): a run-time choice, left out of run ids.
+    scan_backend: Literal["auto", "reference", "cuda"] = runtime_field("auto")
+
+    def __post_init__(self) -> None:
+        for name in ("d_state", "d_conv", "expand", "head_dim", "n_groups", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
+        self.A_init_range = tuple(self.A_init_range)
+        if len(self.A_init_range) != 2 or not 0 < self.A_init_range[0] <= self.A_init_range[1]:
+            raise ConfigError(
+                f"must be [low, high] with 0 < low <= high, got {self.A_init_range}", key="A_init_range"
+            )
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ConfigError(f"need 0 < dt_min <= dt_max, got {self.dt_min} and {self.dt_max}", key="dt_min")
+
+
+@dataclass
 class MoEConfig:
     """Mixture of experts: n experts, top-K softmax router, Switch-style load-balancing loss."""
 
@@ -150,7 +186,8 @@ class LayoutConfig:
 
     ``layers`` is l; ``attn_mamba`` is a:m ("1:7", "1:3", "1:0" for pure attention, "0:1" for pure Mamba);
     each period of a+m layers holds its a attention layers starting at ``attn_offset`` (None: the middle of
-    the period, which for 1:7 gives Jamba's offset 4). ``moe_every`` is e (0: no MoE); MoE replaces the MLP
+    the period, which for 1:7 gives Jamba's offset 4); ``ssm`` says whether the m layers are Mamba-1 or
+    Mamba-2. ``moe_every`` is e (0: no MoE); MoE replaces the MLP
     of the layers i with i % e == ``moe_offset`` (None: e - 1, Jamba's odd layers for e = 2).
     """
 
@@ -159,6 +196,8 @@ class LayoutConfig:
     attn_offset: int | None = None
     moe_every: int = 0
     moe_offset: int | None = None
+    # Which Mamba the m layers are: Mamba-1 ('M', the paper's) or Mamba-2 ('S').
+    ssm: Literal["mamba", "mamba2"] = later_field("mamba")
 
 
 @dataclass
@@ -174,6 +213,9 @@ class ModelConfig:
     layout: LayoutConfig | None = None
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     mamba: MambaConfig = field(default_factory=MambaConfig)
+    # Mamba-2 ('S' layers); filled in with the defaults when the pattern has one. Added after runs were
+    # made: absent (None) for every other model, so their run ids are unchanged.
+    mamba2: Mamba2Config | None = later_field(None)
     moe: MoEConfig | None = None
     # The paper's layers pair a mixer with an FFN; set false to allow e.g. original-Mamba "MMMM" stacks.
     require_ffn: bool = True
@@ -208,6 +250,22 @@ class ModelConfig:
                 "moe: {n_experts: 16, top_k: 2}",
                 key="moe",
             )
+        if "S" in self.pattern:
+            if self.mamba2 is None:
+                self.mamba2 = Mamba2Config()
+            m2 = self.mamba2
+            if (m2.expand * self.d_model) % m2.head_dim:
+                raise ConfigError(
+                    f"mamba2: expand x d_model = {m2.expand * self.d_model} is not a multiple of head_dim "
+                    f"{m2.head_dim}",
+                    key="mamba2.head_dim",
+                )
+            if (m2.expand * self.d_model // m2.head_dim) % m2.n_groups:
+                raise ConfigError(
+                    f"mamba2: {m2.expand * self.d_model // m2.head_dim} heads do not split into n_groups "
+                    f"{m2.n_groups}",
+                    key="mamba2.n_groups",
+                )
         if "*" in self.pattern:
             head_dim = self.attention.head_dim or self.d_model // self.attention.n_heads
             if self.attention.head_dim is None and self.d_model % self.attention.n_heads:
@@ -299,7 +357,9 @@ def normalize_pattern(pattern: str, *, require_ffn: bool = True) -> str:
         for pos, ch in enumerate(flat):
             if pos % 2 == 0 and ch not in MIXERS:
                 raise _pattern_error(
-                    flat, pos, f"position {pos} should start a layer with a mixer ('*' or 'M'), found '{ch}'"
+                    flat,
+                    pos,
+                    f"position {pos} should start a layer with a mixer ('*', 'M' or 'S'), found '{ch}'",
                 )
             if pos % 2 == 1 and ch not in FFNS:
                 raise _pattern_error(
@@ -357,7 +417,7 @@ def expand_layout(layout: LayoutConfig) -> str:
     chars = []
     for i in range(layout.layers):
         attention = m == 0 or (a > 0 and offset <= i % period < offset + a)
-        chars.append("*" if attention else "M")
+        chars.append("*" if attention else "S" if layout.ssm == "mamba2" else "M")
         chars.append("E" if e and i % e == moe_offset else "-")
     return "".join(chars)
 
@@ -377,10 +437,11 @@ def describe_pattern(pattern: str, moe: MoEConfig | None = None) -> str:
     Falls back to counts when the pattern is not periodic in the paper's sense, or holds a mixer the
     paper's a:m notation has no letter for (a new one: docs/extending.md).
     """
-    if len(pattern) % 2 or any(pattern[i] not in "*M" for i in range(0, len(pattern), 2)):
+    ssms = {pattern[i] for i in range(0, len(pattern), 2)} - {"*"}
+    if len(pattern) % 2 or not ssms <= {"M"} and not ssms <= {"S"}:
         counts = ", ".join(f"{pattern.count(s)} {n}" for s, n in SYMBOLS.items() if s in pattern)
         return f"{len(pattern)} sublayers ({counts})"
-    mixers = pattern[0::2]
+    mixers = pattern[0::2].replace("S", "M")
     ffns = pattern[1::2]
     layers = len(mixers)
     parts = [f"l={layers}"]
@@ -414,4 +475,6 @@ def describe_pattern(pattern: str, moe: MoEConfig | None = None) -> str:
             parts.append(f"{n_moe} MoE layers, irregular")
         if moe is not None:
             parts.append(f"n={moe.n_experts} K={moe.top_k}")
+    if ssms == {"S"}:
+        parts.append("Mamba-2")
     return " ".join(parts)

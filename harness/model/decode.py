@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from harness.model.attention import KVCache
 from harness.model.mamba import MambaState
+from harness.model.mamba2 import Mamba2State
 
 
 @dataclass
@@ -34,7 +35,7 @@ class InferenceCache:
     ``seen`` with :meth:`count_step`.
     """
 
-    states: dict[int, KVCache | MambaState]
+    states: dict[int, KVCache | MambaState | Mamba2State]
     max_len: int
     position: Tensor
     slots: Tensor  # arange(max_len): the attention step's mask is ``slots <= position``
@@ -59,7 +60,8 @@ class InferenceCache:
         return sum(s.k.nbytes + s.v.nbytes for s in self.states.values() if isinstance(s, KVCache))
 
     def mamba_bytes(self) -> int:
-        return sum(s.conv.nbytes + s.ssm.nbytes for s in self.states.values() if isinstance(s, MambaState))
+        states = [s for s in self.states.values() if isinstance(s, MambaState | Mamba2State)]
+        return sum(s.conv.nbytes + s.ssm.nbytes for s in states)
 
 
 class Decodable(Protocol):

@@ -24,7 +24,10 @@ from harness.model.config import ModelConfig
 from harness.model.decode import Decoder, InferenceCache
 from harness.model.ffn import MoE, Routing, SwiGLU
 from harness.model.mamba import MambaMixer, MambaState
+from harness.model.mamba2 import Mamba2Mixer, Mamba2State
 from harness.model.norm import RMSNorm
+
+RecurrentState = KVCache | MambaState | Mamba2State  # what a block keeps between decoding calls
 
 
 class Block(nn.Module):
@@ -38,6 +41,8 @@ class Block(nn.Module):
             self.layer: nn.Module = Attention(cfg)
         elif symbol == "M":
             self.layer = MambaMixer(cfg)
+        elif symbol == "S":
+            self.layer = Mamba2Mixer(cfg)
         elif symbol == "-":
             self.layer = SwiGLU(cfg.d_model, cfg.d_ff)
         elif symbol == "E":
@@ -48,7 +53,7 @@ class Block(nn.Module):
     def forward(
         self,
         x: Tensor,
-        state: KVCache | MambaState | None = None,
+        state: RecurrentState | None = None,
         past: int = 0,
         return_attentions: bool = False,
     ) -> tuple[Tensor, Tensor | Routing | None]:
@@ -58,7 +63,7 @@ class Block(nn.Module):
         extra = None
         if isinstance(self.layer, Attention):
             h, extra = self.layer(h, cache=state, past=past, return_probs=return_attentions)
-        elif isinstance(self.layer, MambaMixer):
+        elif isinstance(self.layer, (MambaMixer, Mamba2Mixer)):
             h = self.layer(h, state=state, fresh=past == 0)
         elif isinstance(self.layer, MoE):
             h, extra = self.layer(h)
@@ -66,13 +71,13 @@ class Block(nn.Module):
             h = self.layer(h)
         return x + h, extra
 
-    def step(self, x: Tensor, state: KVCache | MambaState | None, position: Tensor, slots: Tensor) -> Tensor:
+    def step(self, x: Tensor, state: RecurrentState | None, position: Tensor, slots: Tensor) -> Tensor:
         """One decoding step, x (batch, 1, d_model), with fixed shapes and no host sync (see
         :meth:`HybridLM.decode_step`)."""
         h = self.norm(x)
         if isinstance(self.layer, Attention):
             h = self.layer.step(h, state, position, slots)
-        elif isinstance(self.layer, MambaMixer):
+        elif isinstance(self.layer, (MambaMixer, Mamba2Mixer)):
             h = self.layer.step(h[:, 0], state)[:, None]
         elif isinstance(self.layer, MoE):
             h = self.layer.decode(h)
@@ -136,10 +141,13 @@ class HybridLM(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def set_scan_backend(self, backend: str) -> None:
-        """Choose the selective-scan implementation of every Mamba block (auto/reference/cpu/cuda)."""
+        """Choose the scan implementation of every Mamba block (auto/reference/cpu/cuda). Mamba-2 has no
+        CPU-specific path: ``cpu`` gives it the reference (chunked PyTorch) SSD."""
         for block in self.blocks:
             if isinstance(block.layer, MambaMixer):
                 block.layer.scan_backend = backend
+            elif isinstance(block.layer, Mamba2Mixer):
+                block.layer.scan_backend = "reference" if backend == "cpu" else backend
 
     def set_moe_backend(self, backend: str) -> None:
         """Choose how every MoE layer runs its experts (auto/loop/grouped: :class:`MoE`)."""
@@ -151,7 +159,7 @@ class HybridLM(nn.Module):
         """Choose eager or fused kernels (auto/eager/fused) for every norm, Mamba conv and the training loss
         (:mod:`harness.kernels.fused`)."""
         for module in self.modules():
-            if isinstance(module, (HybridLM, RMSNorm, MambaMixer)):
+            if isinstance(module, (HybridLM, RMSNorm, MambaMixer, Mamba2Mixer)):
                 module.kernels = kernels
 
     def new_cache(
@@ -169,13 +177,13 @@ class HybridLM(nn.Module):
             )
         device = device or self.embed_tokens.weight.device
         dtype = dtype or self.embed_tokens.weight.dtype
-        states: dict[int, KVCache | MambaState] = {}
+        states: dict[int, RecurrentState] = {}
         for i, block in enumerate(self.blocks):
             if isinstance(block.layer, Attention):
                 shape = (batch, block.layer.n_kv_heads, max_len, block.layer.head_dim)
                 k, v = (torch.zeros(shape, device=device, dtype=dtype) for _ in "kv")
                 states[i] = KVCache(k, v)
-            elif isinstance(block.layer, MambaMixer):
+            elif isinstance(block.layer, (MambaMixer, Mamba2Mixer)):
                 states[i] = block.layer.new_state(batch, device, dtype)
             elif not isinstance(block.layer, (SwiGLU, MoE)):  # a mixer with no decoding state (yet)
                 raise ConfigError(

@@ -1,0 +1,161 @@
+"""The Mamba-2 mixer (Dao & Gu 2024, "Transformers are SSMs"), with mamba_ssm's parameter names and shapes.
+
+One input projection gives, per token, the gate ``z`` (d_inner), the conv's input ``xBC`` (``x``: d_inner,
+``B`` and ``C``: n_groups x d_state each) and ``dt`` (one per head); ``xBC`` goes through a causal
+depthwise conv and SiLU; the SSD scan (:mod:`harness.kernels.ssd`) mixes ``x`` over time with one scalar
+decay ``exp(dt * A)`` per head; the output is ``RMSNorm(y * silu(z))`` (the gated norm, normalised per
+group, applied after the gate as in mamba_ssm's default) projected back to d_model. Parameters are
+``in_proj, conv1d, dt_bias, A_log, D, norm.weight, out_proj`` in mamba_ssm's ``Mamba2`` layout, and are
+initialised as there (dt log-uniform through an inverse softplus, A uniform in [1, 16]).
+
+Decoding keeps the conv window (of ``xBC``) and the state (heads x head_dim x d_state, fp32), so a new token
+costs the same however long the context; the same state lets a prefill continue in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.kernels.causal_conv import causal_conv1d
+from harness.kernels.ssd import ssd_scan, ssd_step
+from harness.model.config import ModelConfig
+
+
+@dataclass
+class Mamba2State:
+    """Recurrent state of one Mamba-2 layer: the last d_conv conv inputs and the SSD state."""
+
+    conv: Tensor  # (batch, conv_dim, d_conv)
+    ssm: Tensor  # (batch, heads, head_dim, d_state), fp32
+
+
+class GatedRMSNorm(nn.Module):
+    """``RMSNorm(y * silu(z))`` over groups of ``group`` channels, times a learned weight (mamba_ssm's
+    ``RMSNormGated`` with ``norm_before_gate=False``)."""
+
+    def __init__(self, width: int, group: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.group, self.eps = group, eps
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        gated = (y.float() * F.silu(z.float())).unflatten(-1, (-1, self.group))
+        normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed.flatten(-2) * self.weight.float()).to(y.dtype)
+
+
+class Mamba2Mixer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        m = cfg.mamba2
+        self.d_inner = m.expand * cfg.d_model
+        self.head_dim = m.head_dim
+        self.n_heads = self.d_inner // m.head_dim
+        self.n_groups = m.n_groups
+        self.d_state = m.d_state
+        self.d_conv = m.d_conv
+        self.chunk = m.chunk_size
+        self.scan_backend = m.scan_backend
+        self.kernels = cfg.kernels  # the conv's (harness/kernels/causal_conv.py)
+        self.conv_dim = self.d_inner + 2 * m.n_groups * m.d_state
+        self.in_proj = nn.Linear(cfg.d_model, self.d_inner + self.conv_dim + self.n_heads, bias=m.proj_bias)
+        self.conv1d = nn.Conv1d(
+            self.conv_dim,
+            self.conv_dim,
+            kernel_size=m.d_conv,
+            groups=self.conv_dim,
+            padding=m.d_conv - 1,
+            bias=m.conv_bias,
+        )
+        self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
+        self.A_log = nn.Parameter(torch.empty(self.n_heads))
+        self.D = nn.Parameter(torch.empty(self.n_heads))
+        self.norm = GatedRMSNorm(self.d_inner, self.d_inner // m.n_groups, eps=1e-5)
+        self.out_proj = nn.Linear(self.d_inner, cfg.d_model, bias=m.proj_bias)
+        for p in (self.dt_bias, self.A_log, self.D):  # excluded from weight decay, as in mamba_ssm
+            p._no_weight_decay = True
+        self.reset_ssm_parameters(m.dt_min, m.dt_max, m.dt_init_floor, m.A_init_range)
+
+    @torch.no_grad()
+    def reset_ssm_parameters(
+        self, dt_min: float, dt_max: float, dt_init_floor: float, A_init_range: tuple[float, float]
+    ) -> None:
+        """mamba_ssm's initialisation: dt log-uniform in [dt_min, dt_max] (inverse softplus into dt_bias),
+        A uniform in ``A_init_range`` (stored as log A), D = 1, the gated norm's weight 1."""
+        dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log.copy_(torch.empty(self.n_heads).uniform_(*A_init_range).log())
+        self.D.fill_(1.0)
+        self.norm.weight.fill_(1.0)
+        for p in (self.dt_bias, self.A_log, self.D, self.norm.weight):
+            p._no_reinit = True
+
+    def _split(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return zxbcdt.split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+
+    def _ssm_inputs(self, xBC: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., conv_dim) -> x (..., heads, head_dim), B and C (..., groups, d_state)."""
+        gn = self.n_groups * self.d_state
+        x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
+        return (
+            x.unflatten(-1, (self.n_heads, self.head_dim)),
+            B.unflatten(-1, (self.n_groups, self.d_state)),
+            C.unflatten(-1, (self.n_groups, self.d_state)),
+        )
+
+    def forward(self, hidden: Tensor, state: Mamba2State | None = None, fresh: bool = True) -> Tensor:
+        """hidden: (batch, tokens, d_model). With ``state``, also updates it for later decoding; ``fresh``
+        says it holds no tokens yet (otherwise the tokens continue it: a chunked prefill's next chunk)."""
+        batch, tokens, _ = hidden.shape
+        z, xBC, dt = self._split(self.in_proj(hidden))
+        xBC = xBC.transpose(1, 2)  # (batch, conv_dim, tokens)
+        continued = state is not None and not fresh
+        if continued:
+            xBC = torch.cat([state.conv[..., 1:].to(xBC.dtype), xBC], dim=-1)  # the conv's left context
+        if state is not None:
+            state.conv.copy_(F.pad(xBC, (max(0, self.d_conv - xBC.shape[-1]), 0))[..., -self.d_conv :])
+        xBC = causal_conv1d(xBC, self.conv1d.weight, self.conv1d.bias, self.scan_backend, self.kernels)
+        x, B, C = self._ssm_inputs(xBC[..., -tokens:].transpose(1, 2))
+        dt = F.softplus(dt.float() + self.dt_bias.float())
+        A = -torch.exp(self.A_log.float())
+        y, last = ssd_scan(
+            x.contiguous(),
+            dt,
+            A,
+            B.contiguous(),
+            C.contiguous(),
+            self.D,
+            self.chunk,
+            initial_state=state.ssm if continued else None,
+            backend=self.scan_backend,
+        )
+        if state is not None:
+            state.ssm.copy_(last)
+        return self.out_proj(self.norm(y.flatten(-2), z))
+
+    def step(self, hidden: Tensor, state: Mamba2State) -> Tensor:
+        """One token: hidden (batch, d_model) -> (batch, d_model), updating ``state`` in place."""
+        z, xBC, dt = self._split(self.in_proj(hidden))
+        state.conv.copy_(torch.roll(state.conv, shifts=-1, dims=-1))
+        state.conv[:, :, -1] = xBC
+        xBC = (state.conv * self.conv1d.weight[:, 0, :]).sum(-1)
+        if self.conv1d.bias is not None:
+            xBC = xBC + self.conv1d.bias
+        x, B, C = self._ssm_inputs(F.silu(xBC))
+        dt = F.softplus(dt.float() + self.dt_bias.float())
+        y = ssd_step(state.ssm, x, dt, -torch.exp(self.A_log.float()), B, C, self.D)
+        return self.out_proj(self.norm(y.flatten(-2), z))
+
+    def new_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> Mamba2State:
+        return Mamba2State(
+            conv=torch.zeros(batch, self.conv_dim, self.d_conv, device=device, dtype=dtype),
+            ssm=torch.zeros(
+                batch, self.n_heads, self.head_dim, self.d_state, device=device, dtype=torch.float32
+            ),
+        )
