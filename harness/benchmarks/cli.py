@@ -1,4 +1,4 @@
-"""``ablate bench scan|train|prefill|decode|context``: speed and memory, ours beside the anchors."""
+"""``ablate bench scan|train|scale|prefill|decode|context``: speed and memory, ours beside the anchors."""
 
 from __future__ import annotations
 
@@ -43,6 +43,28 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         profile=args.profile,
         compile_modes=_names(args.compile),
         kernel_modes=_names(args.kernels),
+    )
+    return 0
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from harness.benchmarks.scaling import run_scaling_benchmark
+
+    try:
+        nprocs = [int(n) for n in _names(args.nproc)]
+    except ValueError:
+        raise ConfigError(
+            f"--nproc takes comma-separated process counts, e.g. 1,2,4,8; got {args.nproc!r}"
+        ) from None
+    run_scaling_benchmark(
+        args.preset,
+        nprocs=nprocs,
+        strategies=_names(args.strategy),
+        batch=args.batch,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        warmup=args.warmup,
+        json_path=args.json,
     )
     return 0
 
@@ -99,6 +121,7 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     _add_scan(bench_sub)
     _add_train(bench_sub)
+    _add_scale(bench_sub)
     _add_inference(bench_sub)
 
 
@@ -165,6 +188,25 @@ def _add_train(bench_sub: argparse._SubParsersAction) -> None:
         "in the warm-up steps), e.g. off,on for one row each",
     )
     bench_train.set_defaults(func=cmd_bench_train)
+
+
+def _add_scale(bench_sub: argparse._SubParsersAction) -> None:
+    scale = bench_sub.add_parser(
+        "scale",
+        help="training tokens/s on 1, 2, 4, 8 ... processes of this node (torchrun), DDP and FSDP2: "
+        "per-process throughput, scaling efficiency, peak memory, communication share",
+    )
+    scale.add_argument("--preset", default="1.3b-1to7", help="model preset to train")
+    scale.add_argument("--nproc", default="1,2,4,8", help="comma-separated process counts (one GPU each)")
+    scale.add_argument("--strategy", default="ddp,fsdp", help="comma-separated: ddp, fsdp (FSDP2)")
+    scale.add_argument("--batch", type=int, default=8, help="sequences per step and process (weak scaling)")
+    scale.add_argument("--seq-len", type=int, default=2048, help="tokens per sequence")
+    scale.add_argument("--steps", type=int, default=10, help="timed steps")
+    scale.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    scale.add_argument(
+        "--json", default=None, help="record path (default results/bench/scale-PRESET-bBATCHxSEQ-DEVICE.json)"
+    )
+    scale.set_defaults(func=cmd_bench_scale)
 
 
 def _add_inference(bench_sub: argparse._SubParsersAction) -> None:
