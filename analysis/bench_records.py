@@ -1,11 +1,11 @@
 """The benchmark records of a folder (``results/bench/*.json``, written by ``ablate bench``), checked.
 
-Figures and tables of speed claims are only as good as the records under them, so a record is read
-strictly: every ``*.json`` directly in the folder must be one ``ablate bench prefill|decode|context|train``
-record with the fields the report draws on, of the right types, else :class:`ConfigError` names the file,
-the key (``rows[2].tokens_per_s``) and the value. Nothing is guessed or skipped silently. The one
-allowance is history: prefill rows written before ``--against`` existed have no ``implementation`` and
-are ours. Only the top level is read, so a report folder inside the records' folder is not a record.
+Figures and tables of speed claims are only as good as the records under them, so a record is read strictly:
+every ``*.json`` directly in the folder must be one ``ablate bench prefill|decode|context|train|scale`` record
+with the fields the report draws on, of the right types, else :class:`ConfigError` names the file, the key
+(``rows[2].tokens_per_s``) and the value. Nothing is guessed or skipped silently. The one allowance is
+history: prefill rows written before ``--against`` existed have no ``implementation`` and are ours. Only the
+top level is read, so a report folder inside the records' folder is not a record.
 """
 
 from __future__ import annotations
@@ -65,8 +65,20 @@ KINDS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         {"model": str, "tokens_per_s": NUMBER, "step_ms": NUMBER, "params": int, "loss": NUMBER},
         "results",
     ),
+    "scale": (
+        {"config": dict},
+        {
+            "strategy": str,
+            "processes": int,
+            "tokens_per_s": NUMBER,
+            "tokens_per_s_per_process": NUMBER,
+            "step_s": NUMBER,
+        },
+        "results",
+    ),
 }
-IDENTIFYING = {"prefill": 2, "decode": 1, "context": 2, "train": 1}  # leading row fields an error row keeps
+# The leading row fields an error row keeps.
+IDENTIFYING = {"prefill": 2, "decode": 1, "context": 2, "train": 1, "scale": 2}
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,9 @@ def read_record(path: Path) -> BenchRecord:
             _check(path, f"rows[{i}].implementation", row.get("implementation", "ours"), str)
     if kind == "train":
         _fields(path, data["config"], {"preset": str, "batch": int, "seq_len": int}, "config.")
+        preset = data["config"]["preset"]
+    elif kind == "scale":
+        _fields(path, data["config"], {"preset": str, "batch_per_process": int, "seq_len": int}, "config.")
         preset = data["config"]["preset"]
     else:
         preset = data["preset"]

@@ -212,6 +212,39 @@ def train_table(records: list[BenchRecord]) -> list[str]:
     return _grid(head, rows) + notes
 
 
+def scale_table(records: list[BenchRecord]) -> list[str]:
+    head = ["arm", "strategy", "processes", "tokens/s", "per process", "efficiency", "step ms", "peak GiB"]
+    head.append("comm")
+    rows, notes = [], []
+    for r in _of(records, "scale"):
+        config = r.data["config"]
+        arm = f"{r.preset} (batch {config['batch_per_process']} x {config['seq_len']} per process)"
+        for row in r.rows:
+            if "error" in row:
+                notes.append(f"- {arm}: {row['strategy']} x{row['processes']} failed: {row['error']}")
+                continue
+            rows.append(
+                [
+                    arm,
+                    row["strategy"],
+                    str(row["processes"]),
+                    f"{row['tokens_per_s']:,.0f}",
+                    f"{row['tokens_per_s_per_process']:,.0f}",
+                    _num(None if row.get("efficiency") is None else 100 * row["efficiency"], ".0f") + "%",
+                    f"{1000 * row['step_s']:.1f}",
+                    _num(row.get("peak_mem_gib"), ".1f"),
+                    _num(None if row.get("comm_share") is None else 100 * row["comm_share"], ".0f") + "%",
+                ]
+            )
+    return _grid(head, rows) + notes
+
+
+SCALE_CAPTION = (
+    "`ablate bench scale`: weak scaling, every process training the same batch per step, so N processes "
+    "train N times the tokens; efficiency is tokens/s per process over the smallest count's; step: the "
+    "slowest rank's; peak: the largest rank's; comm: NCCL kernels' share of GPU time (CUDA only)."
+)
+
 PREFILL_TABLE_CAPTION = (
     "Batch-1 prefill of one context into a fresh cache, logits of the last position only; best of the "
     "record's repeats. ours / it: our tokens/s over the anchor's at the same context."
@@ -273,6 +306,10 @@ def _figures(records: list[BenchRecord]) -> list[tuple[str, str, str, Callable[[
                 lambda: fig_bench.train_throughput(records),
             )
         )
+    if _of(records, "scale"):
+        figures.append(
+            ("scale", "Scaling over the GPUs of one node", SCALE_CAPTION, lambda: fig_bench.scaling(records))
+        )
     return figures
 
 
@@ -299,6 +336,7 @@ def bench_page(records: list[BenchRecord], source: str, figure_files: dict[str, 
             "Ours and its anchors, same batches.",
             train_table,
         ),
+        ("scale", "Scaling (`ablate bench scale`)", SCALE_CAPTION, scale_table),
     ]
     for kind, title, caption, table in sections:
         out += [f"## {title}", ""]

@@ -227,3 +227,43 @@ def train_throughput(records: list[BenchRecord]) -> Figure:
         memory.set_xlabel("peak GiB")
         memory.set_title("Peak memory")
     return fig
+
+
+def scaling(records: list[BenchRecord]) -> Figure:
+    """Per ``bench scale`` record and strategy, tokens/s per process (left) and scaling efficiency
+    (right) against the number of processes; the dotted line is perfect scaling."""
+    found = [r for r in records if r.kind == "scale"]
+    series = {(r.preset, row["strategy"]): [] for r in found for row in r.rows if "error" not in row}
+    for r in found:
+        for row in r.rows:
+            if "error" not in row:
+                series[(r.preset, row["strategy"])].append(row)
+    look = looks([f"{preset} {strategy}" for preset, strategy in series])
+    with style():
+        fig = figure(height=2.8)
+        speed, efficiency = fig.subplots(1, 2)
+        if not series:
+            empty_panel(speed, "no scale records")
+            empty_panel(efficiency, "no scale records")
+            return fig
+        for (preset, strategy), rows in series.items():
+            rows = sorted(rows, key=lambda row: row["processes"])
+            n = [row["processes"] for row in rows]
+            name = f"{preset} {strategy}"
+            style_of = {"color": look[name].color, "linestyle": look[name].linestyle, "marker": "o"}
+            speed.plot(n, [row["tokens_per_s_per_process"] for row in rows], label=name, **style_of)
+            efficiency.plot(n, [100 * (row.get("efficiency") or 0) for row in rows], label=name, **style_of)
+        counts = sorted({row["processes"] for rows in series.values() for row in rows})
+        for ax in (speed, efficiency):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(counts, [str(c) for c in counts])
+            ax.minorticks_off()
+            ax.set_xlabel("processes (GPUs)")
+        speed.yaxis.set_major_formatter(TOKENS)
+        speed.set_ylabel("tokens/s per process")
+        speed.set_title(f"Weak scaling ({_device(found)})")
+        efficiency.axhline(100, color="black", linestyle=":", linewidth=0.8)
+        efficiency.set_ylabel("scaling efficiency (%)")
+        efficiency.set_ylim(0, 110)
+        efficiency.legend(frameon=False, fontsize=7)
+    return fig

@@ -22,7 +22,7 @@ def test_two_cpu_processes_train_with_fsdp2_and_the_record_says_how_it_scaled(tm
     assert record["kind"] == "scale" and record["device"] == "cpu"
     rows = record["results"]
     assert [(r["strategy"], r["processes"]) for r in rows] == [("fsdp", 1), ("fsdp", 2)], rows
-    assert all("failed" not in r for r in rows), rows
+    assert all("error" not in r for r in rows), rows
     assert rows[0]["efficiency"] == 1.0 and rows[1]["efficiency"] > 0
     assert rows[1]["tokens_per_s"] == pytest.approx(2 * 2 * 64 / rows[1]["step_s"])
     assert "efficiency" in capsys.readouterr().out
@@ -36,3 +36,25 @@ def test_bad_scaling_arguments_fail_before_any_process_starts(tmp_path):
     with pytest.raises(ConfigError, match="unknown preset"):
         run_scaling_benchmark("tiny-2to9", json_path=tmp_path / "x.json")
     assert main(["bench", "scale", "--nproc", "two"]) == 2
+
+
+def test_the_bench_report_draws_a_scale_record(tmp_path):
+    """A scale record (as the run above writes it) is read strictly and gets its table and figure."""
+    from analysis.bench_report import build_bench_report
+    from harness.benchmarks.record import bench_record, write_bench_json
+
+    def row(n: int) -> dict:
+        step = 0.1 * (1 + n / 20)  # a little slower per step as processes are added
+        per_process = 8192 / step
+        return {"strategy": "ddp", "processes": n, "step_s": step, "tokens_per_s": n * per_process,
+                "tokens_per_s_per_process": per_process, "peak_mem_gib": 20.0, "comm_share": 0.05 * n,
+                "efficiency": 1.05 / (1 + n / 20)}  # fmt: skip
+
+    failed = {"strategy": "fsdp", "processes": 8, "error": "exit 1: CUDA OOM"}
+    rows = [row(n) for n in (1, 2, 4, 8)] + [failed]
+    config = {"preset": "1.3b-1to7", "batch_per_process": 4, "seq_len": 2048, "nprocs": [1, 2, 4, 8]}
+    write_bench_json(bench_record("scale", config, rows), tmp_path / "bench" / "scale.json")
+    page = (build_bench_report(tmp_path / "bench", tmp_path / "report").parent / "README.md").read_text()
+    assert "Scaling over the GPUs of one node" in page and "fsdp x8 failed: exit 1: CUDA OOM" in page
+    assert "| 1.3b-1to7 (batch 4 x 2048 per process) | ddp | 8 |" in page
+    assert any(p.name.startswith("scale") for p in (tmp_path / "report").rglob("*.png"))

@@ -177,16 +177,16 @@ def _launch(
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired:
-            return {"processes": n, "failed": f"timed out after {timeout_s:.0f} s"}
+            return {"processes": n, "error": f"timed out after {timeout_s:.0f} s"}
         if done.returncode != 0 or not out.exists():
             tail = [line for line in done.stderr.splitlines() if line.strip()][-3:]
-            return {"processes": n, "failed": f"exit {done.returncode}: {' | '.join(tail)[-400:]}"}
+            return {"processes": n, "error": f"exit {done.returncode}: {' | '.join(tail)[-400:]}"}
         return json.loads(out.read_text())
 
 
 def _print_row(row: dict) -> None:
-    if "failed" in row:
-        print(f"{row['strategy']:<5} x{row['processes']:<2} failed: {row['failed']}", flush=True)
+    if "error" in row:
+        print(f"{row['strategy']:<5} x{row['processes']:<2} failed: {row['error']}", flush=True)
         return
     mem = f"{row['peak_mem_gib']:.1f} GiB" if row["peak_mem_gib"] is not None else "-"
     comm = f"{100 * row['comm_share']:.0f}%" if row["comm_share"] is not None else "-"
