@@ -3,7 +3,8 @@
 ``OUT`` gets what ``AutoModelForCausalLM.from_pretrained(OUT)`` and ``AutoTokenizer.from_pretrained(OUT)``
 load, offline:
 
-* ``config.json`` and ``model.safetensors``: transformers' ``JambaForCausalLM`` (harness/hf_interop/),
+* ``config.json`` and ``model.safetensors``: transformers' ``JambaForCausalLM`` (harness/hf_interop/), or
+  its ``BambaForCausalLM`` for a Mamba-2 hybrid (``S`` layers; harness/hf_interop/bamba.py),
   in the checkpoint's dtype (fp32), with the run's EOS as ``eos_token_id`` and ``bos_token_id`` (documents
   were packed after an EOS; the tokenizer adds no BOS) and the training context as
   ``max_position_embeddings`` (the model has no positional limit, but that is the context it was trained
@@ -61,7 +62,15 @@ def export_hf(run_dir: str | Path, out: str | Path, step: int | None = None, ove
             f"{run.root} is not a run directory (no config.yaml); pass a directory made by `ablate train` "
             "or `ablate sweep launch`"
         )
-    jamba_layout(load_run_config(run.config).model)  # refuses what transformers cannot run
+    model_cfg = load_run_config(run.config).model
+    if "S" in model_cfg.pattern:  # Mamba-2 hybrids are Bamba's, the others Jamba's
+        from harness.hf_interop.bamba import bamba_config_dict, save_bamba_checkpoint
+
+        bamba_config_dict(model_cfg)  # refuses what transformers' Bamba cannot run
+        save_checkpoint = save_bamba_checkpoint
+    else:
+        jamba_layout(model_cfg)  # refuses what transformers' Jamba cannot run
+        save_checkpoint = save_hf_checkpoint
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     if out.resolve() == run.root.resolve() or run.root.resolve() in out.resolve().parents:
@@ -69,7 +78,7 @@ def export_hf(run_dir: str | Path, out: str | Path, step: int | None = None, ove
     loaded = load_run(run.root, step=step, device="cpu")
     tok = loaded.tokenizer
     with atomic_directory(out) as tmp:
-        save_hf_checkpoint(
+        save_checkpoint(
             loaded.model,
             tmp,
             eos_token_id=tok.eos_id,

@@ -163,8 +163,8 @@ def jamba_layout(cfg: ModelConfig) -> JambaLayout:
     if "S" in pattern:
         raise _unsupported(
             "Mamba-2 layers",
-            "transformers' Jamba holds Mamba-1 mixers only; a Mamba-2 hybrid would need another model class "
-            "(e.g. Bamba), which this exporter does not write yet",
+            "transformers' Jamba holds Mamba-1 mixers only; a Mamba-2 model exports to its Bamba instead "
+            "(harness/hf_interop/bamba.py, which `ablate export hf` picks for 'S' patterns)",
             key="pattern",
         )
     layers = _layers(pattern)

@@ -75,7 +75,8 @@ class Mamba2Mixer(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
         self.A_log = nn.Parameter(torch.empty(self.n_heads))
         self.D = nn.Parameter(torch.empty(self.n_heads))
-        self.norm = GatedRMSNorm(self.d_inner, self.d_inner // m.n_groups, eps=1e-5)
+        # The model's norm_eps (mamba_ssm uses 1e-5 here): one epsilon for every norm, as Bamba has.
+        self.norm = GatedRMSNorm(self.d_inner, self.d_inner // m.n_groups, eps=cfg.norm_eps)
         self.out_proj = nn.Linear(self.d_inner, cfg.d_model, bias=m.proj_bias)
         for p in (self.dt_bias, self.A_log, self.D):  # excluded from weight decay, as in mamba_ssm
             p._no_weight_decay = True
