@@ -217,11 +217,11 @@ def _mamba_ssm(
 ) -> Contender:
     if "E" in cfg.pattern:
         raise AnchorSkipped("mamba_ssm has no MoE layer")
-    if "S" in cfg.pattern:
-        raise AnchorSkipped("Mamba-2 layers: mamba_ssm's Mamba2 anchor is not wired into this bench yet")
-    if "M" not in cfg.pattern:
+    if "M" in cfg.pattern and "S" in cfg.pattern:
+        raise AnchorSkipped("mamba_ssm's model has one kind of Mamba layer; this pattern mixes Mamba-1 and 2")
+    if "M" not in cfg.pattern and "S" not in cfg.pattern:
         raise AnchorSkipped("no Mamba layer in the pattern (the pure-attention anchor is llama)")
-    if not re.fullmatch(r"([M*]-)+", cfg.pattern):
+    if not re.fullmatch(r"([MS*]-)+", cfg.pattern):
         raise AnchorSkipped("mamba_ssm's blocks pair every mixer with exactly one MLP")
     try:
         from mamba_ssm.models.config_mamba import MambaConfig
@@ -248,6 +248,23 @@ def _mamba_ssm(
         conv_bias=m.conv_bias,
         bias=m.proj_bias,
     )
+    if "S" in cfg.pattern:  # its Mamba2 module, with our Mamba-2 settings (mamba_ssm's own fused path)
+        m2 = cfg.mamba2
+        ssm_cfg = dict(
+            layer="Mamba2",
+            d_state=m2.d_state,
+            d_conv=m2.d_conv,
+            expand=m2.expand,
+            headdim=m2.head_dim,
+            ngroups=m2.n_groups,
+            chunk_size=m2.chunk_size,
+            dt_min=m2.dt_min,
+            dt_max=m2.dt_max,
+            dt_init_floor=m2.dt_init_floor,
+            A_init_range=m2.A_init_range,
+            conv_bias=m2.conv_bias,
+            bias=m2.proj_bias,
+        )
     attn_cfg = dict(
         num_heads=cfg.attention.n_heads,
         num_heads_kv=cfg.attention.kv_heads,
@@ -277,7 +294,7 @@ def _mamba_ssm(
         lambda: _seeded(seed, device, lambda: MambaLMHeadModel(config, device=device, dtype=dtype)),
         _logits_loss(lambda model, ids: model(ids).logits),
         plan_model(cfg, context=seq_len).flops_per_token,
-        {"mixer": "Mamba1", "attn_layer_idx": config.attn_layer_idx, "d_intermediate": cfg.d_ff},
+        {"mixer": ssm_cfg["layer"], "attn_layer_idx": config.attn_layer_idx, "d_intermediate": cfg.d_ff},
     )
 
 
