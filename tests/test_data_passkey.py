@@ -8,7 +8,6 @@ import json
 
 import pytest
 import torch
-from eval_fixture import eval_packs, hybrid_run  # noqa: F401  (fixtures)
 
 from ablate.cli import main
 from harness.config_errors import ConfigError
@@ -21,7 +20,7 @@ from harness.training.trainer import train
 
 
 @pytest.fixture(scope="module")
-def tok(hybrid_run):  # noqa: F811
+def tok(hybrid_run):
     return load_tokenizer(hybrid_run / "tokenizer")
 
 
@@ -68,7 +67,7 @@ def test_bad_passkey_settings_name_the_key():
         from_dict(DataConfig, {"train": [{"name": "passkey", "data_files": ["x.txt"]}]})
 
 
-def test_a_run_trains_on_passkey_and_the_suite_scores_it_past_its_length(hybrid_run, tmp_path):  # noqa: F811
+def test_a_run_trains_on_passkey_and_the_suite_scores_it_past_its_length(hybrid_run, tmp_path):
     cfg = {
         "name": "passkey-tiny",
         "model": {"preset": "tiny-attention", "vocab_size": 4096},

@@ -10,7 +10,6 @@ import json
 
 import pytest
 import torch
-from eval_fixture import eval_packs, hybrid_run  # noqa: F401  (fixtures)
 
 from ablate.cli import main
 from evals.options import NiahOptions, PositionLossOptions
@@ -22,7 +21,7 @@ from harness.training.loading import load_run
 
 
 @pytest.fixture(scope="module")
-def loaded(hybrid_run):  # noqa: F811
+def loaded(hybrid_run):
     return load_run(hybrid_run, device="cpu")
 
 
@@ -68,7 +67,7 @@ def test_prompts_are_the_same_for_every_arm_and_too_short_lengths_are_refused(lo
         resolve_options("niah", {"depths": [1.5]})
 
 
-def test_niah_and_passkey_through_ablate_eval_past_the_training_length(hybrid_run, tmp_path, capsys):  # noqa: F811
+def test_niah_and_passkey_through_ablate_eval_past_the_training_length(hybrid_run, tmp_path, capsys):
     out = tmp_path / "out"
     common = ["--device", "cpu", "--out", str(out), "--limit", "2"]
     for suite, haystack in (("niah", "text"), ("passkey", "filler")):
@@ -105,7 +104,7 @@ def test_log_bins_cover_every_position_once():
         assert trained is None or (trained + 1) in [lo for lo, _ in bins]
 
 
-def test_position_loss_through_ablate_eval(hybrid_run, tmp_path):  # noqa: F811
+def test_position_loss_through_ablate_eval(hybrid_run, tmp_path):
     out = tmp_path / "out"
     argv = ["eval", str(hybrid_run), "--suite", "position_loss", "--device", "cpu", "--out", str(out)]
     assert main(argv + ["--limit", "2", "-o", "position_loss.max_len=1024"]) == 0
@@ -121,7 +120,7 @@ def test_position_loss_through_ablate_eval(hybrid_run, tmp_path):  # noqa: F811
     assert PositionLossOptions().corpus == "books"
 
 
-def test_report_draws_the_heatmap_beside_fig4_and_the_position_curves(hybrid_run, tmp_path):  # noqa: F811
+def test_report_draws_the_heatmap_beside_fig4_and_the_position_curves(hybrid_run, tmp_path):
     import shutil
 
     from analysis.report import build_report

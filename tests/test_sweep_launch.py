@@ -466,17 +466,20 @@ _REFERENCE: dict[str, list[tuple[int, float]]] = {}
 
 
 def _reference_losses(state, tmp_path: Path) -> list[tuple[int, float]]:
-    """Losses of the same run trained without any interruption, in process (one per arm and session)."""
-    if state.run.arm not in _REFERENCE:
+    """Losses of the same run trained without any interruption, in process (once per training config and
+    session: the sweeps of these tests differ in name only, and the name does not change the losses)."""
+    config = yaml.safe_load(state.dir.config.read_text())
+    key = json.dumps({k: v for k, v in config.items() if k != "name"}, sort_keys=True)
+    if key not in _REFERENCE:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as the job ran (cpus_per_task: 1)
         try:
             ref = tmp_path / f"reference-{state.run.arm.replace(':', '')}"
-            train(resolve_run_config(yaml.safe_load(state.dir.config.read_text())), ref)
+            train(resolve_run_config(config), ref)
         finally:
             torch.set_num_threads(threads)
-        _REFERENCE[state.run.arm] = losses(ref)
-    return _REFERENCE[state.run.arm]
+        _REFERENCE[key] = losses(ref)
+    return _REFERENCE[key]
 
 
 @pytest.mark.slow
