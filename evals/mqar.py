@@ -73,14 +73,8 @@ def _listed_tasks(loaded: LoadedRun, listed: list[list[int]], trained_specs: lis
     """The ``tasks`` option's (seq_len, num_pairs) pairs with the run's vocabulary, gap law, filler and answer
     format; a length past the trained context is allowed unless learned positions bound the model's."""
     tok, base = loaded.tokenizer, trained_specs[0] if trained_specs else MQARConfig(num_pairs=1)
-    rows = loaded.model.cfg.attention.learned_positions
     longest = max(length for length, _ in listed)
-    if rows and longest > rows:
-        raise ConfigError(
-            f"mqar: task length {longest} is past the model's {rows} learned positions "
-            "(attention.learned_positions); extrapolation needs a model without them",
-            key="mqar.tasks",
-        )
+    loaded.check_positions(longest, "task length", "mqar.tasks")
     out = []
     for length, pairs in listed:
         spec = MQARConfig(

@@ -56,16 +56,6 @@ def default_lengths(loaded: LoadedRun) -> list[int]:
     return [loaded.seq_len * f for f in (1, 2, 4, 8)]
 
 
-def check_lengths(loaded: LoadedRun, lengths: list[int], suite: str) -> None:
-    rows = loaded.model.cfg.attention.learned_positions
-    if rows and max(lengths) > rows:
-        raise ConfigError(
-            f"{suite}: length {max(lengths)} is past the model's {rows} learned positions "
-            f"(attention.learned_positions); use lengths <= {rows}",
-            key=f"{suite}.lengths",
-        )
-
-
 def prompts_for(
     loaded: LoadedRun, task: NeedleTask, options: RetrievalOptions
 ) -> dict[tuple[int, float], list]:
@@ -106,22 +96,15 @@ def answer(
         group = prompts[start : start + batch_size]
         if len(group) not in decoders:
             decoders[len(group)] = Decoder(model, batch=len(group), max_len=length + new_tokens)
-        decoder = decoders[len(group)]
-        decoder.reset()
-        logits = decoder.prefill(torch.tensor([p.ids for p in group], device=loaded.device), chunk=chunk)
-        new = []
-        for i in range(new_tokens):
-            token = logits.argmax(-1)
-            new.append(token)
-            if i + 1 < new_tokens:
-                logits = decoder.step(token)
-        out += [tok.decode(r) for r in torch.stack(new, dim=1).tolist()]
+        ids = torch.tensor([p.ids for p in group], device=loaded.device)
+        new = decoders[len(group)].generate(ids, new_tokens, chunk=chunk)
+        out += [tok.decode(r) for r in new.tolist()]
     return out
 
 
 def run_task(loaded: LoadedRun, task: NeedleTask, options: RetrievalOptions) -> dict:
     lengths = options.lengths or default_lengths(loaded)
-    check_lengths(loaded, lengths, task.name)
+    loaded.check_positions(max(lengths), "length", f"{task.name}.lengths")
     cells = prompts_for(loaded, task, options)
     chunk = options.prefill_chunk or loaded.seq_len
     new_tokens = len(loaded.tokenizer.encode(" " + "9" * options.digits)) + 4

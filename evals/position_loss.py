@@ -84,13 +84,7 @@ def log_bins(max_len: int, per_octave: int, trained: int | None = None) -> list[
 def run(loaded: LoadedRun, options: PositionLossOptions) -> dict:
     trained = loaded.seq_len
     max_len = options.max_len or 8 * trained
-    rows = loaded.model.cfg.attention.learned_positions
-    if rows and max_len > rows:
-        raise ConfigError(
-            f"position_loss: max_len {max_len} is past the model's {rows} learned positions; use max_len <= "
-            f"{rows}",
-            key="position_loss.max_len",
-        )
+    loaded.check_positions(max_len, "max_len", "position_loss.max_len")
     docs, source = long_documents(loaded, options, max_len)
     chunk = options.chunk or trained
     was_training = loaded.model.training

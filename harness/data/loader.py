@@ -180,6 +180,11 @@ def collate(windows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"input_ids": x[:, :-1].contiguous(), "targets": x[:, 1:].contiguous()}
 
 
+def collate_pairs(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The batch of a synthetic dataset whose samples are ``(inputs, targets)`` pairs (mqar, passkey)."""
+    return {"input_ids": torch.stack([i for i, _ in items]), "targets": torch.stack([t for _, t in items])}
+
+
 class BatchIterator:
     """Iterator of ``{"input_ids": LongTensor(B, T), "targets": LongTensor(B, T)}`` with a resumable state."""
 

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from harness.config_errors import ConfigError
 from harness.data.config import DataConfig, MQARConfig
+from harness.data.loader import collate_pairs
 from harness.data.mixture import MIX_BLOCK, block_counts, mixture_block, seeded_rng
 
 MQAR_FORMAT = 1  # bump when the sequences a task and index produce change
@@ -292,12 +293,7 @@ class MQARDataset(Dataset):
         inputs, targets = example(task, sample_rng(self.seed, self.stream, task, j, self._rng), self.seq_len)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
-    @staticmethod
-    def collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {
-            "input_ids": torch.stack([i for i, _ in items]),
-            "targets": torch.stack([t for _, t in items]),
-        }
+    collate = staticmethod(collate_pairs)
 
     def fingerprint(self) -> str:
         ident = {

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from harness.config_errors import ConfigError
 from harness.data.config import DataConfig, PasskeyConfig
+from harness.data.loader import collate_pairs
 from harness.data.mixture import seeded_rng
 
 PASSKEY_FORMAT = 1  # bump when the sequences an index produces change
@@ -185,9 +186,6 @@ class PasskeyDataset(Dataset):
                 key="passkey.min_len",
             ) from None
 
-    def __len__(self) -> int:
-        return 2**62  # endless: the loader's sampler bounds it
-
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = seeded_rng(self.seed, _TAG, STREAMS[self.stream], int(k))
         length = int(rng.randint(self.min_len, self.seq_len + 1))
@@ -206,12 +204,7 @@ class PasskeyDataset(Dataset):
         targets[start : start + len(answer)] = torch.tensor(answer)
         return inputs, targets
 
-    @staticmethod
-    def collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {
-            "input_ids": torch.stack([i for i, _ in items]),
-            "targets": torch.stack([t for _, t in items]),
-        }
+    collate = staticmethod(collate_pairs)
 
     def fingerprint(self) -> str:
         ident = {

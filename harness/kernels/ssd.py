@@ -24,6 +24,8 @@ dtype; the output comes back in ``x``'s dtype, the state in fp32.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -130,6 +132,7 @@ def ssd_scan(
     return ssd_chunked(x, dt, A, B, C, D, chunk, initial_state)
 
 
+@functools.cache
 def cuda_available() -> bool:
     """Whether mamba_ssm's Triton SSD kernels can be imported (a GPU install)."""
     try:

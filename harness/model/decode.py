@@ -146,12 +146,14 @@ class Decoder:
         temperature: float = 0.0,
         stop_token: int | None = None,
         generator: torch.Generator | None = None,
+        chunk: int | None = None,
     ) -> Tensor:
-        """Prefill ``input_ids`` (batch, tokens) into the emptied cache and continue it; greedy when
-        ``temperature`` is 0. Returns the new tokens (batch, <= max_new_tokens), stopping early once every
-        row has emitted ``stop_token`` (checking it costs a host sync per step)."""
+        """Prefill ``input_ids`` (batch, tokens) into the emptied cache (``chunk`` tokens per pass: see
+        :meth:`prefill`) and continue it; greedy when ``temperature`` is 0. Returns the new tokens (batch,
+        <= max_new_tokens), stopping early once every row has emitted ``stop_token`` (checking it costs a
+        host sync per step)."""
         self.reset()
-        logits = self.prefill(input_ids)
+        logits = self.prefill(input_ids, chunk)
         new = []
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for i in range(max_new_tokens):

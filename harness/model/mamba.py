@@ -88,9 +88,7 @@ class MambaMixer(nn.Module):
         self.D.fill_(1.0)
         std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.dt_proj.bias.copy_(dt_bias_init(self.d_inner, dt_min, dt_max, dt_init_floor))
         self.dt_proj.bias._no_reinit = True
         self.dt_proj.weight._no_reinit = True
 
@@ -178,6 +176,14 @@ class MambaMixer(nn.Module):
             conv=torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
             ssm=torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=torch.float32),
         )
+
+
+def dt_bias_init(n: int, dt_min: float, dt_max: float, dt_init_floor: float) -> Tensor:
+    """mamba_ssm's dt initialisation (Mamba-1 and 2): ``n`` values of dt log-uniform in [dt_min, dt_max]
+    (at least ``dt_init_floor``), returned as the bias whose softplus gives them (softplus^-1(dt))."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_init_floor)
+    return dt + torch.log(-torch.expm1(-dt))
 
 
 def _batched(flat: Tensor, batch: int) -> Tensor:

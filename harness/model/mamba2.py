@@ -14,7 +14,6 @@ costs the same however long the context; the same state lets a prefill continue 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from harness.kernels.causal_conv import causal_conv1d
 from harness.kernels.ssd import ssd_scan, ssd_step
 from harness.model.config import ModelConfig
+from harness.model.mamba import dt_bias_init
 
 
 @dataclass
@@ -88,9 +88,7 @@ class Mamba2Mixer(nn.Module):
     ) -> None:
         """mamba_ssm's initialisation: dt log-uniform in [dt_min, dt_max] (inverse softplus into dt_bias),
         A uniform in ``A_init_range`` (stored as log A), D = 1, the gated norm's weight 1."""
-        dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_bias.copy_(dt_bias_init(self.n_heads, dt_min, dt_max, dt_init_floor))
         self.A_log.copy_(torch.empty(self.n_heads).uniform_(*A_init_range).log())
         self.D.fill_(1.0)
         self.norm.weight.fill_(1.0)

@@ -56,6 +56,17 @@ class LoadedRun:
         """The context the model was trained with (evaluations never feed it more at once)."""
         return self.config.train.seq_len
 
+    def check_positions(self, length: int, what: str, key: str) -> None:
+        """Refuse to feed ``length`` tokens past the model's learned positions, which bound its context (the
+        suites that test extrapolation: mqar's listed tasks, niah / passkey, position_loss)."""
+        rows = self.model.cfg.attention.learned_positions
+        if rows and length > rows:
+            raise ConfigError(
+                f"{key.split('.')[0]}: {what} {length} is past the model's {rows} learned positions "
+                "(attention.learned_positions); extrapolation needs a model without them",
+                key=key,
+            )
+
     def provenance(self) -> dict:
         return {
             "run_dir": str(self.run.root),
