@@ -49,6 +49,9 @@ STEPS: tuple[tuple[str, int, str], ...] = (
     ("train-1.3b-1to3", 120, f"{TRAIN} 8 --preset 1.3b-1to3 --against transformers,mamba_ssm"),
     ("gpu-tests", 420, "pytest -m gpu tests -q -p no:cacheprovider"),
     ("train-1.3b-mamba", 100, f"{TRAIN} 8 --preset 1.3b-mamba --against mamba_ssm"),
+    # issue 30: Mamba-2 (SSD) arms against mamba_ssm's own Mamba2 model at the same settings
+    ("train-1.3b-mamba-m2", 120, f"{TRAIN} 8 --preset 1.3b-mamba-m2 --against mamba_ssm"),
+    ("train-1.3b-1to7-m2", 120, f"{TRAIN} 8 --preset 1.3b-1to7-m2 --against mamba_ssm"),
     ("train-1.3b-attention", 100, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama"),
     ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
     ("train-1.3b-1to7-moe-b8", 240, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
