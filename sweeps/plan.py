@@ -56,8 +56,9 @@ def print_plan(path: str | Path, show_sbatch: bool = True, overrides: Sequence[s
     shape = f"{r.nodes} node(s) x {r.gpus_per_node} GPU(s), {r.cpus_per_task} CPUs/task, time {r.time}"
     assume = f"GPU-hours assume {r.gpu_type.upper()} at MFU {r.assumed_mfu:.0%}"
     print(f"each run: {shape}; {assume}; evals: {', '.join(sweep.evals) or 'none'}")
+    w = max([28, *(len(row["run"].label) for row in rows)])  # grid labels can run long
     header = (
-        f"{'run':<28} {'run_id':<12} {'pattern':<22} {'params':>9} {'active':>9} {'tokens':>9} "
+        f"{'run':<{w}} {'run_id':<12} {'pattern':<22} {'params':>9} {'active':>9} {'tokens':>9} "
         f"{'FLOPs':>9} {'GPU-h':>9}"
     )
     print()
@@ -65,14 +66,15 @@ def print_plan(path: str | Path, show_sbatch: bool = True, overrides: Sequence[s
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['run'].label:<28} {row['run'].run_id:<12} {row['pattern'][:22]:<22} "
+            f"{row['run'].label:<{w}} {row['run'].run_id:<12} {row['pattern'][:22]:<22} "
             f"{format_params(row['params_total']):>9} {format_params(row['params_active']):>9} "
             f"{format_params(row['tokens']):>9} {row['flops']:>9.2e} {row['gpu_hours']:>9,.1f}"
         )
     total_hours = sum(row["gpu_hours"] for row in rows)
     total_flops = sum(row["flops"] for row in rows)
     print("-" * len(header))
-    print(f"{'total':<28} {'':<12} {'':<22} {'':>9} {'':>9} {'':>9} {total_flops:>9.2e} {total_hours:>9,.1f}")
+    blank = f"{'':<12} {'':<22} {'':>9} {'':>9} {'':>9}"
+    print(f"{'total':<{w}} {blank} {total_flops:>9.2e} {total_hours:>9,.1f}")
     if r.gpus:
         longest = max(row["gpu_hours"] for row in rows) / r.gpus
         print(
