@@ -64,6 +64,6 @@ def test_bench_commands_write_their_record_under_out(tmp_path):
     assert commands["gpu-tests"][1:4] == ["-m", "pytest", "-m"]
     from ablate.cli import build_parser
 
-    for name, argv in commands.items():  # every ablate step parses with today's CLI
-        if name != "gpu-tests":
+    for argv in commands.values():  # every ablate step parses with today's CLI
+        if argv[1:3] != ["-m", "pytest"]:
             build_parser().parse_args(argv[3:])

@@ -165,3 +165,54 @@ def test_compile_modes_give_one_row_each_with_the_same_losses(tmp_path, capsys, 
     assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)  # same model, same batches
     assert main([*args, "--compile", "fast"]) == 2
     assert "unknown compile mode(s) ['fast']" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is None, reason="needs mamba-ssm")
+def test_mamba_ssm_mamba2_anchor_runs_on_cuda_with_or_without_causal_conv1d(tmp_path):
+    """The first lease's Mamba-2 row failed inside mamba_ssm (its fused path needs causal-conv1d)."""
+    record = run_train_benchmark(
+        "mini-1to7-m2",
+        batch=2,
+        seq_len=256,
+        steps=2,
+        warmup=1,
+        against=("mamba_ssm",),
+        json_path=tmp_path / "m2.json",
+    )
+    ours, anchor = record["results"]
+    assert "skipped" not in anchor, anchor
+    assert anchor["settings"]["mixer"] == "Mamba2"
+    assert anchor["params"] == pytest.approx(ours["params"], rel=0.03)
+    assert anchor.get("settings", {}).get("fused_path", True) is (
+        importlib.util.find_spec("causal_conv1d") is not None
+    )
+
+
+def test_an_anchor_that_breaks_is_a_row_with_its_error_and_the_rest_are_timed(
+    tmp_path, monkeypatch, one_thread
+):
+    """Another library's failure of any kind (here a TypeError, as mamba_ssm's missing causal-conv1d kernel
+    gives) costs its own row, not the benchmark's record."""
+    from harness.benchmarks import train
+
+    def broken(cfg, device, dtype, seed, seq_len):
+        def build():
+            raise TypeError("'NoneType' object is not callable")
+
+        return train.Contender("broken", "a broken anchor", build, None, 1.0, {})
+
+    monkeypatch.setitem(train.ANCHOR_BUILDERS, "transformers", broken)
+    record = run_train_benchmark(
+        "tiny-attention",
+        batch=2,
+        seq_len=16,
+        steps=1,
+        warmup=1,
+        against=("transformers", "llama"),
+        json_path=tmp_path / "b.json",
+    )
+    ours, failed, llama = record["results"]
+    assert failed["skipped"] == "failed during its run: TypeError: 'NoneType' object is not callable"
+    assert llama["tokens_per_s"] > 0 and ours["tokens_per_s"] > 0
