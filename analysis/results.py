@@ -152,12 +152,23 @@ def _mqar(payload: dict) -> list[dict]:
 
 
 def _retrieval(payload: dict) -> list[dict]:
-    """niah / passkey: task ``retrieval`` with the mean accuracy and the trained length; then one task per
-    cell, named ``L<length>_D<depth>``, with its accuracy (binomial s.e. over its prompts)."""
+    """niah / passkey: task ``retrieval`` with the mean accuracy, the trained length and the mean accuracy
+    of the cells within it and past it (prompt length <= or > the trained length; absent where no cell
+    is); then one task per cell, ``L<length>_D<depth>``, with its accuracy (binomial s.e. over prompts)."""
     settings = payload.get("settings") or {}
+    trained = settings.get("trained_length")
     rows = [_row("retrieval", "accuracy", payload.get("metrics", {}).get(f"{settings.get('task')}/accuracy"))]
-    rows.append(_row("retrieval", "trained_length", settings.get("trained_length")))
-    for cell in payload.get("cells", []):
+    rows.append(_row("retrieval", "trained_length", trained))
+    cells = payload.get("cells", [])
+    if trained:
+        for name, keep in (
+            ("within", lambda c: c["length"] <= trained),
+            ("beyond", lambda c: c["length"] > trained),
+        ):
+            picked = [c["accuracy"] for c in cells if keep(c)]
+            if picked:
+                rows.append(_row("retrieval", f"accuracy_{name}", sum(picked) / len(picked), n=len(picked)))
+    for cell in cells:
         n = cell.get("samples")
         name = f"L{cell['length']}_D{cell['depth']:g}"
         rows.append(_row(name, "accuracy", cell["accuracy"], stderr=_binomial_se(cell["accuracy"], n), n=n))

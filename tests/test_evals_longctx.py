@@ -6,6 +6,7 @@ the inference cache that position_loss relies on equals one forward pass."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -138,3 +139,31 @@ def test_report_draws_the_heatmap_beside_fig4_and_the_position_curves(hybrid_run
     assert any(n.endswith("fig4.png") for n in figures) and any("position-loss" in n for n in figures)
     evals = (index.parent / "data" / "evals.csv").read_text()
     assert "L512_D1" in evals and "P257_" in evals
+    # The arms x metrics table has retrieval within (256) and past (512) the training length, and the
+    # position loss's rise, each the mean of its cells in the run's eval file.
+    payload = json.loads((run / "evals" / "niah.json").read_text())
+    cells = {c["length"]: [] for c in payload["cells"]}
+    for c in payload["cells"]:
+        cells[c["length"]].append(c["accuracy"])
+    with open(index.parent / "tables" / "longctx-summary.csv", newline="") as f:
+        values = {row["metric"]: float(row["ours_mean"]) for row in csv.DictReader(f)}  # in the table's units
+    for name, length in (("niah_within", 256), ("niah_beyond", 512)):
+        assert values[name] == pytest.approx(100 * sum(cells[length]) / len(cells[length]))
+    delta = json.loads((run / "evals" / "position_loss.json").read_text())["metrics"]["position_loss/delta"]
+    assert values["position_delta"] == pytest.approx(delta)
+
+
+def test_retrieval_within_and_beyond_are_the_means_of_their_cells():
+    from analysis.results import FLATTENERS
+
+    cells = [
+        {"length": 256, "depth": 0.0, "accuracy": 1.0, "samples": 4},
+        {"length": 256, "depth": 1.0, "accuracy": 0.5, "samples": 4},
+        {"length": 512, "depth": 0.0, "accuracy": 0.25, "samples": 4},
+    ]
+    payload = {"metrics": {"niah/accuracy": 0.5833}, "settings": {"task": "niah", "trained_length": 256}}
+    rows = {(r["task"], r["metric"]): r["value"] for r in FLATTENERS["niah"]({**payload, "cells": cells})}
+    assert rows[("retrieval", "accuracy_within")] == 0.75 and rows[("retrieval", "accuracy_beyond")] == 0.25
+    assert rows[("L512_D0", "accuracy")] == 0.25
+    past_only = {(r["task"], r["metric"]) for r in FLATTENERS["niah"]({**payload, "cells": cells[2:]})}
+    assert ("retrieval", "accuracy_beyond") in past_only and ("retrieval", "accuracy_within") not in past_only
