@@ -48,7 +48,8 @@ def _of(records: list[BenchRecord], kind: str) -> list[BenchRecord]:
 
 
 def provenance_table(records: list[BenchRecord]) -> list[str]:
-    head = ["record", "kind", "preset", "device", "torch", "transformers", "mamba_ssm", "commit", "time"]
+    kernels = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "liger_kernel")  # which paths ran
+    head = ["record", "kind", "preset", "device", *kernels, "commit", "time"]
     rows = []
     for r in records:
         v, commit = r.data["versions"], r.data["commit"]
@@ -58,7 +59,7 @@ def provenance_table(records: list[BenchRecord]) -> list[str]:
                 r.kind,
                 r.preset,
                 r.data["device"],
-                *(str(v.get(name) or DASH) for name in ("torch", "transformers", "mamba_ssm")),
+                *(str(v.get(name) or DASH) for name in kernels),
                 (commit[:7] + (" (dirty)" if r.data.get("dirty") else "")) if commit else DASH,
                 r.data["time"],
             ]

@@ -216,3 +216,38 @@ def test_an_anchor_that_breaks_is_a_row_with_its_error_and_the_rest_are_timed(
     ours, failed, llama = record["results"]
     assert failed["skipped"] == "failed during its run: TypeError: 'NoneType' object is not callable"
     assert llama["tokens_per_s"] > 0 and ours["tokens_per_s"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="needs liger-kernel")
+def test_liger_anchors_run_on_cuda_and_leave_llama_unpatched(tmp_path):
+    from transformers.models.llama import modeling_llama
+
+    before = modeling_llama.LlamaRMSNorm
+    record = run_train_benchmark(
+        "mini-attention",
+        batch=2,
+        seq_len=256,
+        steps=2,
+        warmup=1,
+        against=("llama+liger", "llama"),
+        json_path=tmp_path / "liger.json",
+    )
+    ours, liger, plain = record["results"]
+    assert "skipped" not in liger and "skipped" not in plain, (liger, plain)
+    assert liger["params"] == plain["params"] and liger["loss"] == pytest.approx(plain["loss"], rel=2e-2)
+    assert modeling_llama.LlamaRMSNorm is before
+    if importlib.util.find_spec("mamba_ssm") is not None:
+        record = run_train_benchmark(
+            "mini-1to7",
+            batch=2,
+            seq_len=256,
+            steps=2,
+            warmup=1,
+            against=("mamba_ssm+liger", "mamba_ssm"),
+            json_path=tmp_path / "mamba-liger.json",
+        )
+        _, fused_head, anchor = record["results"]
+        assert "skipped" not in fused_head, fused_head
+        assert fused_head["loss"] == pytest.approx(anchor["loss"], rel=2e-2)

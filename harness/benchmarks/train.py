@@ -15,6 +15,13 @@ so the anchors live here rather than in one-off scripts:
   vocabulary, its MLP width solved so that its parameters match our *active* parameters: for a dense
   attention preset that is our ``d_ff``, so it is the same model with RoPE; for a hybrid it is the
   attention reference of the same size (its FLOPs, and so its MFU, are counted for its own layout).
+* ``mamba_ssm+liger`` and ``llama+liger``: the same two with liger-kernel, the strongest stacks a user
+  would assemble from released packages: mamba_ssm's backbone with liger's fused linear + cross-entropy on
+  its head; Llama under ``apply_liger_kernel_to_llama`` (RoPE, RMSNorm, SwiGLU, fused linear +
+  cross-entropy), whose patches of transformers' Llama module are undone after its turn.
+
+Each mamba_ssm row records whether it took its fused path (which needs causal-conv1d), and the record the
+versions of mamba_ssm, causal-conv1d and liger-kernel, so every row says which kernels it ran.
 
 Every model gets the same batches, bf16 weights on CUDA (fp32 on CPU), fused AdamW, and the same loss, mean
 next-token cross-entropy: the anchors' from their logits, computed identically outside the model; ours
@@ -41,6 +48,7 @@ The record (device, versions, commit: :mod:`harness.benchmarks.record`) is writt
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import re
@@ -58,14 +66,14 @@ from harness.benchmarks.profile import print_kernels, top_kernels
 from harness.benchmarks.record import bench_record, device_name, write_bench_json
 from harness.config_errors import ConfigError
 from harness.devices import synchronize
-from harness.kernels.fused import KERNELS, kernels_run
+from harness.kernels.fused import KERNELS, fused_available, kernels_run, linear_cross_entropy
 from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
 from harness.model.ffn import takes_grouped
 from harness.presets import get_preset
 from harness.training.trainer import peak_flops
 
-ANCHORS = ("transformers", "mamba_ssm", "llama")
+ANCHORS = ("transformers", "mamba_ssm", "llama", "mamba_ssm+liger", "llama+liger")
 MOE_BACKENDS = ("auto", "loop", "grouped")
 COMPILE_MODES = ("off", "on")
 BENCH_DIR = Path("results/bench")
@@ -86,6 +94,9 @@ class Contender:
     loss: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     flops_per_token: float
     settings: dict = field(default_factory=dict)
+    # Process-wide changes the contender needs while it is built and timed (liger's patches of
+    # transformers' Llama module), undone after its turn so that the next contender runs unpatched.
+    patches: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 def default_json_path(preset: str, batch: int, seq_len: int) -> Path:
@@ -237,6 +248,7 @@ def _mamba_ssm(
         except ImportError as e:
             raise AnchorSkipped(f"mamba_ssm's rotary attention needs the flash_attn package: {e}") from e
     m, mixers = cfg.mamba, cfg.pattern[::2]
+    conv_installed = importlib.util.find_spec("causal_conv1d") is not None
     ssm_cfg = dict(
         layer="Mamba1",
         d_state=m.d_state,
@@ -269,7 +281,7 @@ def _mamba_ssm(
         # Its fused path (one kernel for conv, scan, norm and projection) calls causal-conv1d's kernel
         # unconditionally; without that package it fails with a TypeError, so take the unfused path there
         # (torch's conv1d, then the same chunked SSD scan), as Mamba2 itself does for inference.
-        if importlib.util.find_spec("causal_conv1d") is None:
+        if not conv_installed:
             ssm_cfg["use_mem_eff_path"] = False
     attn_cfg = dict(
         num_heads=cfg.attention.n_heads,
@@ -304,7 +316,9 @@ def _mamba_ssm(
             "mixer": ssm_cfg["layer"],
             "attn_layer_idx": config.attn_layer_idx,
             "d_intermediate": cfg.d_ff,
-            **({"fused_path": False} if ssm_cfg.get("use_mem_eff_path") is False else {}),
+            # Mamba1's mamba_inner_fn and Mamba2's split-conv kernel both need causal-conv1d; without it
+            # each takes its unfused path (torch's conv1d, then the same scan)
+            "fused_path": conv_installed,
         },
     )
 
@@ -365,7 +379,83 @@ def _llama(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int
     )
 
 
-ANCHOR_BUILDERS = {"transformers": _transformers_jamba, "mamba_ssm": _mamba_ssm, "llama": _llama}
+def _liger_usable(device: torch.device) -> None:
+    """AnchorSkipped unless liger-kernel's Triton kernels can run here."""
+    why = "its kernels need CUDA" if device.type != "cuda" else fused_available()
+    if why is not None:
+        raise AnchorSkipped(f"liger-kernel cannot run: {why}")
+
+
+def _mamba_ssm_liger(
+    cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int
+) -> Contender:
+    """The mamba_ssm anchor with liger's fused linear + cross-entropy on its head (the logits are never
+    formed), the strongest Mamba stack a user would assemble from released packages."""
+    _liger_usable(device)
+    base = _mamba_ssm(cfg, device, dtype, seed, seq_len)
+
+    def loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return linear_cross_entropy(model.backbone(ids[:, :-1]), model.lm_head.weight, ids[:, 1:])
+
+    return dataclasses.replace(
+        base,
+        name="mamba_ssm+liger",
+        label=f"{base.label} + liger LCE",
+        loss=loss,
+        settings={**base.settings, "head": "liger fused linear + cross-entropy"},
+    )
+
+
+@contextlib.contextmanager
+def _llama_module_restored():
+    """Let liger patch transformers' Llama module (its RoPE function, RMSNorm and MLP classes) for one
+    contender, then put back what was there."""
+    from transformers.models.llama import modeling_llama
+
+    names = ("apply_rotary_pos_emb", "LlamaRMSNorm", "LlamaMLP")
+    saved = {name: getattr(modeling_llama, name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(modeling_llama, name, value)
+
+
+def _llama_liger(
+    cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int, seq_len: int
+) -> Contender:
+    """The Llama anchor under ``apply_liger_kernel_to_llama``: liger's RoPE, RMSNorm, SwiGLU and fused
+    linear + cross-entropy (the loss from the model's own forward, given the shifted labels)."""
+    _liger_usable(device)
+    base = _llama(cfg, device, dtype, seed, seq_len)
+
+    def build() -> nn.Module:
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+        model = base.build()
+        apply_liger_kernel_to_llama(
+            rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=True, model=model
+        )
+        return model
+
+    return dataclasses.replace(
+        base,
+        name="llama+liger",
+        label=f"{base.label} + liger",
+        build=build,
+        loss=lambda model, ids: model(input_ids=ids[:, :-1], shift_labels=ids[:, 1:], use_cache=False).loss,
+        settings={**base.settings, "liger": "rope, rms_norm, swiglu, fused linear + cross-entropy"},
+        patches=_llama_module_restored,
+    )
+
+
+ANCHOR_BUILDERS = {
+    "transformers": _transformers_jamba,
+    "mamba_ssm": _mamba_ssm,
+    "llama": _llama,
+    "mamba_ssm+liger": _mamba_ssm_liger,
+    "llama+liger": _llama_liger,
+}
 
 
 def _race(
@@ -378,18 +468,19 @@ def _race(
 ) -> dict:
     """Build, time and free one contender; its numbers as a JSON-ready dict. ``profile`` > 0 then runs
     the timed batches again under the profiler and adds their top ``profile`` kernels."""
-    model = contender.build()
     kernels = None
-    try:
-        params = sum(p.numel() for p in model.parameters())
-        step = _make_step(model, contender.loss, device)
-        seconds, loss, mem = _time_steps(step, batches, warmup, device)
-        if profile > 0:
-            kernels = top_kernels(step, batches[warmup:], device, profile)
-    finally:
-        del model
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    with contender.patches():
+        model = contender.build()
+        try:
+            params = sum(p.numel() for p in model.parameters())
+            step = _make_step(model, contender.loss, device)
+            seconds, loss, mem = _time_steps(step, batches, warmup, device)
+            if profile > 0:
+                kernels = top_kernels(step, batches[warmup:], device, profile)
+        finally:
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     tokens = batches[0].shape[0] * (batches[0].shape[1] - 1)
     return {
         "params": params,

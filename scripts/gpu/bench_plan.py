@@ -3,8 +3,9 @@ the next, pack what came back.
 
 The lent GPU machine gives one command at most 10 minutes and stays warm only ~30 s between commands, so a
 list of benchmarks has to be cut into commands that each end in time, and a command that was cut short must
-not cost the next one its finished steps. Run THERE, after ``JAMBA_BUILD_KERNELS=1 source
-scripts/gpu/setup.sh``:
+not cost the next one its finished steps. Run THERE, after ``JAMBA_BUILD_KERNELS=conv source
+scripts/gpu/setup.sh`` (causal-conv1d too, ~6 minutes beside mamba_ssm, so that every anchor takes its fast
+path; ``=1`` builds mamba_ssm alone, ~2.5 minutes, and the records then say causal_conv1d is absent):
 
     python3 scripts/gpu/bench_plan.py --root /tmp/bench run --seconds 540   # the next steps that fit
     python3 scripts/gpu/bench_plan.py --root /tmp/bench pack $OUT            # records + logs -> one archive
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = "bench train --seq-len 2048 --batch"
 PREFILL = "bench prefill --context 8k,32k,64k,128k"
 DECODE = "bench decode --batch 1,16"
-ALL_ANCHORS = "transformers,mamba_ssm,llama"
+ALL_ANCHORS = "transformers,mamba_ssm,mamba_ssm+liger,llama,llama+liger"  # issue 29: the strongest stacks too
 PROFILE = "--profile 15"  # issue 15 asks for the profiler's top kernels with the throughput
 BEFORE_AFTER = f"--kernels fused,eager {PROFILE}"  # the fused kernels and the eager path, both profiled
 MOE = f"--moe-backend grouped,loop --kernels fused {PROFILE}"  # grouped first: the anchor's ratio is its
@@ -45,16 +46,16 @@ CONTEXT = "bench context --max-bytes 12884901888"  # 12 GiB: the searches fit on
 # the whole GPU suite, compile; then the issue-16 measurements, kept for re-measuring. The context searches
 # only measure memory, so the GPU tests can run beside them (``--root`` of their own, ``--skip`` here).
 STEPS: tuple[tuple[str, int, str], ...] = (
-    ("train-1.3b-1to7", 240, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7 --against {ALL_ANCHORS}"),
+    ("train-1.3b-1to7", 300, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7 --against {ALL_ANCHORS}"),
     ("train-1.3b-1to3", 120, f"{TRAIN} 8 --preset 1.3b-1to3 --against transformers,mamba_ssm"),
     ("gpu-tests", 420, "pytest -m gpu tests -q -p no:cacheprovider"),
-    ("train-1.3b-mamba", 100, f"{TRAIN} 8 --preset 1.3b-mamba --against mamba_ssm"),
+    ("train-1.3b-mamba", 120, f"{TRAIN} 8 --preset 1.3b-mamba --against mamba_ssm,mamba_ssm+liger"),
     # issue 30: the SSD kernel's parity and the Mamba-2 anchor first (a minute), then the Mamba-2 (SSD) arms
     # against mamba_ssm's own Mamba2 model at the same settings
     ("gpu-tests-mamba2", 180, "pytest -m gpu tests/test_gpu.py tests/test_bench_train.py -k 'ssd or m2 or mamba2' -q -p no:cacheprovider"),  # noqa: E501
     ("train-1.3b-mamba-m2", 120, f"{TRAIN} 8 --preset 1.3b-mamba-m2 --against mamba_ssm"),
     ("train-1.3b-1to7-m2", 120, f"{TRAIN} 8 --preset 1.3b-1to7-m2 --against mamba_ssm"),
-    ("train-1.3b-attention", 100, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama"),
+    ("train-1.3b-attention", 120, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama,llama+liger"),  # noqa: E501
     ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
     ("train-1.3b-1to7-moe-b8", 240, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
     ("train-1.3b-1to7-nonorm", 120, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7-nonorm --against mamba_ssm"),  # noqa: E501
