@@ -550,6 +550,7 @@ def test_reconcile_cancels_jobs_whose_submission_was_never_filed(slurm_cluster, 
             "--job-name",
             sweep.name,
             "--array=0-1",
+            f"--output={tmp_path}/slurm-%A_%a.out",  # not the default: slurm-*.out in the working directory
             *([] if started else ["--begin=now+120"]),
             "--wrap",
             "sleep 300" if started else "true",
