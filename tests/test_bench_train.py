@@ -15,6 +15,7 @@ import torch
 
 from ablate.cli import main
 from harness.benchmarks.train import ANCHORS, run_train_benchmark
+from harness.config_errors import ConfigError
 
 TINY = ["--batch", "2", "--seq-len", "16", "--steps", "1", "--warmup", "1"]
 NUMBERS = ("params", "tokens_per_s", "step_ms", "flops_per_token", "loss")
@@ -251,3 +252,22 @@ def test_liger_anchors_run_on_cuda_and_leave_llama_unpatched(tmp_path):
         _, fused_head, anchor = record["results"]
         assert "skipped" not in fused_head, fused_head
         assert fused_head["loss"] == pytest.approx(anchor["loss"], rel=2e-2)
+
+
+def test_float8_gives_a_row_beside_bf16_with_its_converted_linears(tmp_path, capsys, one_thread):
+    record = run_train_benchmark(
+        "tiny-1to7",
+        batch=2,
+        seq_len=32,
+        steps=1,
+        warmup=1,
+        float8_modes=("off", "on"),
+        json_path=tmp_path / "f8.json",
+    )
+    plain, f8 = record["results"]
+    assert "float8" not in plain["settings"] and f8["settings"]["float8"] is True
+    assert f8["settings"]["float8_linears"] > 0 and "float8" in f8["label"]
+    assert f8["loss"] == pytest.approx(plain["loss"], rel=0.05)  # the same weights and batches
+    assert record["config"]["float8"] == ["off", "on"]
+    with pytest.raises(ConfigError, match="float8 mode"):
+        run_train_benchmark("tiny-1to7", batch=2, seq_len=32, steps=1, warmup=1, float8_modes=("yes",))

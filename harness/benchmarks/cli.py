@@ -43,6 +43,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         profile=args.profile,
         compile_modes=_names(args.compile),
         kernel_modes=_names(args.kernels),
+        float8_modes=_names(args.float8),
     )
     return 0
 
@@ -186,6 +187,12 @@ def _add_train(bench_sub: argparse._SubParsersAction) -> None:
         default="off",
         help="comma-separated: off, on (torch.compile our model, as train.compile does; compilation happens "
         "in the warm-up steps), e.g. off,on for one row each",
+    )
+    bench_train.add_argument(
+        "--float8",
+        default="off",
+        help="comma-separated: off, on (train.float8's float8 linears through torchao; needs float8 tensor "
+        "cores on CUDA, fast under --compile on), e.g. off,on for one row each",
     )
     bench_train.set_defaults(func=cmd_bench_train)
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import itertools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -71,11 +72,13 @@ from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
 from harness.model.ffn import takes_grouped
 from harness.presets import get_preset
+from harness.training.float8 import convert_to_float8, float8_problem
 from harness.training.trainer import peak_flops
 
 ANCHORS = ("transformers", "mamba_ssm", "llama", "mamba_ssm+liger", "llama+liger")
 MOE_BACKENDS = ("auto", "loop", "grouped")
 COMPILE_MODES = ("off", "on")
+FLOAT8_MODES = ("off", "on")
 BENCH_DIR = Path("results/bench")
 
 
@@ -163,10 +166,12 @@ def _ours(
     moe_backend: str,
     compiled: bool = False,
     kernels: str = "auto",
+    float8: bool = False,
 ) -> Contender:
     """Our model; with MoE layers, running them on ``moe_backend`` (the label says which, and what
     ``auto`` resolves to here); ``compiled``: under ``torch.compile``, as ``train.compile`` runs it;
-    ``kernels``: ``ModelConfig.kernels`` (the label says what it resolves to here)."""
+    ``kernels``: ``ModelConfig.kernels`` (the label says what it resolves to here); ``float8``: with
+    ``train.float8``'s float8 linears (:mod:`harness.training.float8`)."""
     notes, settings = ["HybridLM"], {}
     cfg = dataclasses.replace(cfg, kernels=kernels)
     runs = kernels_run(kernels, device, compiled)
@@ -178,6 +183,9 @@ def _ours(
         runs = "grouped" if takes_grouped(moe_backend, probe, cfg.expert_d_ff, dtype) else "loop"
         settings.update(moe_backend=moe_backend, moe_runs=runs)
         notes.append(f"MoE {runs}")
+    if float8:
+        settings["float8"] = True
+        notes.append("float8")
     if compiled:
         settings["compile"] = True
         notes.append("compiled")
@@ -185,6 +193,8 @@ def _ours(
 
     def build() -> nn.Module:
         model = _seeded(seed, device, lambda: HybridLM(cfg)).to(dtype)
+        if float8:  # as the trainer does: before compile and the optimizer
+            settings["float8_linears"] = len(convert_to_float8(model, device))
         return torch.compile(model) if compiled else model
 
     return Contender(
@@ -538,18 +548,20 @@ def run_train_benchmark(
     profile: int = 0,
     compile_modes: Sequence[str] = ("off",),
     kernel_modes: Sequence[str] = ("auto",),
+    float8_modes: Sequence[str] = ("off",),
 ) -> dict:
     """Time ours (once per MoE backend in ``moe_backends`` when the preset has MoE layers, per entry of
-    ``kernel_modes`` (``ModelConfig.kernels``) and per entry of ``compile_modes``, off or on) and each
-    anchor in ``against`` (names from :data:`ANCHORS`) on the same batches; ``profile`` > 0 records the top
-    ``profile`` kernels of each of our rows. Prints the table, writes the record to ``json_path`` (default:
-    :func:`default_json_path`) and returns it."""
+    ``kernel_modes`` (``ModelConfig.kernels``), of ``compile_modes`` and of ``float8_modes``, off or on) and
+    each anchor in ``against`` (names from :data:`ANCHORS`) on the same batches; ``profile`` > 0 records the
+    top ``profile`` kernels of each of our rows. Prints the table, writes the record to ``json_path``
+    (default: :func:`default_json_path`) and returns it."""
     unknown = [a for a in against if a not in ANCHOR_BUILDERS]
     if unknown:
         raise ConfigError(f"unknown anchor(s) {unknown}; choose from {', '.join(ANCHORS)}", key="against")
     _check_choices(moe_backends, MOE_BACKENDS, "MoE backend", "moe_backend")
     _check_choices(compile_modes, COMPILE_MODES, "compile mode", "compile")
     _check_choices(kernel_modes, KERNELS, "kernels setting", "kernels")
+    _check_choices(float8_modes, FLOAT8_MODES, "float8 mode", "float8")
     if profile < 0:
         raise ConfigError(f"must be >= 0, got {profile}", key="profile")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -559,6 +571,9 @@ def run_train_benchmark(
             kernels_run(kernels, device)
         except RuntimeError as e:  # fused asked for where it cannot run: say why, before any model is built
             raise ConfigError(str(e), key="kernels") from None
+    why = float8_problem(device) if "on" in float8_modes else None
+    if why is not None:
+        raise ConfigError(f"float8 cannot run here: {why}", key="float8")
     cfg = get_preset(preset)
     g = torch.Generator().manual_seed(seed)
     batches = [
@@ -568,12 +583,11 @@ def run_train_benchmark(
     peak = peak_flops(device)
 
     results = []
-    for backend in moe_backends if cfg.moe is not None else moe_backends[:1]:
-        for kernels in kernel_modes:
-            for mode in compile_modes:
-                ours = _ours(cfg, device, dtype, seed, seq_len, backend, mode == "on", kernels)
-                entry = {"model": ours.name, "label": ours.label, "settings": ours.settings}
-                results.append({**entry, **_race(ours, batches, warmup, device, peak, profile)})
+    backends = moe_backends if cfg.moe is not None else moe_backends[:1]
+    for backend, kernels, mode, f8 in itertools.product(backends, kernel_modes, compile_modes, float8_modes):
+        ours = _ours(cfg, device, dtype, seed, seq_len, backend, mode == "on", kernels, f8 == "on")
+        race = _race(ours, batches, warmup, device, peak, profile)  # fills in settings' float8 count
+        results.append({"model": ours.name, "label": ours.label, "settings": ours.settings, **race})
     for name in against:
         entry: dict = {"model": name}
         try:
@@ -601,6 +615,7 @@ def run_train_benchmark(
         "against": list(against),
         "moe_backends": list(moe_backends) if cfg.moe is not None else None,
         "compile": list(compile_modes),
+        "float8": list(float8_modes),
         "kernels": list(kernel_modes),
         "profile": profile,
     }

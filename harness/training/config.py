@@ -100,6 +100,9 @@ class LoopConfig:
     seed: int = bounded(0, ge=0, le=2**32 - 1)
     # auto: bf16 autocast on CUDA, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # The large projections' matmuls in float8 (torchao; harness/training/float8.py); needs float8 tensor
+    # cores on CUDA and is fast under compile. Part of the run id: it changes the numerics.
+    float8: bool = later_field(False)
     # Run-time settings (not part of the run id): torch.compile the model, and the device to train on.
     compile: bool = runtime_field(False)
     device: str = runtime_field("auto")

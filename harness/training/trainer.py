@@ -60,6 +60,7 @@ from harness.training.checkpoint import (
     set_rng_state,
 )
 from harness.training.config import RunConfig, config_hash, config_identity
+from harness.training.float8 import convert_to_float8
 from harness.training.optim import build_optimizer, build_scheduler
 from harness.training.preflight import check_before_writing
 from harness.training.record import check_provenance, prepare_run_dir
@@ -239,6 +240,7 @@ def _start(
 
     torch.manual_seed(loop.seed)
     model = HybridLM(model_cfg).to(device)
+    float8 = convert_to_float8(model, device) if loop.float8 else []  # before wrapping, compile, optimizer
     wrapped = D.wrap_model(model, loop.distributed, info, device)
     # After wrapping: FSDP2 replaces parameters with sharded DTensors, which the optimizer must hold.
     optimizer = build_optimizer(model, cfg.optim, device)
@@ -247,6 +249,8 @@ def _start(
     step, tokens, data_state = 0, 0, None
     spikes = SpikeDetector(loop.spike_factor, loop.spike_ema, loop.spike_warmup)
     runtime = _runtime_facts(cfg, info, device)
+    if float8:
+        runtime["float8_linears"] = len(float8)
     stack = _record_stack(run, info, resume, runtime)
     D.barrier(info)  # every rank has read its checkpoint before rank 0 moves damaged ones aside
     if info.is_main:

@@ -60,6 +60,10 @@ STEPS: tuple[tuple[str, int, str], ...] = (
     ("train-1.3b-1to7-moe-b8", 240, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
     ("train-1.3b-1to7-nonorm", 120, f"{TRAIN} 8 {BEFORE_AFTER} --preset 1.3b-1to7-nonorm --against mamba_ssm"),  # noqa: E501
     ("train-1.3b-1to7-compile", 300, f"{TRAIN} 8 --kernels fused,eager --compile on --preset 1.3b-1to7"),
+    # issue 29: train.float8 beside bf16, compiled (its casts fuse only under compile), and its loss parity
+    ("train-1.3b-1to7-float8", 360, f"{TRAIN} 8 --compile on --float8 off,on --preset 1.3b-1to7"),
+    ("train-1.3b-attention-float8", 300, f"{TRAIN} 8 --compile on --float8 off,on --preset 1.3b-attention"),
+    ("gpu-test-float8-parity", 240, "pytest -m gpu tests/test_gpu.py -k float8 -q -s -p no:cacheprovider"),
     ("prefill-1.3b-1to7", 150, f"{PREFILL} --preset 1.3b-1to7 --against transformers,llama"),
     ("prefill-1.3b-attention", 150, f"{PREFILL} --preset 1.3b-attention --against transformers,llama"),
     ("prefill-1.3b-mamba", 90, f"{PREFILL} --preset 1.3b-mamba --against llama"),
