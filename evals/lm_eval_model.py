@@ -32,7 +32,9 @@ How requests are scored (the model has no attention mask, so batches are built t
   the first conditioned on EOS (the document separator the model was trained with).
 * ``generate_until``: prefill, then one token at a time through the model's decoding cache (KV cache for
   attention, conv/SSM state for Mamba), exactly as :meth:`HybridLM.generate`. Left padding would feed pad
-  tokens into the Mamba state, so only prompts of equal token length are batched together. The prompt
+  tokens into the Mamba state, so only prompts of equal token length are batched together; every batch
+  shares one static cache (a short batch is filled with copies of its first prompt), whose decoding step
+  is captured once as a CUDA graph on CUDA and replayed. The prompt
   keeps its last ``seq_len`` tokens; generated tokens continue past it through the cache (recurrent
   state and attention without positional limits), rather than cutting the prompt down to
   ``seq_len - max_gen_toks`` as lm-eval's HF model does, which for short-context ablation models would
