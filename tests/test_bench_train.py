@@ -96,9 +96,12 @@ def test_pure_mamba_skips_transformers_with_hf_interops_reason(tmp_path, one_thr
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is None, reason="needs mamba-ssm")
-def test_mamba_ssm_anchor_runs_on_cuda(tmp_path):
+@pytest.mark.parametrize("preset, mixer", [("mini-1to7", "Mamba1"), ("mini-1to7-m2", "Mamba2")])
+def test_mamba_ssm_anchor_runs_on_cuda(tmp_path, preset, mixer):
+    """Mamba-1 and Mamba-2 anchors, with or without causal-conv1d (the first lease's Mamba-2 row failed
+    inside mamba_ssm, whose fused path needs it)."""
     record = run_train_benchmark(
-        "mini-1to7",
+        preset,
         batch=2,
         seq_len=256,
         steps=2,
@@ -108,7 +111,8 @@ def test_mamba_ssm_anchor_runs_on_cuda(tmp_path):
     )
     ours, anchor = record["results"]
     assert "skipped" not in anchor, anchor
-    assert anchor["settings"]["attn_layer_idx"] == [4]
+    assert anchor["settings"]["mixer"] == mixer and anchor["settings"]["attn_layer_idx"] == [4]
+    assert anchor["settings"]["fused_path"] is (importlib.util.find_spec("causal_conv1d") is not None)
     assert anchor["params"] == pytest.approx(ours["params"], rel=0.03)
     assert anchor["tokens_per_s"] > 0 and anchor["peak_gib"] > 0 and anchor["ours_over"] > 0
     assert record["versions"]["mamba_ssm"] and record["device"] != "cpu"
@@ -166,29 +170,6 @@ def test_compile_modes_give_one_row_each_with_the_same_losses(tmp_path, capsys, 
     assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)  # same model, same batches
     assert main([*args, "--compile", "fast"]) == 2
     assert "unknown compile mode(s) ['fast']" in capsys.readouterr().err
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is None, reason="needs mamba-ssm")
-def test_mamba_ssm_mamba2_anchor_runs_on_cuda_with_or_without_causal_conv1d(tmp_path):
-    """The first lease's Mamba-2 row failed inside mamba_ssm (its fused path needs causal-conv1d)."""
-    record = run_train_benchmark(
-        "mini-1to7-m2",
-        batch=2,
-        seq_len=256,
-        steps=2,
-        warmup=1,
-        against=("mamba_ssm",),
-        json_path=tmp_path / "m2.json",
-    )
-    ours, anchor = record["results"]
-    assert "skipped" not in anchor, anchor
-    assert anchor["settings"]["mixer"] == "Mamba2"
-    assert anchor["params"] == pytest.approx(ours["params"], rel=0.03)
-    assert anchor.get("settings", {}).get("fused_path", True) is (
-        importlib.util.find_spec("causal_conv1d") is not None
-    )
 
 
 def test_an_anchor_that_breaks_is_a_row_with_its_error_and_the_rest_are_timed(
