@@ -232,41 +232,6 @@ def test_fault_campaign_requeue_cancel_and_damaged_status(slurm_cluster, tmp_pat
     assert "done" in status_line()
 
 
-@pytest.mark.slow
-def test_time_limit_requeues_and_matches_uninterrupted_run(slurm_cluster, tmp_path):
-    """A 2-minute limit with the pre-timeout signal 30 s before it: SLURM checks limits about once a minute
-    and may signal up to 60 s early, so the signal comes 30-90 s after the start (a 1-minute limit could
-    signal before Python has installed its handler, which kills the job). The run trains ~2 min, so it is
-    signalled, checkpoints, requeues and resumes; the uninterrupted reference trains meanwhile."""
-    import os
-    import subprocess
-    import sys
-
-    path = sweep_file(
-        tmp_path, name="requeue", arms={"attention": ARMS["attention"]}, steps=2500, time=2, signal_delay_s=30
-    )
-    data = yaml.safe_load(path.read_text())
-    data["base"]["train"]["checkpoint_every"] = 0  # only the checkpoints written when SLURM signals
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    root = tmp_path / "runs"
-    launch(path, executor="slurm", root=root)
-    (run_dir,) = (root / "requeue").glob("attention-*")
-    reference = tmp_path / "reference"
-    # One thread, as the job runs (cpus_per_task: 1): the same reductions, so the same losses bit for bit.
-    argv = [sys.executable, "-m", "ablate.cli", "train", str(run_dir / "config.yaml"), "--run-dir"]
-    argv.append(str(reference))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    (state,) = wait(path, root=root, poll_s=1, timeout_s=480)
-    assert ref.wait(timeout=480) == 0, ref.stdout.read()[-3000:]
-    assert state.state == "done", state.as_dict()
-    events = read_jsonl(state.dir.events)
-    requeues = [e for e in events if e["event"] == "requeue"]
-    assert requeues, "the 2-minute limit should have forced at least one requeue"
-    assert [e["event"] for e in events].count("resume") == len(requeues)
-    assert losses(state.dir.root) == losses(reference)  # bit-identical, every step
-
-
 def test_broken_sweeps_fail_before_writing(tmp_path, capsys):
     broken = {
         "unknown key": ({"resorces": {}}, "resorces"),

@@ -1,13 +1,14 @@
 """What a run reports while it trains (harness/training/tracking.py): the plain progress line on stdout,
 TensorBoard event files and Weights & Biases offline runs that mirror metrics.jsonl, and a resumed run that
 continues the same W&B run. The last test does it all in a sweep job on the real SLURM, reading the job's
-.out file while the job runs and preempting it (USR2) so that the requeued job resumes."""
+.out file while the job runs, until its time limit requeues it and the requeued job resumes."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import time
+from itertools import pairwise
 
 import pytest
 import yaml
@@ -114,20 +115,35 @@ def test_missing_integration_fails_before_training(tmp_path, corpus, monkeypatch
 
 
 # ------------------------------------------------------------------------------------------------ SLURM
-def test_sweep_job_out_shows_progress_and_tracking_survives_a_requeue(slurm_cluster, tmp_path):
+@pytest.mark.slow
+def test_time_limit_requeue_resumes_exactly_with_its_progress_and_tracking(slurm_cluster, tmp_path):
+    """A sweep job on the real SLURM with a 2-minute limit and the pre-timeout signal 30 s before it. SLURM
+    checks limits about once a minute and may signal up to 60 s early, so the signal comes 30-90 s after the
+    start (a 1-minute limit could signal before Python has installed its handler, which kills the job). The
+    run trains ~2 minutes, so it is signalled, checkpoints, requeues and resumes, with its .out (read while
+    it trains), TensorBoard and W&B offline runs continuing across the requeue, and every loss equal to an
+    uninterrupted run's, which trains meanwhile on one thread as the job does (the same reductions)."""
+    import os
+    import sys
+
     prepare(packs=["web"])
-    steps = 60
-    path = sweep_file(tmp_path, name="tracked", arms={"1:7": {"model": {"preset": "tiny-1to7"}}}, steps=steps)
+    steps = 2500
+    arms = {"attention": {"model": {"preset": "tiny-attention"}}}
+    path = sweep_file(tmp_path, name="requeue", arms=arms, steps=steps, time=2, signal_delay_s=30)
     data = yaml.safe_load(path.read_text())
-    data["base"]["train"]["checkpoint_every"] = 0
+    data["base"]["train"]["checkpoint_every"] = 0  # only the checkpoints written when SLURM signals
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     root = tmp_path / "runs"
     # Tracking comes from command-line overrides: run-time settings, so the run ids stay the file's.
-    report = launch(path, executor="slurm", root=root, overrides=["tracking.print_every=5", *TRACKING])
+    report = launch(path, executor="slurm", root=root, overrides=["tracking.print_every=50", *TRACKING])
     (state,) = report.submitted
     run_dir, job_id = state.dir.root, report.job_ids[0]
-    out_file = run_dir / "logs" / f"job-{job_id}.out"
+    reference = tmp_path / "reference"
+    argv = [sys.executable, "-m", "ablate.cli", "train", str(run_dir / "config.yaml"), "--run-dir"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = subprocess.Popen([*argv, str(reference)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
+    out_file = run_dir / "logs" / f"job-{job_id}.out"
     deadline = time.monotonic() + 180
     while True:  # the job's .out shows loss lines while it trains
         text = out_file.read_text() if out_file.exists() else ""
@@ -140,28 +156,31 @@ def test_sweep_job_out_shows_progress_and_tracking_survives_a_requeue(slurm_clus
     assert status["state"] == "running" and status.get("step", 0) < steps, status
     assert int(lines[-1].group(2)) == steps
 
-    # Preempt it (the signal SLURM sends before a time limit): checkpoint, requeue, resume.
-    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
-    (final,) = wait(path, root=root, poll_s=1, timeout_s=300)
+    (final,) = wait(path, root=root, poll_s=1, timeout_s=480)
+    assert ref.wait(timeout=480) == 0, ref.stdout.read()[-3000:]
     assert final.state == "done", final.as_dict()
     events = read_jsonl(run_dir / "events.jsonl")
-    (requeue,) = [e for e in events if e["event"] == "requeue"]
-    stop = requeue["step"]
-    assert 0 < stop < steps and [e["step"] for e in events if e["event"] == "resume"] == [stop]
+    stops = [e["step"] for e in events if e["event"] == "requeue"]
+    assert stops, "the 2-minute limit should have forced at least one requeue"
+    assert all(0 < s < steps for s in stops)
+    assert [e["step"] for e in events if e["event"] == "resume"] == stops
+    losses = train_losses(run_dir)
+    assert losses == train_losses(reference)  # bit-identical, every step
 
     text = out_file.read_text()  # the requeued job appends to the same .out
     printed = [int(m.group(1)) for m in map(LINE.search, text.splitlines()) if m]
-    assert f"resumes at step {stop}" in text and printed[-1] == steps and stop + 1 in printed
+    assert printed[-1] == steps
+    assert all(f"resumes at step {s}" in text and s + 1 in printed for s in stops)
 
-    losses = train_losses(run_dir)
     assert sorted(losses) == list(range(1, steps + 1))
     scalars = tensorboard_scalars(run_dir / "tensorboard")
     assert [s for s, _ in scalars["train/loss"]] == list(range(1, steps + 1))
     assert all(abs(v - losses[s]) < 1e-5 for s, v in scalars["train/loss"])
 
-    sessions = wandb_offline_runs(run_dir)
-    assert len(sessions) == 2 and sessions[0]["id"] == sessions[1]["id"]
-    assert sessions[0]["project"] == "tracked" and sessions[0]["group"] == "tracked 1:7"
-    assert sessions[0]["name"] == "1:7 seed=0" and sessions[0]["config"]["run"]["arm"] == "1:7"
-    first, second = ([r["_step"] for r in s["history"] if "train/loss" in r] for s in sessions)
-    assert first == list(range(1, stop + 1)) and second == list(range(stop + 1, steps + 1))
+    sessions = wandb_offline_runs(run_dir)  # one W&B run, continued by each requeued job
+    assert len(sessions) == len(stops) + 1 and len({s["id"] for s in sessions}) == 1
+    assert sessions[0]["project"] == "requeue" and sessions[0]["group"] == "requeue attention"
+    assert sessions[0]["name"] == "attention seed=0" and sessions[0]["config"]["run"]["arm"] == "attention"
+    logged = [[r["_step"] for r in s["history"] if "train/loss" in r] for s in sessions]
+    bounds = [0, *stops, steps]
+    assert logged == [list(range(a + 1, b + 1)) for a, b in pairwise(bounds)]

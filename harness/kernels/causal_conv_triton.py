@@ -23,6 +23,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from harness.kernels.opaque import outside_compiled_graphs
+
 BLOCK_D = 64  # channels per program
 BLOCK_L = 64  # time steps per program: Mamba's x, dy and outputs are contiguous in time, so accesses coalesce
 
@@ -136,7 +138,7 @@ class CausalConvSiLU(torch.autograd.Function):
         return dx, grad_w, grad_b
 
 
-@torch.compiler.disable  # outside torch.compile's graphs (harness/kernels/fused.py)
+@outside_compiled_graphs
 def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x (batch, channels, L), any strides; weight (channels, 1, width). silu(causal depthwise conv(x)),
     (batch, channels, L), laid out as x when x is dense, else contiguous."""

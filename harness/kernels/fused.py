@@ -18,7 +18,7 @@ triton are imported lazily, so CPU machines never need them.
 
 Under ``torch.compile`` (``train.compile``), ``auto`` is eager: inductor fuses those ops itself, and its
 graphs stay free of liger's autograd Functions. ``fused`` there runs each fused op outside the graph
-(``torch.compiler.disable``: a graph break, never a tracing failure).
+(:mod:`harness.kernels.opaque`: a graph break, never a tracing failure).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import importlib.util
 
 import torch
 from torch import Tensor
+
+from harness.kernels.opaque import outside_compiled_graphs
 
 KERNELS = ("auto", "eager", "fused")
 
@@ -72,7 +74,7 @@ def kernels_run(kernels: str, device: torch.device, compiled: bool = False) -> s
     return "fused" if use_fused(kernels, torch.empty(0, device=device)) else "eager"
 
 
-@torch.compiler.disable
+@outside_compiled_graphs
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """liger's Triton RMSNorm, ``weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)``."""
     from liger_kernel.ops.rms_norm import LigerRMSNormFunction
@@ -81,7 +83,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return LigerRMSNormFunction.apply(x, weight, eps, 0.0, "llama", False)
 
 
-@torch.compiler.disable
+@outside_compiled_graphs
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` (``ignore_index`` skipped), computed
     in chunks by liger's fused kernel without materialising the logits. It forms the gradients of ``hidden``

@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.kernels.opaque import outside_compiled_graphs
+
 __all__ = ["scan_cpu", "tile_width"]
 
 _NUMBA_MISSING = "the 'cpu' scan backend needs numba: pip install numba"
@@ -383,7 +385,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
 
 # Opaque to torch.compile: dynamo cannot trace numba's dispatch (it failed inside numba's compile hook), so
 # a compiled model calls the scan eagerly, between its compiled graphs.
-@torch.compiler.disable
+@outside_compiled_graphs
 def scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
     """Selective scan on CPU tensors; same contract as ``scan_reference`` with no initial state.
 

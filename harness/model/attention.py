@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention.bias import causal_lower_right
 
 from harness.model.config import ModelConfig
 
@@ -122,6 +121,9 @@ class Attention(nn.Module):
                 # A chunk continuing the cache: each query sees the whole prefix and the chunk causally.
                 # The lower-right causal bias is that mask without materialising it (tokens x keys booleans,
                 # gigabytes for a long cache): flash / memory-efficient kernels apply it in-kernel on CUDA.
+                # Imported here: torch.nn.attention.bias imports torch._dynamo (~3.5 s; kernels/opaque.py).
+                from torch.nn.attention.bias import causal_lower_right
+
                 mask = causal_lower_right(tokens, keys)
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
         out = out.transpose(1, 2).reshape(batch, tokens, self.n_heads * self.head_dim)
