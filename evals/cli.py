@@ -146,7 +146,7 @@ def add_eval_commands(subparsers) -> None:
     ev.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     ev.add_argument(
         "--scan-backend",
-        choices=("auto", "reference", "cpu", "cuda"),
+        choices=("auto", "reference", "cpu", "cuda", "triton"),  # harness.kernels.selective_scan.BACKENDS
         default=None,
         help="selective-scan implementation (default: auto, the best for --device, whatever the run "
         "trained with; a run pinned to cuda evaluates on a CPU)",

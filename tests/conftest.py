@@ -8,6 +8,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Without a GPU, Triton kernels can run only in Triton's interpreter (tests/test_scan_triton.py), and
+# triton.jit reads this when triton is imported and when it decorates: set before anything imports triton
+# (torch._dynamo does, in any test that compiles).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

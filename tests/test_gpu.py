@@ -29,10 +29,12 @@ pytestmark = [
 MINI = [n for n in family_preset_names() if n.startswith("mini-")]
 
 
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize(
     "batch, d_inner, d_state, length", [(2, 64, 16, 128), (1, 256, 16, 1000), (3, 96, 8, 7)]
 )
-def test_cuda_scan_matches_reference(batch, d_inner, d_state, length):
+def test_gpu_scans_match_reference(backend, batch, d_inner, d_state, length):
+    """mamba_ssm's kernel and our Triton one, each against the reference, to the same tolerances."""
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
 
@@ -49,7 +51,7 @@ def test_cuda_scan_matches_reference(batch, d_inner, d_state, length):
     D, bias = rand(d_inner), rand(d_inner, scale=0.5)
     inputs = [u, delta, A, B, C, D, z, bias]
     results = {}
-    for backend in ("cuda", "reference"):
+    for each in (backend, "reference"):
         y, last = selective_scan(
             u,
             delta,
@@ -61,18 +63,57 @@ def test_cuda_scan_matches_reference(batch, d_inner, d_state, length):
             delta_bias=bias,
             delta_softplus=True,
             return_last_state=True,
-            backend=backend,
+            backend=each,
         )
         # mamba_ssm's kernel does not backpropagate through the returned last state: y alone here.
         grads = torch.autograd.grad((y * torch.cos(y.detach())).sum(), inputs)
-        results[backend] = (y, last, grads)
-    (y1, s1, g1), (y0, s0, g0) = results["cuda"], results["reference"]
+        results[each] = (y, last, grads)
+    (y1, s1, g1), (y0, s0, g0) = results[backend], results["reference"]
     torch.testing.assert_close(y1, y0, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(s1, s0, rtol=1e-3, atol=1e-3)
     names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
     for name, a, b in zip(names, g1, g0, strict=True):
         scale = b.abs().max().clamp(min=1.0)
         assert (a - b).abs().max() / scale < 2e-3, name
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("batch, d_inner, length", [(8, 4096, 2048), (2, 1024, 4097)])
+def test_triton_scan_matches_mamba_ssm_at_training_shapes(dtype, tol, batch, d_inner, length):
+    """The 1.3b layer's width and context (and a length one past a chunk boundary), u and z channel-major
+    as the model passes them: output and every gradient against mamba_ssm's kernel, relative to each
+    tensor's largest value."""
+    from harness.benchmarks.scan import run_layer_scan_benchmark
+
+    result = run_layer_scan_benchmark(
+        d_inner, 16, batch=batch, seq_len=length, repeats=1, dtype=dtype, verbose=False
+    )
+    triton_row = result["rows"][1]
+    assert triton_row["backend"] == "triton"
+    print(f"{dtype} {batch}x{d_inner}x{length}: {triton_row['max_rel_diff']}")
+    assert max(triton_row["max_rel_diff"].values()) < tol, triton_row["max_rel_diff"]
+
+
+@pytest.mark.parametrize("name", [n for n in family_preset_names() if n.startswith("tiny-")])
+def test_triton_backend_trains_every_tiny_arm_like_mamba_ssm(name):
+    """Loss and every parameter's gradient of a tiny arm under bf16 autocast, with the Triton scan and with
+    mamba_ssm's: the same within bf16 tolerance (arms without Mamba-1 layers run the same code both ways)."""
+    torch.manual_seed(0)
+    model = HybridLM(get_preset(name)).cuda()
+    ids = torch.randint(0, model.cfg.vocab_size, (4, 257), device="cuda")
+    results = {}
+    for backend in ("cuda", "triton"):
+        model.zero_grad(set_to_none=True)
+        model.set_scan_backend(backend)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(ids[:, :-1], targets=ids[:, 1:])
+        out.loss.backward()
+        results[backend] = (out.loss.item(), {n: p.grad.float() for n, p in model.named_parameters()})
+    (loss, grads), (ref_loss, ref_grads) = results["triton"], results["cuda"]
+    assert loss == pytest.approx(ref_loss, rel=1e-3)
+    for param, grad in ref_grads.items():
+        scale = grad.abs().max().clamp(min=1e-6)
+        assert (grads[param] - grad).abs().max() / scale < 3e-2, param
 
 
 def test_model_cuda_backend_matches_reference_and_decodes():

@@ -8,10 +8,26 @@ from harness.config_errors import ConfigError
 
 
 def cmd_bench_scan(args: argparse.Namespace) -> int:
-    from harness.benchmarks.scan import run_scan_benchmark
+    import torch
+
+    from harness.benchmarks.scan import run_layer_scan_benchmark, run_scan_benchmark
     from harness.presets import get_preset
 
     cfg = get_preset(args.preset)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("no CUDA device here; leave --device out to time the CPU scans", key="device")
+        from harness.benchmarks.record import provenance, write_bench_json
+
+        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+        result = run_layer_scan_benchmark(
+            cfg.d_inner, cfg.mamba.d_state, batch=args.batch, seq_len=args.seq_len, repeats=args.repeats,
+            dtype=dtype,
+        )  # fmt: skip
+        if args.out:
+            record = {"kind": "scan", "preset": args.preset, **provenance(torch.device("cuda")), **result}
+            print(f"wrote {write_bench_json(record, args.out)}")
+        return 0
     run_scan_benchmark(
         d_inner=cfg.d_inner,
         d_state=cfg.mamba.d_state,
@@ -128,13 +144,28 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_scan(bench_sub: argparse._SubParsersAction) -> None:
     scan = bench_sub.add_parser(
-        "scan", help="selective scan: cpu backend vs the sequential reference, fwd+bwd"
+        "scan",
+        help="selective scan fwd+bwd: the cpu backend vs the sequential reference; with --device cuda, "
+        "our Triton scan vs mamba_ssm's kernel (the full layer call)",
     )
     scan.add_argument("--preset", default="tiny-1to7", help="model whose Mamba width and state size to use")
     scan.add_argument("--batch", type=int, default=8, help="sequences per call")
     scan.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
     scan.add_argument("--repeats", type=int, default=3, help="timed repetitions (the best is reported)")
     scan.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    scan.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu: cpu vs reference; cuda: triton vs mamba_ssm's cuda (default: cpu)",
+    )
+    scan.add_argument(
+        "--dtype",
+        choices=("bf16", "fp32"),
+        default="bf16",
+        help="with --device cuda: the dtype of u, delta, z, B and C, as autocast gives them (default: bf16)",
+    )
+    scan.add_argument("--out", default=None, help="with --device cuda: also write the record (JSON) here")
     scan.set_defaults(func=cmd_bench_scan)
 
 

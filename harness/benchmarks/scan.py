@@ -1,4 +1,5 @@
-"""Selective-scan speed: the compiled ``cpu`` backend against the sequential ``reference``, fwd+bwd.
+"""Selective-scan speed: the compiled ``cpu`` backend against the sequential ``reference`` (CPU), and
+mamba_ssm's kernel against our Triton one (GPU: :func:`run_layer_scan_benchmark`), fwd+bwd.
 
 Both backends are timed in the same process, on the same inputs, interleaved repeat by repeat. The table
 times the scan itself (``scan_reference`` against ``scan_cpu``: what ``backend=`` chooses); one more line
@@ -9,6 +10,7 @@ compile, or loading the compiled kernels from the cache) is timed and reported s
 rides along: the largest absolute difference between the two backends in the outputs and every gradient.
 
     ablate bench scan --preset tiny-1to7 --batch 8 --seq-len 256
+    ablate bench scan --device cuda --preset 1.3b-1to7 --batch 8 --seq-len 2048   # cuda vs triton, bf16
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from harness.kernels.scan_cpu import scan_cpu
 from harness.kernels.selective_scan import scan_reference, selective_scan
@@ -209,3 +212,149 @@ def run_scan_benchmark(
     if verbose:
         print(format_scan_benchmark(result))
     return result
+
+
+GPU_BACKENDS = ("cuda", "triton")
+
+
+def run_layer_scan_benchmark(
+    d_inner: int,
+    d_state: int,
+    batch: int = 8,
+    seq_len: int = 2048,
+    repeats: int = 10,
+    dtype: torch.dtype = torch.bfloat16,
+    backends: tuple[str, ...] = GPU_BACKENDS,
+    device: str = "cuda",
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict:
+    """Time the full Mamba-layer scan call (``selective_scan`` with D, z, delta_bias and softplus), fwd and
+    bwd, for each backend side by side: on a GPU mamba_ssm's kernel (``cuda``) first, ours against it.
+
+    Inputs as a Mamba layer of width ``d_inner`` makes them (u, delta and z in ``dtype``, channel-major
+    views of (batch, L, d_inner) memory as in harness/model/mamba.py). Each repeat runs every backend once,
+    interleaved, timed by CUDA events (by the wall clock on a CPU); the best repeat is reported. Per
+    backend: fwd / bwd / total ms, tokens/s, speed-up over the first backend, the first call's seconds
+    (Triton compiles then), the peak CUDA memory above the inputs, and the largest difference from the
+    first backend in the output and every gradient (relative to that tensor's largest magnitude). On a CPU
+    (``reference`` against ``triton`` under Triton's interpreter) it is a test of this code, not a timing.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device here (without --device cuda, bench scan times the CPU scans)")
+    cuda = dev.type == "cuda"
+    inputs = {k: v.to(dev) for k, v in _inputs(d_inner, d_state, batch, seq_len, seed).items()}
+    for name in ("u", "delta_raw", "z"):  # (batch, L, d_inner) memory seen channel-major
+        inputs[name] = inputs[name].transpose(1, 2).contiguous().transpose(1, 2).to(dtype)
+    for name in ("B", "C"):
+        inputs[name] = inputs[name].to(dtype)
+    gen = torch.Generator(dev).manual_seed(seed + 1)
+    dy = torch.randn(batch, d_inner, seq_len, device=dev, generator=gen).to(dtype)
+
+    def call(backend: str) -> tuple[float, float, Tensor, dict[str, Tensor]]:
+        leaves = {k: inputs["delta_raw" if k == "delta" else k].detach().clone().requires_grad_()
+                  for k in LAYER_INPUTS}  # fmt: skip
+        marks = [_Mark(cuda) for _ in range(3)]
+        marks[0].record()
+        y = selective_scan(
+            *(leaves[k] for k in SCAN_INPUTS), D=leaves["D"], z=leaves["z"],
+            delta_bias=leaves["delta_bias"], delta_softplus=True, backend=backend,
+        )  # fmt: skip
+        marks[1].record()
+        y.backward(dy)
+        marks[2].record()
+        grads = {k: v.grad for k, v in leaves.items()}
+        return marks[0].ms_to(marks[1]), marks[1].ms_to(marks[2]), y.detach(), grads
+
+    first_s, peak_gib, results = {}, {}, {}
+    for backend in backends:
+        if cuda:
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        _, _, y, grads = call(backend)
+        first_s[backend] = time.perf_counter() - t0
+        peak_gib[backend] = (torch.cuda.max_memory_allocated() - base) / 2**30 if cuda else None
+        results[backend] = (y, grads)
+    times: dict[str, list[tuple[float, float]]] = {b: [] for b in backends}
+    for _ in range(repeats):
+        for backend in backends:
+            fwd_ms, bwd_ms, _, _ = call(backend)
+            times[backend].append((fwd_ms / 1e3, bwd_ms / 1e3))
+
+    tokens = batch * seq_len
+    y0, g0 = results[backends[0]]
+    rows = []
+    for backend in backends:
+        row = {"backend": backend, **_summarise(times[backend], tokens), "first_call_s": first_s[backend]}
+        y, grads = results[backend]
+        diffs = {"y": y, **{f"d{k}": grads[k] for k in LAYER_INPUTS}}
+        refs = {"y": y0, **{f"d{k}": g0[k] for k in LAYER_INPUTS}}
+        row["max_rel_diff"] = {k: _relative_difference(v, refs[k]) for k, v in diffs.items()}
+        row["peak_gib"] = peak_gib[backend]
+        rows.append(row)
+    for row in rows:
+        row["speedup"] = rows[0]["total_ms"] / row["total_ms"]
+    result = {
+        "config": {
+            "d_inner": d_inner,
+            "d_state": d_state,
+            "batch": batch,
+            "seq_len": seq_len,
+            "repeats": repeats,
+            "dtype": str(dtype).removeprefix("torch."),
+        },  # fmt: skip
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "rows": rows,
+    }
+    if verbose:
+        print(format_layer_scan_benchmark(result))
+    return result
+
+
+class _Mark:
+    """A point in time on the GPU's stream (a CUDA event) or, on a CPU, on the wall clock."""
+
+    def __init__(self, cuda: bool):
+        self.event = torch.cuda.Event(enable_timing=True) if cuda else None
+        self.t = 0.0
+
+    def record(self) -> None:
+        if self.event is not None:
+            self.event.record()
+        else:
+            self.t = time.perf_counter()
+
+    def ms_to(self, later: _Mark) -> float:
+        if self.event is not None:
+            later.event.synchronize()
+            return self.event.elapsed_time(later.event)
+        return (later.t - self.t) * 1e3
+
+
+def _relative_difference(a: Tensor, b: Tensor) -> float:
+    """max |a - b| over max |b|."""
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-12)).item()
+
+
+def format_layer_scan_benchmark(result: dict) -> str:
+    """The result of :func:`run_gpu_scan_benchmark` as a small text table."""
+    cfg = result["config"]
+    lines = [
+        f"selective scan, full layer call fwd+bwd on {result['device']}: batch {cfg['batch']}, seq_len "
+        f"{cfg['seq_len']}, d_inner {cfg['d_inner']}, d_state {cfg['d_state']}, {cfg['dtype']}, best of "
+        f"{cfg['repeats']}",
+        f"{'backend':<8} {'fwd ms':>8} {'bwd ms':>8} {'total ms':>9} {'tokens/s':>12} {'vs first':>8} "
+        f"{'1st call s':>10} {'peak GiB':>8}  largest relative difference from the first",
+    ]
+    for row in result["rows"]:
+        worst = max(row["max_rel_diff"].items(), key=lambda kv: kv[1])
+        peak = "-" if row["peak_gib"] is None else f"{row['peak_gib']:.2f}"
+        lines.append(
+            f"{row['backend']:<8} {row['fwd_ms']:>8.2f} {row['bwd_ms']:>8.2f} {row['total_ms']:>9.2f} "
+            f"{row['tokens_per_s']:>12,.0f} {row['speedup']:>7.2f}x {row['first_call_s']:>10.2f} "
+            f"{peak:>8}  {worst[0]} {worst[1]:.1e}"
+        )
+    return "\n".join(lines)

@@ -12,9 +12,12 @@ Backends:
 * ``cpu``: a compiled time loop with a hand-written backward (``harness/kernels/scan_cpu.py``); the same
   recurrence as the reference, so it is exact and never overflows, unlike chunked closed forms.
 * ``cuda``: mamba_ssm's fused CUDA kernel, imported lazily so that CPU code never imports mamba_ssm.
+* ``triton``: our Triton kernels (``harness/kernels/scan_triton.py``), fused like mamba_ssm's (bias,
+  softplus, D and the z gate inside), chunked and parallel over the sequence; on CUDA tensors, or on CPU
+  tensors under Triton's interpreter (``TRITON_INTERPRET=1``: slow, for the CPU tests).
 
 ``auto`` picks ``cuda`` for CUDA tensors when mamba_ssm is importable, else ``cpu`` on CPU tensors, else
-``reference``.
+``reference``. It never picks ``triton`` until a bench on the GPU shows it faster (``ablate bench scan``).
 
 An ``initial_state`` h0 (continuing a chunked prefill from a cached state) is added by linearity on top of
 the zero-state scan of any backend, because mamba_ssm's kernel takes none: the recurrence is linear in h, so
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +43,7 @@ from torch import Tensor
 
 from harness.kernels.opaque import outside_compiled_graphs
 
-BACKENDS = ("auto", "reference", "cpu", "cuda")
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 
 
 @functools.cache
@@ -54,6 +58,13 @@ def cuda_kernels_available() -> bool:
     return True
 
 
+def triton_runs_on(device: torch.device) -> bool:
+    """Whether the ``triton`` backend runs on ``device``: CUDA with triton, or CPU under its interpreter."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """Turn ``auto`` into a concrete backend for tensors on ``device`` and check that it can run there."""
     if backend not in BACKENDS:
@@ -66,6 +77,11 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise RuntimeError(
             "the 'cuda' selective-scan backend needs CUDA tensors and mamba-ssm built for this GPU "
             "(pip install mamba-ssm --no-build-isolation); use 'auto' to fall back"
+        )
+    if backend == "triton" and not triton_runs_on(device):
+        raise RuntimeError(
+            "the 'triton' selective-scan backend needs CUDA tensors and the triton package (on CPU tensors "
+            "only under Triton's interpreter, TRITON_INTERPRET=1); use 'auto' to fall back"
         )
     if backend == "cpu" and device.type != "cpu":
         raise RuntimeError("the 'cpu' selective-scan backend runs on CPU tensors only; use 'auto' or 'cuda'")
@@ -203,6 +219,12 @@ def _zero_start_scan(
             delta_softplus=delta_softplus,
             return_last_state=return_last_state,
         )
+    if backend == "triton":
+        from harness.kernels.scan_triton import selective_scan_triton
+
+        return selective_scan_triton(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+        )  # fmt: skip
     dtype_in = u.dtype
     u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
     A = A.float()

@@ -104,7 +104,7 @@ class MambaConfig:
     dt_init_floor: float = 1e-4
     # Which selective-scan implementation runs (harness/kernels/selective_scan.py): a run-time choice, not
     # part of the architecture, so it is left out of run ids.
-    scan_backend: Literal["auto", "reference", "cpu", "cuda"] = runtime_field("auto")
+    scan_backend: Literal["auto", "reference", "cpu", "cuda", "triton"] = runtime_field("auto")
 
     def __post_init__(self) -> None:
         for name in ("d_state", "d_conv", "expand"):

@@ -141,13 +141,14 @@ class HybridLM(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def set_scan_backend(self, backend: str) -> None:
-        """Choose the scan implementation of every Mamba block (auto/reference/cpu/cuda). Mamba-2 has no
-        CPU-specific path: ``cpu`` gives it the reference (chunked PyTorch) SSD."""
+        """Choose the scan implementation of every Mamba block (auto/reference/cpu/cuda/triton). Mamba-2 has
+        no CPU-specific path (``cpu`` gives it the reference, chunked PyTorch SSD), and its ``cuda`` is
+        mamba_ssm's Triton SSD, which ``triton`` (our Mamba-1 scan) leaves to ``auto``."""
         for block in self.blocks:
             if isinstance(block.layer, MambaMixer):
                 block.layer.scan_backend = backend
             elif isinstance(block.layer, Mamba2Mixer):
-                block.layer.scan_backend = "reference" if backend == "cpu" else backend
+                block.layer.scan_backend = {"cpu": "reference", "triton": "auto"}.get(backend, backend)
 
     def set_moe_backend(self, backend: str) -> None:
         """Choose how every MoE layer runs its experts (auto/loop/grouped: :class:`MoE`)."""

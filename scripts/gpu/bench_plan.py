@@ -54,6 +54,11 @@ STEPS: tuple[tuple[str, int, str], ...] = (
     # against mamba_ssm's own Mamba2 model at the same settings
     ("gpu-tests-mamba2", 180, "pytest -m gpu tests/test_gpu.py tests/test_bench_train.py -k 'ssd or m2 or mamba2' -q -p no:cacheprovider"),  # noqa: E501
     ("train-1.3b-mamba-m2", 120, f"{TRAIN} 8 --preset 1.3b-mamba-m2 --against mamba_ssm"),
+    # issue 29 deliverable 2: our Triton Mamba-1 scan, its parity (the reference, mamba_ssm, every tiny arm)
+    # and then its speed beside mamba_ssm's kernel at the 1.3b layer's shape, bf16 and fp32
+    ("gpu-tests-triton-scan", 240, "pytest -m gpu tests/test_gpu.py -k 'scans_match or triton' -q -s -p no:cacheprovider"),  # noqa: E501
+    ("scan-1.3b-bf16", 120, "bench scan --device cuda --dtype bf16 --preset 1.3b-1to7 --batch 8 --seq-len 2048 --repeats 10"),  # noqa: E501
+    ("scan-1.3b-fp32", 120, "bench scan --device cuda --dtype fp32 --preset 1.3b-1to7 --batch 8 --seq-len 2048 --repeats 10"),  # noqa: E501
     ("train-1.3b-1to7-m2", 120, f"{TRAIN} 8 --preset 1.3b-1to7-m2 --against mamba_ssm"),
     ("train-1.3b-attention", 120, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama,llama+liger"),  # noqa: E501
     ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
