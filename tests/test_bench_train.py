@@ -252,3 +252,21 @@ def test_float8_gives_a_row_beside_bf16_with_its_converted_linears(tmp_path, cap
     assert record["config"]["float8"] == ["off", "on"]
     with pytest.raises(ConfigError, match="float8 mode"):
         run_train_benchmark("tiny-1to7", batch=2, seq_len=32, steps=1, warmup=1, float8_modes=("yes",))
+
+
+def test_scan_backends_give_one_row_each_and_a_gpu_scan_off_cuda_is_refused(tmp_path, capsys, one_thread):
+    path = tmp_path / "scan.json"
+    args = ["bench", "train", "--preset", "tiny-1to7", *TINY, "--against", "", "--json", str(path)]
+    assert main([*args, "--scan-backend", "auto,reference"]) == 0
+    record = json.loads(path.read_text())
+    assert record["config"]["scan_backends"] == ["auto", "reference"]
+    auto, reference = record["results"]
+    assert "scan_backend" not in auto["settings"] and reference["settings"]["scan_backend"] == "reference"
+    assert reference["label"] == "ours (HybridLM, eager, reference scan)"
+    assert reference["loss"] == pytest.approx(auto["loss"], rel=1e-5)  # the same maths, another scan
+    capsys.readouterr()
+    assert main([*args, "--scan-backend", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "scan_backend" in err and "needs CUDA tensors" in err and "Traceback" not in err
+    assert main([*args, "--scan-backend", "fast"]) == 2
+    assert "unknown scan backend(s) ['fast']" in capsys.readouterr().err

@@ -60,6 +60,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         compile_modes=_names(args.compile),
         kernel_modes=_names(args.kernels),
         float8_modes=_names(args.float8),
+        scan_backends=_names(args.scan_backend),
     )
     return 0
 
@@ -224,6 +225,12 @@ def _add_train(bench_sub: argparse._SubParsersAction) -> None:
         default="off",
         help="comma-separated: off, on (train.float8's float8 linears through torchao; needs float8 tensor "
         "cores on CUDA, fast under --compile on), e.g. off,on for one row each",
+    )
+    bench_train.add_argument(
+        "--scan-backend",
+        default="auto",
+        help="comma-separated Mamba-1 selective scans: auto, cuda (mamba_ssm's kernel), triton (ours), "
+        "reference, cpu; e.g. cuda,triton for one row each",
     )
     bench_train.set_defaults(func=cmd_bench_train)
 

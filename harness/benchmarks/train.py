@@ -68,6 +68,8 @@ from harness.benchmarks.record import bench_record, device_name, write_bench_jso
 from harness.config_errors import ConfigError
 from harness.devices import synchronize
 from harness.kernels.fused import KERNELS, fused_available, kernels_run, linear_cross_entropy
+from harness.kernels.selective_scan import BACKENDS as SCAN_BACKENDS
+from harness.kernels.selective_scan import resolve_backend
 from harness.model import HybridLM
 from harness.model.config import AttentionConfig, ModelConfig
 from harness.model.ffn import takes_grouped
@@ -167,16 +169,22 @@ def _ours(
     compiled: bool = False,
     kernels: str = "auto",
     float8: bool = False,
+    scan_backend: str = "auto",
 ) -> Contender:
     """Our model; with MoE layers, running them on ``moe_backend`` (the label says which, and what
     ``auto`` resolves to here); ``compiled``: under ``torch.compile``, as ``train.compile`` runs it;
     ``kernels``: ``ModelConfig.kernels`` (the label says what it resolves to here); ``float8``: with
-    ``train.float8``'s float8 linears (:mod:`harness.training.float8`)."""
+    ``train.float8``'s float8 linears (:mod:`harness.training.float8`); ``scan_backend``: Mamba-1's
+    selective scan (``mamba.scan_backend``; the label names it unless it is ``auto``)."""
     notes, settings = ["HybridLM"], {}
     cfg = dataclasses.replace(cfg, kernels=kernels)
     runs = kernels_run(kernels, device, compiled)
     settings.update(kernels=kernels, kernels_run=runs)
     notes.append(runs)
+    if "M" in cfg.pattern and scan_backend != "auto":  # auto: what every other row of the record runs
+        cfg = dataclasses.replace(cfg, mamba=dataclasses.replace(cfg.mamba, scan_backend=scan_backend))
+        settings["scan_backend"] = scan_backend
+        notes.append(f"{scan_backend} scan")
     if cfg.moe is not None:
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, backend=moe_backend))
         probe = torch.empty(0, cfg.d_model, device=device, dtype=dtype)
@@ -549,12 +557,14 @@ def run_train_benchmark(
     compile_modes: Sequence[str] = ("off",),
     kernel_modes: Sequence[str] = ("auto",),
     float8_modes: Sequence[str] = ("off",),
+    scan_backends: Sequence[str] = ("auto",),
 ) -> dict:
     """Time ours (once per MoE backend in ``moe_backends`` when the preset has MoE layers, per entry of
     ``kernel_modes`` (``ModelConfig.kernels``), of ``compile_modes`` and of ``float8_modes``, off or on) and
     each anchor in ``against`` (names from :data:`ANCHORS`) on the same batches; ``profile`` > 0 records the
-    top ``profile`` kernels of each of our rows. Prints the table, writes the record to ``json_path``
-    (default: :func:`default_json_path`) and returns it."""
+    top ``profile`` kernels of each of our rows; one row per entry of ``scan_backends`` (Mamba-1's selective
+    scan: ``auto``, ``cuda`` for mamba_ssm's kernel, ``triton`` for ours). Prints the table, writes the
+    record to ``json_path`` (default: :func:`default_json_path`) and returns it."""
     unknown = [a for a in against if a not in ANCHOR_BUILDERS]
     if unknown:
         raise ConfigError(f"unknown anchor(s) {unknown}; choose from {', '.join(ANCHORS)}", key="against")
@@ -562,6 +572,7 @@ def run_train_benchmark(
     _check_choices(compile_modes, COMPILE_MODES, "compile mode", "compile")
     _check_choices(kernel_modes, KERNELS, "kernels setting", "kernels")
     _check_choices(float8_modes, FLOAT8_MODES, "float8 mode", "float8")
+    _check_choices(scan_backends, SCAN_BACKENDS, "scan backend", "scan_backend")
     if profile < 0:
         raise ConfigError(f"must be >= 0, got {profile}", key="profile")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -571,6 +582,11 @@ def run_train_benchmark(
             kernels_run(kernels, device)
         except RuntimeError as e:  # fused asked for where it cannot run: say why, before any model is built
             raise ConfigError(str(e), key="kernels") from None
+    for scan_backend in scan_backends:
+        try:
+            resolve_backend(scan_backend, device)
+        except RuntimeError as e:  # e.g. triton or cuda on a CPU: say why, before any model is built
+            raise ConfigError(str(e), key="scan_backend") from None
     why = float8_problem(device) if "on" in float8_modes else None
     if why is not None:
         raise ConfigError(f"float8 cannot run here: {why}", key="float8")
@@ -584,8 +600,9 @@ def run_train_benchmark(
 
     results = []
     backends = moe_backends if cfg.moe is not None else moe_backends[:1]
-    for backend, kernels, mode, f8 in itertools.product(backends, kernel_modes, compile_modes, float8_modes):
-        ours = _ours(cfg, device, dtype, seed, seq_len, backend, mode == "on", kernels, f8 == "on")
+    axes = itertools.product(backends, kernel_modes, compile_modes, float8_modes, scan_backends)
+    for backend, kernels, mode, f8, scan in axes:
+        ours = _ours(cfg, device, dtype, seed, seq_len, backend, mode == "on", kernels, f8 == "on", scan)
         race = _race(ours, batches, warmup, device, peak, profile)  # fills in settings' float8 count
         results.append({"model": ours.name, "label": ours.label, "settings": ours.settings, **race})
     for name in against:
@@ -617,6 +634,7 @@ def run_train_benchmark(
         "compile": list(compile_modes),
         "float8": list(float8_modes),
         "kernels": list(kernel_modes),
+        "scan_backends": list(scan_backends),
         "profile": profile,
     }
     record = bench_record("train", config, results)

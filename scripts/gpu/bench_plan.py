@@ -59,6 +59,8 @@ STEPS: tuple[tuple[str, int, str], ...] = (
     ("gpu-tests-triton-scan", 240, "pytest -m gpu tests/test_gpu.py -k 'scans_match or triton' -q -s -p no:cacheprovider"),  # noqa: E501
     ("scan-1.3b-bf16", 120, "bench scan --device cuda --dtype bf16 --preset 1.3b-1to7 --batch 8 --seq-len 2048 --repeats 10"),  # noqa: E501
     ("scan-1.3b-fp32", 120, "bench scan --device cuda --dtype fp32 --preset 1.3b-1to7 --batch 8 --seq-len 2048 --repeats 10"),  # noqa: E501
+    ("train-1.3b-1to7-triton-scan", 180, f"{TRAIN} 8 --scan-backend cuda,triton --preset 1.3b-1to7"),
+    ("train-1.3b-mamba-triton-scan", 180, f"{TRAIN} 8 --scan-backend cuda,triton --preset 1.3b-mamba"),
     ("train-1.3b-1to7-m2", 120, f"{TRAIN} 8 --preset 1.3b-1to7-m2 --against mamba_ssm"),
     ("train-1.3b-attention", 120, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama,llama+liger"),  # noqa: E501
     ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
