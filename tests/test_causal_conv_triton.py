@@ -1,6 +1,6 @@
 """Our Triton causal conv1d + SiLU (harness/kernels/causal_conv_triton.py) on CPU, in Triton's interpreter
 (tests/conftest.py sets TRITON_INTERPRET=1 where there is no GPU): values and the three gradients against
-F.conv1d + SiLU, in each input layout the model passes, ragged against the kernel's 64 x 64 tiles. The GPU
+F.conv1d + SiLU, in each input layout the model passes, ragged against the kernel's tiles. The GPU
 runs the same check for real (tests/test_gpu.py)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 def test_values_and_gradients_match_conv1d_in_every_layout(layout):
     from harness.kernels.causal_conv_triton import causal_conv1d_silu
 
-    batch, channels, length = 2, 70, 67  # two channel tiles and two time tiles, the second of each ragged
+    batch, channels, length = 2, 70, 67  # channel and time tiles, the last of each ragged
     g = torch.Generator().manual_seed(0)
     w = (torch.randn(channels, 1, 4, generator=g) * 0.5).requires_grad_()
     b = torch.randn(channels, generator=g).requires_grad_()

@@ -24,6 +24,9 @@ Everything accumulates in fp32, inputs of any float dtype. Imported only when th
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -31,9 +34,15 @@ from torch import Tensor
 
 from harness.kernels.opaque import outside_compiled_graphs
 
-BLOCK_D = 16  # channels per program: B and C are loaded once per chunk for all of them
-CHUNK = 32  # time steps solved at once; a (BLOCK_D, d_state, CHUNK) fp32 tile per live tensor
-NUM_WARPS = 4
+CHUNK = 32  # time steps solved at once; forward and backward must agree (the saved states are per chunk)
+# (channels per program, warps): B and C are loaded once per chunk for a program's channels, and each live
+# (BLOCK_D, d_state, CHUNK) fp32 tile costs BLOCK_D * d_state * CHUNK / (32 * warps) registers a thread.
+# Compiled ahead of time for sm_90 (tests/test_triton_aot.py prints it: triton 3.9, d_state 16), these use
+# 105-255 registers and spill at most 48 bytes a thread (the backward at (8, 4) with every option on);
+# (16, 4) spilled 1.7 KB in the backward and is left out. Which is fastest is the GPU's to say:
+# triton.autotune times them on the first call per (channels, d_state) and keeps the best.
+CONFIGS = ((4, 4), (8, 4), (8, 8), (16, 8))
+INTERPRETED = (8, 4)  # Triton's interpreter cannot time configs (it has no GPU): this one, always
 
 
 @triton.jit
@@ -204,6 +213,20 @@ def _scan_bwd(
         tl.store(dbias_ptr + b * channels + d, dbias_acc, mask=d_ok)
 
 
+@functools.cache
+def _launcher(direction: str) -> tuple[Any, dict[str, int]]:
+    """The kernel to launch for ``fwd`` or ``bwd`` and the launch options it still needs: autotuned over
+    :data:`CONFIGS` on a GPU (the backward's atomic dB and dC zeroed before each timed try), the
+    :data:`INTERPRETED` config under the interpreter."""
+    kernel = {"fwd": _scan_fwd, "bwd": _scan_bwd}[direction]
+    if triton.knobs.runtime.interpret:
+        block_d, warps = INTERPRETED
+        return kernel, {"BLOCK_D": block_d, "num_warps": warps}
+    configs = [triton.Config({"BLOCK_D": block_d}, num_warps=warps) for block_d, warps in CONFIGS]
+    reset = ["dB_ptr", "dC_ptr"] if direction == "bwd" else None
+    return triton.autotune(configs, key=["channels", "n_state"], reset_to_zero=reset)(kernel), {}
+
+
 def _chunks(length: int) -> int:
     return triton.cdiv(length, CHUNK)
 
@@ -223,15 +246,15 @@ class TritonSelectiveScan(torch.autograd.Function):
         out = torch.empty_like(u)
         last = torch.empty(batch, channels, d_state, device=u.device, dtype=torch.float32)
         states = torch.empty(batch, _chunks(length), channels, d_state, device=u.device, dtype=torch.float32)
-        _scan_fwd[(triton.cdiv(channels, BLOCK_D), batch)](
+        kernel, fixed = _launcher("fwd")
+        kernel[lambda meta: (triton.cdiv(channels, meta["BLOCK_D"]), batch)](
             u, delta, A, B, C, D if D is not None else A, z if z is not None else u,
             delta_bias if delta_bias is not None else A, out, last, states,
             channels, length, d_state, _chunks(length),
             *u.stride(), *delta.stride(), *(z if z is not None else u).stride(), *out.stride(),
             *B.stride(), *C.stride(),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), BLOCK_D=BLOCK_D, N=_state_tile(d_state), T=CHUNK,
-            num_warps=NUM_WARPS,
+            SOFTPLUS=bool(delta_softplus), N=_state_tile(d_state), T=CHUNK, **fixed,
         )  # fmt: skip
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
         ctx.delta_softplus = bool(delta_softplus)
@@ -255,7 +278,8 @@ class TritonSelectiveScan(torch.autograd.Function):
         )
         dout = dout if dout is not None else torch.zeros_like(u)
         any_z = z if z is not None else u
-        _scan_bwd[(triton.cdiv(channels, BLOCK_D), batch)](
+        kernel, fixed = _launcher("bwd")
+        kernel[lambda meta: (triton.cdiv(channels, meta["BLOCK_D"]), batch)](
             u, delta, A, B, C, D if D is not None else A, any_z, delta_bias if delta_bias is not None else A,
             dout, dlast.float().contiguous() if dlast is not None else A, states,
             du, ddelta, dz if dz is not None else du, dB, dC, dA,
@@ -264,8 +288,8 @@ class TritonSelectiveScan(torch.autograd.Function):
             *u.stride(), *delta.stride(), *any_z.stride(), *dout.stride(), *B.stride(), *C.stride(),
             *du.stride(), *ddelta.stride(), *(dz if dz is not None else du).stride(),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None, BLOCK_D=BLOCK_D,
-            N=_state_tile(d_state), T=CHUNK, num_warps=NUM_WARPS,
+            SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None, N=_state_tile(d_state), T=CHUNK,
+            **fixed,
         )  # fmt: skip
         return (
             du,
