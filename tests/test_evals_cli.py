@@ -148,6 +148,14 @@ def test_run_pinned_to_cuda_scan_evaluates_on_cpu(run_copy):
     assert result["config_hash"] == before and result["device"] == "cpu"
 
 
+def test_a_scan_backend_that_cannot_run_here_is_one_line(run_copy, capsys):
+    """Asked for explicitly on a machine without mamba_ssm's kernel: the reason, not a traceback."""
+    argv = ["eval", str(run_copy), "--suite", "induction", "--device", "cpu", "--scan-backend", "cuda"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "scan_backend" in err and "needs CUDA tensors" in err and "Traceback" not in err
+
+
 def test_eval_refuses_a_run_directory_in_use(run_copy):
     """One writer per run directory: while another process holds it, `ablate eval` is refused at once,
     naming the holder (pid, host); --out still works (it writes elsewhere)."""

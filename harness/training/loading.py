@@ -18,6 +18,7 @@ import torch
 from harness.config_errors import ConfigError
 from harness.data.tokenizer import Tokenizer, load_tokenizer
 from harness.devices import resolve_device
+from harness.kernels.selective_scan import resolve_backend
 from harness.model.lm import HybridLM
 from harness.training.checkpoint import (
     PREFIX,
@@ -119,6 +120,10 @@ def load_run(
             raise DamagedFile(ckpt, why, f"evaluate another step (it has steps {have})")
     check_provenance(cfg, run, ckpt, meta)
     dev = resolve_device(device)
+    try:  # an explicit backend that cannot run on this device: the user's choice, said in one line
+        resolve_backend(scan_backend or "auto", dev)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(str(e), key="scan_backend") from None
     model_cfg = cfg.model
     model_cfg.mamba = dataclasses.replace(model_cfg.mamba, scan_backend=scan_backend or "auto")
     model = HybridLM(model_cfg)
