@@ -25,10 +25,10 @@ from torch import Tensor
 
 from harness.kernels.opaque import outside_compiled_graphs
 
-# Channels per program. Compiled ahead of time for sm_90 (tests/test_triton_aot.py; triton 3.9, bf16, x's
-# stride 1 along channels or along time), 64 x 64 tiles spilled 2.6-6.8 KB a thread in the backward and up
-# to 288 bytes in the forward, where the issue-29 profile measured this backward at ~7x its memory traffic;
-# 16 x 64 spills nothing in either (56-168 registers). Its speed on the GPU is still to be measured.
+# Channels per program. Compiled ahead of time for sm_90 (tests/test_triton_aot.py), 64 x 64 tiles spilled
+# 1.3 KB a thread in the backward with triton 3.6 (the lent GPU machine's) and 2.6-6.8 KB with 3.9, where the
+# issue-29 profile measured this backward at ~7x its memory traffic; 16 x 64 spills nothing with either
+# (56-255 registers). Its speed on the GPU is still to be measured.
 BLOCK_D = 16
 BLOCK_L = 64  # time steps per program: Mamba's x, dy and outputs are contiguous in time, so accesses coalesce
 

@@ -37,10 +37,11 @@ from harness.kernels.opaque import outside_compiled_graphs
 CHUNK = 32  # time steps solved at once; forward and backward must agree (the saved states are per chunk)
 # (channels per program, warps): B and C are loaded once per chunk for a program's channels, and each live
 # (BLOCK_D, d_state, CHUNK) fp32 tile costs BLOCK_D * d_state * CHUNK / (32 * warps) registers a thread.
-# Compiled ahead of time for sm_90 (tests/test_triton_aot.py prints it: triton 3.9, d_state 16), these use
-# 105-255 registers and spill at most 48 bytes a thread (the backward at (8, 4) with every option on);
-# (16, 4) spilled 1.7 KB in the backward and is left out. Which is fastest is the GPU's to say:
-# triton.autotune times them on the first call per (channels, d_state) and keeps the best.
+# Compiled ahead of time for sm_90 (tests/test_triton_aot.py prints it; d_state 16): with triton 3.9 these
+# use 105-255 registers and spill at most 48 bytes a thread; with 3.6 (the lent GPU machine's), (4, 4) and
+# (8, 8) spill nothing and (8, 4), (16, 8) 168-200 bytes in the backward. (16, 4) spilled 1.7 KB in the
+# backward (3.9) and is left out. Which is fastest is the GPU's to say: triton.autotune times them on the
+# first call per (channels, d_state) and keeps the best.
 CONFIGS = ((4, 4), (8, 4), (8, 8), (16, 8))
 INTERPRETED = (8, 4)  # Triton's interpreter cannot time configs (it has no GPU): this one, always
 
