@@ -236,6 +236,22 @@ def test_moe_grouped_gemm_matches_loop_without_host_sync(tokens, precision):
         assert (a.float() - b.float()).abs().max() / scale < 2e-2, i
 
 
+@pytest.mark.parametrize("backend", ["loop", "grouped"])
+def test_moe_forward_and_backward_are_bitwise_repeatable(backend):
+    """No atomics in the dispatch's backward or the combine (harness/model/ffn.py): the same bf16 step,
+    run three times, gives the same output and gradients bit for bit."""
+    from harness.model.ffn import MoE
+
+    torch.manual_seed(0)
+    cfg = get_preset("mini-1to7-moe")
+    layer = MoE(cfg).cuda().bfloat16()
+    x = torch.randn(4, 1024, cfg.d_model, device="cuda").bfloat16()
+    runs = [_moe_step(layer, x, backend) for _ in range(3)]
+    for again in runs[1:]:
+        for i, (a, b) in enumerate(zip(again, runs[0], strict=True)):
+            assert torch.equal(a, b), i
+
+
 def assert_close_to_scale(got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
     """Max abs error within ``tol`` of the larger of 1 and the reference's largest magnitude."""
     scale = max(1.0, want.abs().max().item())

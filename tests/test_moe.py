@@ -185,3 +185,33 @@ def test_the_combine_is_each_tokens_weighted_sum_of_its_choices_in_choice_order(
         for t in range(41):
             expected = sum(weights[t, c] * every[t, idx[t, c]] for c in range(3))
             assert torch.equal(out[0, t], expected)
+
+
+def test_dispatch_backward_sums_each_tokens_choices_like_index_select_without_atomics():
+    """DispatchRows' backward (gather through the inverse permutation, sum over the K choices) equals
+    autograd's index_select backward (an index_add_, atomic on CUDA), in float64 gradcheck and on a layer."""
+    from harness.model.ffn import DispatchRows
+
+    g = torch.Generator().manual_seed(0)
+    tokens, k, d = 13, 3, 5
+    flat = torch.randn(tokens, d, dtype=torch.float64, generator=g, requires_grad=True)
+    order = torch.argsort(torch.randint(0, 4, (tokens * k,), generator=g), stable=True)
+    unsort = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel()))
+    token = order // k
+    torch.autograd.gradcheck(lambda f: DispatchRows.apply(f, token, unsort, k), (flat,))
+    grad = torch.randn(tokens * k, d, dtype=torch.float64, generator=g)
+    ours = torch.autograd.grad(DispatchRows.apply(flat, token, unsort, k), flat, grad)[0]
+    autograds = torch.autograd.grad(flat.index_select(0, token), flat, grad)[0]
+    torch.testing.assert_close(ours, autograds, rtol=1e-12, atol=1e-12)
+
+    layer = wide_moe_layer(n=6, k=3)
+    x = torch.randn(2, 17, 16, requires_grad=True)
+    out, _ = layer(x)
+    (dx,) = torch.autograd.grad((out * torch.cos(out.detach())).sum(), x)
+    flat_x = x.detach().view(-1, 16).requires_grad_()
+    _, weights, idx = layer.route(flat_x)  # the router's gradient too, as in the layer
+    every = torch.stack(layer.experts([flat_x] * 6), dim=1)  # each token through every expert, dense
+    chosen = every.gather(1, idx[..., None].expand(-1, -1, 16))
+    dense = (chosen * weights[..., None]).sum(dim=1)
+    (dx_dense,) = torch.autograd.grad((dense * torch.cos(dense.detach())).sum(), flat_x)
+    torch.testing.assert_close(dx.view(-1, 16), dx_dense, rtol=1e-5, atol=1e-6)

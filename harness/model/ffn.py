@@ -155,6 +155,25 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+class DispatchRows(torch.autograd.Function):
+    """``flat.index_select(0, token)`` (each token K times, rows sorted by expert) with a backward free of
+    atomics: autograd's would ``index_add_`` the K row gradients of each token, whose order, and in bf16
+    whose sum, CUDA leaves to chance. Here each token's K gradients are gathered back into choice order
+    through the inverse permutation ``unsort`` and summed, the same every run (as the forward's combine)."""
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, token: Tensor, unsort: Tensor, top_k: int) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(unsort)
+        ctx.top_k = top_k
+        return flat.index_select(0, token)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # noqa: ANN001
+        (unsort,) = ctx.saved_tensors
+        rows = grad.index_select(0, unsort).view(-1, ctx.top_k, grad.shape[-1])
+        return rows.sum(dim=1), None, None, None
+
+
 def load_balancing_loss(probs: Tensor, top_idx: Tensor, n_experts: int) -> Tensor:
     """Switch-style loss: probs (tokens, n) router softmax, top_idx (tokens, K) chosen experts."""
     mask = F.one_hot(top_idx, n_experts).float()  # (tokens, K, n)
@@ -257,7 +276,9 @@ class MoE(nn.Module):
         # scatter_add rather than bincount: CUDA's bincount reads the maximum back to the host.
         counts = torch.zeros(self.n_experts, dtype=torch.long, device=flat.device)
         counts = counts.scatter_add(0, choice_expert, torch.ones_like(choice_expert))
-        gathered = flat.index_select(0, token)
+        # unsort[i]: where (token i // K, choice i % K) sits among the sorted rows.
+        unsort = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+        gathered = DispatchRows.apply(flat, token, unsort, self.top_k)
         if self.use_grouped(flat):
             y = self._grouped(gathered, counts)
         else:
@@ -267,7 +288,6 @@ class MoE(nn.Module):
         # Combine by gathering each (token, choice) row back into place and summing a token's top-K choices
         # in choice order: no atomics (an index_add_ over the sorted rows is one per row on CUDA, so its sums'
         # order, and in bf16 their values, vary run to run), and the backward of a permutation has none.
-        unsort = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
         y = y.index_select(0, unsort).view(-1, self.top_k, shape[-1])
         out = (y * weights[..., None].to(y.dtype)).sum(dim=1).to(flat.dtype)
         routing = Routing(load_balancing_loss(probs, idx, self.n_experts), counts)
