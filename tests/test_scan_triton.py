@@ -116,7 +116,7 @@ def test_a_small_hybrid_trains_through_the_triton_backend_as_through_the_referen
     """tiny-1to7's layers, two of them and narrower: the interpreter runs a program at a time, in Python."""
     torch.manual_seed(0)
     model = HybridLM(dataclasses.replace(get_preset("tiny-1to7"), d_model=32, pattern="M-*-"))
-    ids = torch.randint(0, model.cfg.vocab_size, (1, 40))
+    ids = torch.randint(0, model.cfg.vocab_size, (1, 24))  # one chunk: the chunk carry is tested above
     results = {}
     for backend in ("triton", "reference"):
         model.zero_grad()
