@@ -177,7 +177,9 @@ def run_states(sweep: SweepConfig, runs: list[SweepRun], root: str | Path) -> li
         elif job is None:
             s.state = "interrupted" if d.checkpoints.exists() and any(d.checkpoints.iterdir()) else s.state
         elif sched in ACTIVE:  # local jobs report RUNNING while their process lives
-            if sched in ("RUNNING", "COMPLETING"):
+            if job.get("executor") == "local" and _last_job_event(d) == "submitted":
+                s.state, s.detail = "pending", "waiting for a local slot"  # alive, in line (sweeps/job.py)
+            elif sched in ("RUNNING", "COMPLETING"):
                 s.state = "evaluating" if trained else "running"
                 if not trained:
                     s.eta_s = _eta(d, s.step, s.total_steps)

@@ -268,11 +268,21 @@ def test_local_executor_runs_the_same_sweep(tmp_path, capsys):
     arms = {"attention": ARMS["attention"], "1:7": ARMS["1:7"]}
     path = sweep_file(tmp_path, arms=arms, array_parallelism=1)
     root = tmp_path / "runs"
+    sweep = load_sweep(path)
+    launch(path, executor="local", root=root)
+    seen = set()  # while one trains, the other waits in line: pending, not running
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        states = run_states(sweep, expand_sweep(sweep), root)
+        now = tuple(sorted((s.state, s.detail) for s in states))
+        seen.add(now)
+        if [state for state, _ in now] == ["done", "done"]:
+            break
+        time.sleep(0.5)
+    assert (("pending", "waiting for a local slot"), ("running", "")) in seen, seen
     assert main(["sweep", "launch", str(path), "--executor", "local", "--root", str(root), "--wait"]) == 0
     out = capsys.readouterr().out
     assert out.count("done") >= 2
-    sweep = load_sweep(path)
-    states = run_states(sweep, expand_sweep(sweep), root)
     assert [s.state for s in states] == ["done", "done"]
     assert all(len(losses(s.dir.root)) == 20 for s in states)
     spans = []
