@@ -38,10 +38,10 @@ CHUNK = 32  # time steps solved at once; forward and backward must agree (the sa
 # (channels per program, warps): B and C are loaded once per chunk for a program's channels, and each live
 # (BLOCK_D, d_state, CHUNK) fp32 tile costs BLOCK_D * d_state * CHUNK / (32 * warps) registers a thread.
 # Compiled ahead of time for sm_90 (tests/test_triton_aot.py prints it; d_state 16): with triton 3.9 these
-# use 105-255 registers and spill at most 48 bytes a thread; with 3.6 (the lent GPU machine's), (4, 4) and
-# (8, 8) spill nothing and (8, 4), (16, 8) 168-200 bytes in the backward. (16, 4) spilled 1.7 KB in the
-# backward (3.9) and is left out. Which is fastest is the GPU's to say: triton.autotune times them on the
-# first call per (channels, d_state) and keeps the best.
+# use 107-255 registers and spill at most 72 bytes a thread (the backward at (8, 4) with every option on);
+# with 3.6 (the lent GPU machine's), (4, 4) and (8, 8) spill nothing and (8, 4), (16, 8) 176-216 bytes in
+# the backward. (16, 4) spilled 1.7 KB in the backward (3.9) and is left out. Which is fastest is the GPU's
+# to say: triton.autotune times them on the first call per (channels, d_state) and keeps the best.
 CONFIGS = ((4, 4), (8, 4), (8, 8), (16, 8))
 INTERPRETED = (8, 4)  # Triton's interpreter cannot time configs (it has no GPU): this one, always
 
@@ -65,6 +65,25 @@ def _delta(raw, bias, ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _chunk_states(
+    u_ptr, dt_ptr, B_ptr, C_ptr, A, bias, h0, b, d, n, t, ok, nt_ok,
+    sub, sud, sul, stb, std, stl, sBb, sBn, sBl, sCb, sCn, sCl,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+):  # fmt: skip
+    """One chunk's inputs (fp32) and states from its starting state ``h0``, the same in both directions:
+    u, delta as given, the step size, B, C, ``b_t = delta_t u_t B_t`` and every ``h_t`` (BLOCK_D, N, T)."""
+    u = tl.load(u_ptr + b * sub + d[:, None] * sud + t[None, :] * sul, mask=ok, other=0.0).to(tl.float32)
+    raw = tl.load(dt_ptr + b * stb + d[:, None] * std + t[None, :] * stl, mask=ok, other=0.0).to(tl.float32)
+    dt = _delta(raw, bias, ok, HAS_BIAS, SOFTPLUS)
+    Bt = tl.load(B_ptr + b * sBb + n[:, None] * sBn + t[None, :] * sBl, mask=nt_ok, other=0.0).to(tl.float32)
+    Ct = tl.load(C_ptr + b * sCb + n[:, None] * sCn + t[None, :] * sCl, mask=nt_ok, other=0.0).to(tl.float32)
+    a = tl.exp(dt[:, None, :] * A[:, :, None])
+    bu = (dt * u)[:, None, :] * Bt[None, :, :]
+    pa, pb = tl.associative_scan((a, bu), axis=2, combine_fn=_first_order)
+    return u, raw, dt, Bt, Ct, bu, pa * h0[:, :, None] + pb
+
+
+@triton.jit
 def _scan_fwd(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, states_ptr,
     channels, L, n_state, n_chunks,
@@ -85,18 +104,13 @@ def _scan_fwd(
     for c in range(n_chunks):
         t = (c * T + tl.arange(0, T)).to(tl.int64)
         ok = d_ok[:, None] & (t < L)[None, :]
-        u = tl.load(u_ptr + b * sub + d[:, None] * sud + t[None, :] * sul, mask=ok, other=0.0).to(tl.float32)
-        raw = tl.load(dt_ptr + b * stb + d[:, None] * std + t[None, :] * stl, mask=ok, other=0.0)
-        dt = _delta(raw.to(tl.float32), bias, ok, HAS_BIAS, SOFTPLUS)
         nt_ok = n_ok[:, None] & (t < L)[None, :]
-        Bt = tl.load(B_ptr + b * sBb + n[:, None] * sBn + t[None, :] * sBl, mask=nt_ok, other=0.0)
-        Ct = tl.load(C_ptr + b * sCb + n[:, None] * sCn + t[None, :] * sCl, mask=nt_ok, other=0.0)
-        a = tl.exp(dt[:, None, :] * A[:, :, None])  # (BLOCK_D, N, T)
-        bu = (dt * u)[:, None, :] * Bt.to(tl.float32)[None, :, :]
         tl.store(states_ptr + (b * n_chunks + c) * channels * n_state + state_offsets, h, mask=dn_ok)
-        pa, pb = tl.associative_scan((a, bu), axis=2, combine_fn=_first_order)
-        hs = pa * h[:, :, None] + pb
-        y = tl.sum(hs * Ct.to(tl.float32)[None, :, :], axis=1)  # (BLOCK_D, T)
+        u, _, _, _, Ct, _, hs = _chunk_states(
+            u_ptr, dt_ptr, B_ptr, C_ptr, A, bias, h, b, d, n, t, ok, nt_ok,
+            sub, sud, sul, stb, std, stl, sBb, sBn, sBl, sCb, sCn, sCl, HAS_BIAS, SOFTPLUS,
+        )  # fmt: skip
+        y = tl.sum(hs * Ct[None, :, :], axis=1)  # (BLOCK_D, T)
         h = tl.sum(tl.where((tl.arange(0, T) == T - 1)[None, None, :], hs, 0.0), axis=2)
         if HAS_D:
             y += skip[:, None] * u
@@ -140,24 +154,16 @@ def _scan_bwd(
         t = (c * T + steps).to(tl.int64)
         ok = d_ok[:, None] & (t < L)[None, :]
         nt_ok = n_ok[:, None] & (t < L)[None, :]
-        u = tl.load(u_ptr + b * sub + d[:, None] * sud + t[None, :] * sul, mask=ok, other=0.0).to(tl.float32)
-        raw = tl.load(dt_ptr + b * stb + d[:, None] * std + t[None, :] * stl, mask=ok, other=0.0)
-        pre = raw.to(tl.float32)
-        if HAS_BIAS:
-            pre += bias[:, None]
-        dt = _delta(raw.to(tl.float32), bias, ok, HAS_BIAS, SOFTPLUS)
-        Bt = tl.load(B_ptr + b * sBb + n[:, None] * sBn + t[None, :] * sBl, mask=nt_ok, other=0.0)
-        Ct = tl.load(C_ptr + b * sCb + n[:, None] * sCn + t[None, :] * sCl, mask=nt_ok, other=0.0)
-        Bt, Ct = Bt.to(tl.float32), Ct.to(tl.float32)
-        dout = tl.load(dout_ptr + b * sgb + d[:, None] * sgd + t[None, :] * sgl, mask=ok, other=0.0)
-        dout = dout.to(tl.float32)
-
         # The chunk's states again, from its saved start.
         h0 = tl.load(states_ptr + (b * n_chunks + c) * channels * n_state + state_offsets, mask=dn_ok)
-        a = tl.exp(dt[:, None, :] * A[:, :, None])
-        bu = (dt * u)[:, None, :] * Bt[None, :, :]
-        pa, pb = tl.associative_scan((a, bu), axis=2, combine_fn=_first_order)
-        hs = pa * h0[:, :, None] + pb
+        u, pre, dt, Bt, Ct, bu, hs = _chunk_states(
+            u_ptr, dt_ptr, B_ptr, C_ptr, A, bias, h0, b, d, n, t, ok, nt_ok,
+            sub, sud, sul, stb, std, stl, sBb, sBn, sBl, sCb, sCn, sCl, HAS_BIAS, SOFTPLUS,
+        )  # fmt: skip
+        if HAS_BIAS:
+            pre += bias[:, None]  # softplus's argument
+        dout = tl.load(dout_ptr + b * sgb + d[:, None] * sgd + t[None, :] * sgl, mask=ok, other=0.0)
+        dout = dout.to(tl.float32)
 
         # Through the gate and the skip: dy is the gradient of C . h.
         dy = dout
