@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness.config_errors import ConfigError
 from harness.kernels.scan_cpu import scan_cpu
 from harness.kernels.selective_scan import scan_reference, selective_scan
 
@@ -242,7 +243,7 @@ def run_layer_scan_benchmark(
     """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device here (without --device cuda, bench scan times the CPU scans)")
+        raise ConfigError("no CUDA device here; leave --device out to time the CPU scans", key="device")
     cuda = dev.type == "cuda"
     inputs = {k: v.to(dev) for k, v in _inputs(d_inner, d_state, batch, seq_len, seed).items()}
     for name in ("u", "delta_raw", "z"):  # (batch, L, d_inner) memory seen channel-major
