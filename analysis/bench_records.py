@@ -1,9 +1,9 @@
 """The benchmark records of a folder (``results/bench/*.json``, written by ``ablate bench``), checked.
 
 Figures and tables of speed claims are only as good as the records under them, so a record is read strictly:
-every ``*.json`` directly in the folder must be one ``ablate bench prefill|decode|context|train|scale`` record
-with the fields the report draws on, of the right types, else :class:`ConfigError` names the file, the key
-(``rows[2].tokens_per_s``) and the value. Nothing is guessed or skipped silently. The one allowance is
+every ``*.json`` directly in the folder must be one ``ablate bench prefill|decode|context|train|scale|scan``
+record with the fields the report draws on, of the right types, else :class:`ConfigError` names the file,
+the key (``rows[2].tokens_per_s``) and the value. Nothing is guessed or skipped silently. The one allowance is
 history: prefill rows written before ``--against`` existed have no ``implementation`` and are ours. Only the
 top level is read, so a report folder inside the records' folder is not a record.
 """
@@ -76,9 +76,24 @@ KINDS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         },
         "results",
     ),
+    "scan": (
+        {"preset": str, "config": dict},
+        {
+            "backend": str,
+            "fwd_ms": NUMBER,
+            "bwd_ms": NUMBER,
+            "total_ms": NUMBER,
+            "tokens_per_s": NUMBER,
+            "speedup": NUMBER,
+            "first_call_s": NUMBER,
+            "peak_gib": (*NUMBER, type(None)),
+            "max_rel_diff": dict,
+        },
+        "rows",
+    ),
 }
 # The leading row fields an error row keeps.
-IDENTIFYING = {"prefill": 2, "decode": 1, "context": 2, "train": 1, "scale": 2}
+IDENTIFYING = {"prefill": 2, "decode": 1, "context": 2, "train": 1, "scale": 2, "scan": 1}
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,10 @@ def read_record(path: Path) -> BenchRecord:
     elif kind == "scale":
         _fields(path, data["config"], {"preset": str, "batch_per_process": int, "seq_len": int}, "config.")
         preset = data["config"]["preset"]
+    elif kind == "scan":
+        fields = {"d_inner": int, "d_state": int, "batch": int, "seq_len": int, "dtype": str}
+        _fields(path, data["config"], fields, "config.")
+        preset = data["preset"]
     else:
         preset = data["preset"]
     return BenchRecord(path, kind, preset, data)

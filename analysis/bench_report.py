@@ -7,7 +7,8 @@
 
 Tables (Markdown, in README.md): prefill (context x arm x implementation: tokens/s, ours/it, peak memory
 beside weights, KV cache and Mamba state), decode (batch, ms/step, tokens/s, x transformers and how far
-the tokens agree), the context search, and bench train (ours and its anchors). A table or figure whose
+the tokens agree), the context search, bench train (ours and its anchors), bench scale and bench scan (one
+layer's selective scan per backend). A table or figure whose
 records are absent is left out and the page says so. The page carries no time stamp and the SVGs no date,
 so re-rendering unchanged records changes no file; the folder is assembled beside ``out`` and swapped in
 whole (:func:`harness.atomic.atomic_directory`), and records are only read.
@@ -240,6 +241,41 @@ def scale_table(records: list[BenchRecord]) -> list[str]:
     return _grid(head, rows) + notes
 
 
+def scan_table(records: list[BenchRecord]) -> list[str]:
+    head = ["layer", "backend", "fwd ms", "bwd ms", "total ms", "tokens/s", "vs first", "1st call s"]
+    head += ["peak GiB", "largest difference from the first"]
+    rows = []
+    for r in _of(records, "scan"):
+        c = r.data["config"]
+        shape = f"{c['d_inner']} x {c['d_state']}, batch {c['batch']} x {c['seq_len']}"
+        layer = f"{r.preset}: {shape}, {c['dtype']}"
+        for row in r.rows:
+            worst = max(row["max_rel_diff"].items(), key=lambda kv: kv[1], default=(DASH, 0.0))
+            rows.append(
+                [
+                    layer,
+                    row["backend"],
+                    f"{row['fwd_ms']:.2f}",
+                    f"{row['bwd_ms']:.2f}",
+                    f"{row['total_ms']:.2f}",
+                    f"{row['tokens_per_s']:,.0f}",
+                    f"{row['speedup']:.2f}x",
+                    f"{row['first_call_s']:.1f}",
+                    _num(row["peak_gib"], ".2f"),
+                    f"{worst[0]} {worst[1]:.1e}",
+                ]
+            )
+    return _grid(head, rows)
+
+
+SCAN_CAPTION = (
+    "`ablate bench scan`: one Mamba layer's selective-scan call (D, the z gate, delta's bias and softplus "
+    "fused), forward and backward, every backend timed in the same run, interleaved, best of the repeats; "
+    "vs first: speed over the record's first backend (mamba_ssm's kernel on a GPU); 1st call: compile and "
+    "autotuning; the difference is relative to the first backend's largest value, over the output and every "
+    "input's gradient."
+)
+
 SCALE_CAPTION = (
     "`ablate bench scale`: weak scaling, every process training the same batch per step, so N processes "
     "train N times the tokens; efficiency is tokens/s per process over the smallest count's; step: the "
@@ -338,6 +374,7 @@ def bench_page(records: list[BenchRecord], source: str, figure_files: dict[str, 
             train_table,
         ),
         ("scale", "Scaling (`ablate bench scale`)", SCALE_CAPTION, scale_table),
+        ("scan", "Selective scan, kernel level (`ablate bench scan`)", SCAN_CAPTION, scan_table),
     ]
     for kind, title, caption, table in sections:
         out += [f"## {title}", ""]

@@ -101,7 +101,7 @@ def synthetic(folder: Path) -> Path:
 
 def test_the_committed_records_render(tmp_path):
     records = load_records(COMMITTED)
-    assert {r.kind for r in records} == {"prefill", "decode", "context", "train"}
+    assert {r.kind for r in records} == {"prefill", "decode", "context", "train", "scan"}
     implementations = {
         row.get("implementation", "ours") for r in records if r.kind == "prefill" for row in r.rows
     }
@@ -116,6 +116,8 @@ def test_the_committed_records_render(tmp_path):
     assert "| 1.3b-1to7 | 8,192-token chunks | 12.00 | 1,441,792 | 1,673,812 |" in text
     assert "| 1.3b-1to7 (batch 8 x 2048) | ours (HybridLM, fused) | 1.299B | 44,463 |" in text
     assert "| 1.3b-1to7 (batch 8 x 2048) | transformers LlamaForCausalLM |" in text
+    layer = "1.3b-1to7: 4096 x 16, batch 8 x 2048, bfloat16"
+    assert f"| {layer} | triton | 5.36 | 18.95 | 24.36 | 672,620 | 0.38x |" in text
     assert sorted(p.name for p in (readme.parent / "figures").iterdir()) == [
         "context.png",
         "context.svg",
@@ -145,7 +147,7 @@ def test_the_committed_records_render(tmp_path):
     assert " 29.9K   ours / it 1.49" in texts  # transformers' Jamba beside the 1:7 arm
     assert "1.3b-1to7, batch 8 x 2048, torch.compile" in texts and "1.3b-1to7-moe, batch 2 x 2048" in texts
     labels = [t.get_text() for t in train.get_yticklabels()]
-    assert labels.count("ours (fused)") == 5 and "ours (fused, MoE loop)" in labels
+    assert labels.count("ours (fused)") == 6 and "ours (fused, MoE loop)" in labels
 
 
 def test_a_synthetic_folder_with_anchors_renders_every_row(tmp_path):

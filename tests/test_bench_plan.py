@@ -38,7 +38,11 @@ def test_steps_run_once_fail_or_time_out_and_pack(tmp_path, monkeypatch, capsys)
     state = bench_plan._state(root)["steps"]
     assert state["ok"]["rc"] == 0 and state["fails"]["rc"] == 1 and state["slow"]["rc"] == "timeout"
     assert "too-long" not in state  # its limit does not fit in the command's 200 s
-    assert "needs up to 10000 s" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "needs up to 10000 s" in printed
+    # the step that did not fit is named again on the last line, where a short output tail still shows it
+    last = printed.strip().splitlines()[-1]
+    assert last == "[plan] NOT STARTED, --seconds 200 too short: too-long (10000 s)"
     assert "broken" in (root / "out" / "fails.log").read_text()
 
     bench_plan.main(["--root", str(root), "run", "--seconds", "200"])  # done steps are not run again

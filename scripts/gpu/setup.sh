@@ -67,6 +67,9 @@ _jamba_gpu_setup() {
     esac
     export PYTHONPATH ABLATE_DATA_DIR="$data"
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
+    # Triton keeps its autotuning results on disk, not only in the process: mamba_ssm's SSD kernels (and
+    # ours) autotune per shape on first use, which cost a Mamba-2 test run minutes per pytest process.
+    export TRITON_CACHE_AUTOTUNING=1
 
     # 4. kernels
     case "${JAMBA_BUILD_KERNELS:-0}" in
@@ -95,6 +98,6 @@ if [ "${BASH_SOURCE[0]}" != "$0" ]; then
 else
     set -uo pipefail
     _jamba_gpu_setup || exit 1
-    printf 'export PYTHONPATH=%q ABLATE_DATA_DIR=%q HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_EVALUATE_OFFLINE=1\n' \
+    printf 'export PYTHONPATH=%q ABLATE_DATA_DIR=%q HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TRITON_CACHE_AUTOTUNING=1\n' \
         "$PYTHONPATH" "$ABLATE_DATA_DIR"
 fi
