@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.kernels.opaque import outside_compiled_graphs
 from harness.model.config import ModelConfig
 
 V = TypeVar("V")
@@ -227,6 +228,18 @@ def takes_grouped(backend: str, x: Tensor, d_ff: int, dtype: torch.dtype) -> boo
     return reason is None
 
 
+@outside_compiled_graphs
+def _experts_in_turn(experts: Experts, rows: Tensor, counts: Tensor) -> Tensor:
+    """The ``loop`` backend: each expert on its slice of ``rows`` (sorted by expert, ``counts`` per expert).
+
+    An expert that no token picked still runs (on zero rows), so its parameters get a zero gradient rather
+    than none: data-parallel reductions then see the same tensors on every rank. The slice sizes are data,
+    read on the host; traced by ``torch.compile`` they would specialise the graph on each step's counts, a
+    recompile per step until dynamo's recompile limit and then eager anyway, so this runs eagerly between
+    the compiled graphs."""
+    return torch.cat(experts(rows.split(counts.tolist())))
+
+
 class MoE(nn.Module):
     """Top-K mixture of SwiGLU experts.
 
@@ -282,9 +295,7 @@ class MoE(nn.Module):
         if self.use_grouped(flat):
             y = self._grouped(gathered, counts)
         else:
-            # An expert that no token picked still runs (on zero rows), so its parameters get a zero
-            # gradient rather than none: data-parallel reductions then see the same tensors on every rank.
-            y = torch.cat(self.experts(gathered.split(counts.tolist())))
+            y = _experts_in_turn(self.experts, gathered, counts)
         # Combine by gathering each (token, choice) row back into place and summing a token's top-K choices
         # in choice order: no atomics (an index_add_ over the sorted rows is one per row on CUDA, so its sums'
         # order, and in bf16 their values, vary run to run), and the backward of a permutation has none.
