@@ -1,6 +1,7 @@
 """``ablate bench prefill|decode|context`` at tiny scale on CPU: each runs in seconds and writes its JSON with
 provenance (device, versions, commit) and the fields the GPU figures will be drawn from."""
 
+import importlib.util
 import json
 
 import pytest
@@ -72,7 +73,12 @@ def test_bench_prefill_times_the_anchors_beside_ours_or_says_why_not(tmp_path, o
     (skip,) = record["anchors"]
     assert skip["implementation"] == "transformers" and skip["skipped"]  # no attention: not a Jamba
     assert [r["implementation"] for r in record["rows"]] == ["ours"]
-    assert main(["bench", "prefill", "--preset", "tiny-1to7", "--against", "mamba_ssm"]) == 2
+    args = ["--preset", "tiny-mamba-m2", "--context", "32", "--against", "mamba_ssm"]
+    record = bench(tmp_path, "prefill", *args)
+    (skip,) = record["anchors"]  # a CUDA-only anchor: on the CPU, skipped with its reason
+    assert skip["implementation"] == "mamba_ssm" and "mamba_ssm" in skip["skipped"], skip
+    assert [r["implementation"] for r in record["rows"]] == ["ours"]
+    assert main(["bench", "prefill", "--preset", "tiny-1to7", "--against", "mamba"]) == 2
 
 
 def test_bench_decode_matches_transformers_tokens_and_records_skips(tmp_path, one_thread):
@@ -125,3 +131,19 @@ def test_bench_context_refuses_cpu_without_budget_and_agrees_with_accounting(tmp
         assert again["prefill_chunk"] == recorded and again["max_context"] == record["max_context"]
     assert main(["bench", *args, "--device", "cpu", "--prefill-chunk", "-1"]) == 2
     assert "--prefill-chunk" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is None, reason="needs mamba-ssm")
+@pytest.mark.parametrize("preset", ["mini-1to7", "mini-1to7-m2", "mini-mamba-m2"])
+def test_mamba_ssm_prefill_anchor_runs_on_cuda(preset):
+    """mamba_ssm's model prefills through its own InferenceParams (KV cache and conv/SSM states allocated
+    on first use), Mamba-1 and Mamba-2 layers, beside ours at the same contexts."""
+    from harness.benchmarks.inference import run_prefill
+
+    record = run_prefill(preset, [256, 1024], 1, torch.device("cuda"), repeats=1, against=["mamba_ssm"])
+    assert all("skipped" not in a for a in record["anchors"]), record["anchors"]
+    rows = [r for r in record["rows"] if r["implementation"] == "mamba_ssm"]
+    assert [r["context"] for r in rows] == [256, 1024]
+    assert all(r["tokens_per_s"] > 0 and r["ours_over"] > 0 and r["peak_bytes"] > 0 for r in rows)

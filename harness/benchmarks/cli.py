@@ -274,8 +274,9 @@ def _add_inference(bench_sub: argparse._SubParsersAction) -> None:
                 "--against",
                 default="",
                 help="comma-separated anchors timed at the same contexts after ours: transformers (its "
-                "Jamba, our weights), llama (transformers' Llama, SDPA, parameter-matched); an anchor that "
-                "cannot run here is skipped with the reason",
+                "Jamba, our weights), llama (transformers' Llama, SDPA, parameter-matched), mamba_ssm (its "
+                "model of the same Mamba-1 or Mamba-2 layers); an anchor that cannot run here is skipped "
+                "with the reason",
             )
             p.add_argument(
                 "--prefill-chunk", type=int, default=0, help="tokens per prefill pass (default 0: one pass)"

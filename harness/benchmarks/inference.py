@@ -12,9 +12,11 @@ memory do not depend on the weights), bf16 on CUDA and fp32 elsewhere, and every
   last position's logits (what generation needs); peak allocator memory (CUDA) beside the accounting's
   KV-cache and Mamba-state bytes. ``--against`` times anchors built from the same preset by
   :mod:`harness.benchmarks.train`'s builders (transformers' Jamba holding our weights; a Llama of our active
-  size) at the same contexts, one model on the device at a time, each prefill as generation's first call
-  runs it (``use_cache=True``, ``logits_to_keep=1``). Every row names its ``implementation``; an anchor that
-  cannot run the layout or whose package is missing is listed in ``anchors`` with the reason.
+  size; mamba_ssm's own model of the same Mamba-1 or Mamba-2 layers) at the same contexts, one model on the
+  device at a time, each prefill as generation's first call runs it (transformers: ``use_cache=True``,
+  ``logits_to_keep=1``; mamba_ssm: fresh ``InferenceParams``, ``num_last_tokens=1``). Every row names its
+  ``implementation``; an anchor that cannot run the layout or whose package is missing is listed in
+  ``anchors`` with the reason.
 * **decode**: :class:`harness.model.decode.Decoder`, prefill then ``new`` greedy steps, CUDA graphs on or off;
   tokens/s and ms per step per batch size. transformers' ``generate`` on the same weights
   (:func:`harness.hf_interop.to_hf_model`) is timed end to end beside it where transformers can run the
@@ -65,7 +67,7 @@ SUFFIXES = {"k": 1024, "m": 1024 * 1024}
 # A decoded token that is not the uncached argmax counts as a near tie within this many machine epsilons
 # (of the weights' dtype) of the position's largest |logit|: cached and uncached kernels round differently.
 NEAR_TIE_EPS = 8
-PREFILL_ANCHORS = ("transformers", "llama")  # mamba_ssm's prefill needs its own inference params
+PREFILL_ANCHORS = ("transformers", "llama", "mamba_ssm")
 
 # The context search prefills in chunks of this many tokens, as serving engines do, so that what bounds the
 # context is what the paper's Fig. 2 counts (weights, KV cache, Mamba state), not the transient activations
@@ -210,6 +212,20 @@ def _anchor_prefill(model: nn.Module) -> Callable[[torch.Tensor], None]:
     return prefill
 
 
+def _mamba_ssm_prefill(model: nn.Module) -> Callable[[torch.Tensor], None]:
+    """mamba_ssm's prefill as its ``generate`` runs it: fresh ``InferenceParams`` sized for the prompt (each
+    layer allocates its conv and SSM state, or its KV cache, on first use and fills it), logits of the last
+    position only (``num_last_tokens=1``)."""
+    from mamba_ssm.utils.generation import InferenceParams
+
+    @torch.no_grad()
+    def prefill(ids: torch.Tensor) -> None:
+        params = InferenceParams(max_seqlen=ids.shape[1], max_batch_size=ids.shape[0])
+        model(ids, inference_params=params, num_last_tokens=1)
+
+    return prefill
+
+
 def run_prefill(
     preset: str,
     contexts: list[int],
@@ -238,7 +254,7 @@ def run_prefill(
             anchor_cfg = llama_equivalent(cfg) if name == "llama" else cfg
             timed = _prefill_rows(
                 name,
-                _anchor_prefill(anchor),
+                _mamba_ssm_prefill(anchor) if name == "mamba_ssm" else _anchor_prefill(anchor),
                 lambda context, m=anchor, c=anchor_cfg: _accounting(c, m, context, batch),
                 cfg.vocab_size,
                 contexts,

@@ -54,7 +54,7 @@ STEPS: tuple[tuple[str, int, str], ...] = (
     # against mamba_ssm's own Mamba2 model at the same settings
     # (mamba_ssm's SSD kernels autotune per shape on first use: the first lease's cold run did 12 of its 26
     # tests in 180 s, a warm rerun 25 in 330 s; setup.sh keeps autotuning results on disk between steps)
-    ("gpu-tests-mamba2", 480, "pytest -m gpu tests/test_gpu.py tests/test_bench_train.py -k 'ssd or m2 or mamba2' -q -s -p no:cacheprovider"),  # noqa: E501
+    ("gpu-tests-mamba2", 480, "pytest -m gpu tests/test_gpu.py tests/test_bench_train.py tests/test_bench_inference.py -k 'ssd or m2 or mamba2 or mamba_ssm_prefill' -q -s -p no:cacheprovider"),  # noqa: E501
     ("train-1.3b-mamba-m2", 240, f"{TRAIN} 8 --preset 1.3b-mamba-m2 --against mamba_ssm"),
     # issue 29 deliverable 2: our Triton Mamba-1 scan, its parity (the reference, mamba_ssm, every tiny arm)
     # and then its speed beside mamba_ssm's kernel at the 1.3b layer's shape, bf16 and fp32
@@ -64,6 +64,12 @@ STEPS: tuple[tuple[str, int, str], ...] = (
     ("train-1.3b-1to7-triton-scan", 180, f"{TRAIN} 8 --scan-backend cuda,triton --preset 1.3b-1to7"),
     ("train-1.3b-mamba-triton-scan", 180, f"{TRAIN} 8 --scan-backend cuda,triton --preset 1.3b-mamba"),
     ("train-1.3b-1to7-m2", 180, f"{TRAIN} 8 --preset 1.3b-1to7-m2 --against mamba_ssm"),
+    # issue 30, deliverable 4: prefill of the Mamba-2 arms beside the Mamba-1 ones, each beside mamba_ssm's
+    # own model of the same layers (its InferenceParams prefill), on the same device
+    ("prefill-1.3b-1to7-m2", 150, f"{PREFILL} --preset 1.3b-1to7-m2 --against mamba_ssm"),
+    ("prefill-1.3b-1to7-vs-mamba-ssm", 150, f"{PREFILL} --preset 1.3b-1to7 --against mamba_ssm"),
+    ("prefill-1.3b-mamba-m2", 120, f"{PREFILL} --preset 1.3b-mamba-m2 --against mamba_ssm"),
+    ("prefill-1.3b-mamba-vs-mamba-ssm", 120, f"{PREFILL} --preset 1.3b-mamba --against mamba_ssm"),
     ("train-1.3b-attention", 120, f"{TRAIN} 8 --preset 1.3b-attention --against transformers,llama,llama+liger"),  # noqa: E501
     ("train-1.3b-1to7-moe-b2", 150, f"{TRAIN} 2 --preset 1.3b-1to7-moe --against transformers {MOE}"),
     ("train-1.3b-1to7-moe-b8", 240, f"{TRAIN} 8 --preset 1.3b-1to7-moe --against transformers {MOE}"),
