@@ -16,6 +16,7 @@ from harness.config_schema import from_dict, to_dict
 from harness.kernels.ssd import ssd_chunked, ssd_recurrent
 from harness.model import HybridLM
 from harness.model.config import ModelConfig, describe_pattern
+from harness.model.mamba2 import GatedRMSNormFunction
 from harness.presets import FAMILIES, get_preset
 from harness.training.config import config_hash, resolve_run_config
 from harness.training.rundir import read_jsonl
@@ -66,6 +67,40 @@ def test_bf16_inputs_are_scanned_in_fp32():
     assert y.dtype == torch.bfloat16 and s.dtype == torch.float32
     torch.testing.assert_close(y.float(), y32, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(s, s32, rtol=1e-4, atol=1e-4)
+
+
+def _gated_norm_as_pytorch_ops(y, z, weight, group, eps):
+    """The gated norm as plain PyTorch ops in fp32 (what autograd differentiates on its own)."""
+    gated = (y.float() * torch.nn.functional.silu(z.float())).unflatten(-1, (-1, group))
+    normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + eps)
+    return (normed.flatten(-2) * weight.float()).to(y.dtype)
+
+
+def test_gated_norm_backward_is_exact_and_keeps_only_its_inputs():
+    """The gated norm's hand-written backward: gradcheck in fp64; in bf16 the same values and gradients as
+    autograd through the plain ops (computed in fp32 both ways), while saving for the backward only y and z
+    in bf16, the weight and one fp32 scale per group: no fp32 copy of the activation."""
+    gen = torch.Generator().manual_seed(0)
+    y, z = (torch.randn(2, 5, 12, generator=gen, dtype=torch.float64).requires_grad_() for _ in "yz")
+    w = torch.randn(12, generator=gen, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, c: GatedRMSNormFunction.apply(a, b, c, 4, 1e-5), (y, z, w))
+
+    tokens, width, group = 64, 256, 64
+    y, z = (torch.randn(tokens, width, generator=gen).bfloat16().requires_grad_() for _ in "yz")
+    w = (1 + 0.1 * torch.randn(width, generator=gen)).requires_grad_()
+    out = torch.randn(tokens, width, generator=gen).bfloat16()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ours = GatedRMSNormFunction.apply(y, z, w, group, 1e-5)
+    assert sum(t.numel() * t.element_size() for t in saved) == (
+        2 * tokens * width * 2 + width * 4 + tokens * (width // group) * 4
+    )
+    grads = torch.autograd.grad((ours.float() * out.float()).sum(), (y, z, w))
+    plain = _gated_norm_as_pytorch_ops(y, z, w, group, 1e-5)
+    want = torch.autograd.grad((plain.float() * out.float()).sum(), (y, z, w))
+    assert torch.equal(ours, plain)
+    for got, expected in zip(grads, want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-2, atol=1e-2)
 
 
 def test_mamba2_config_variants_count_parameters_and_decode_like_the_forward_pass():
