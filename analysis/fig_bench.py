@@ -40,7 +40,12 @@ def series_name(preset: str, implementation: str) -> str:
 
 
 # An implementation's line style and marker; its arm gives the colour, so an arm's anchors read as its own.
-IMPLEMENTATION_LOOK = {"ours": ("-", "o"), "transformers": ("--", "s"), "llama": (":", "^")}
+IMPLEMENTATION_LOOK = {
+    "ours": ("-", "o"),
+    "transformers": ("--", "s"),
+    "llama": (":", "^"),
+    "mamba_ssm": ("-.", "v"),
+}
 OTHER_IMPLEMENTATION = ("-.", "D")
 
 
