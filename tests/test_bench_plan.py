@@ -71,3 +71,48 @@ def test_bench_commands_write_their_record_under_out(tmp_path):
     for argv in commands.values():  # every ablate step parses with today's CLI
         if argv[1:3] != ["-m", "pytest"]:
             build_parser().parse_args(argv[3:])
+
+
+def test_the_gpu_test_steps_run_every_gpu_test_once(monkeypatch):
+    """The GPU suite is cut into steps that each fit a command; their ``-k`` selections must cover every
+    ``-m gpu`` test exactly once, so that their logs together are the whole suite's run. (The steps name
+    the files with GPU tests, so no other test file may carry the mark.)"""
+    import re
+    import shlex
+
+    repo = SCRIPT.parents[2]
+    monkeypatch.chdir(repo)  # the steps name their files from the repository's root, where they run
+    files = bench_plan.GPU_FILES.split()
+    marked = {
+        f"tests/{p.name}"
+        for p in (repo / "tests").glob("test_*.py")
+        if re.search(r"pytest\.mark\.gpu\b", p.read_text())
+    }
+    assert marked == set(files)
+
+    def collected(args: list[str]) -> list[str]:
+        """The test ids pytest selects with ``args``, collected in this process (its imports are cached)."""
+
+        class Ids:
+            def __init__(self) -> None:
+                self.ids: list[str] = []
+
+            def pytest_collection_finish(self, session: pytest.Session) -> None:
+                self.ids = [item.nodeid for item in session.items]
+
+        ids = Ids()
+        rc = pytest.main(
+            [*args, "--collect-only", "-qq", "-p", "no:cacheprovider", "--rootdir", str(repo)], plugins=[ids]
+        )
+        assert rc == 0, args
+        return ids.ids
+
+    every = collected(["-m", "gpu", *files])
+    steps = [
+        [arg for arg in shlex.split(c)[1:] if arg not in ("-q", "-s")]
+        for _, _, c in bench_plan.STEPS
+        if c.startswith("pytest -m gpu")
+    ]
+    selected = [test for args in steps for test in collected(args)]
+    assert len(steps) == 4 and len(every) > 100
+    assert sorted(selected) == sorted(every)
