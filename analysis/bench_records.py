@@ -92,6 +92,12 @@ KINDS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "rows",
     ),
 }
+# kind -> the fields its ``config`` mapping must have (train and scale records name their preset there).
+CONFIG_FIELDS: dict[str, dict[str, Any]] = {
+    "train": {"preset": str, "batch": int, "seq_len": int},
+    "scale": {"preset": str, "batch_per_process": int, "seq_len": int},
+    "scan": {"d_inner": int, "d_state": int, "batch": int, "seq_len": int, "dtype": str},
+}
 # The leading row fields an error row keeps.
 IDENTIFYING = {"prefill": 2, "decode": 1, "context": 2, "train": 1, "scale": 2, "scan": 1}
 
@@ -169,18 +175,10 @@ def read_record(path: Path) -> BenchRecord:
         _fields(path, row, needed, f"{rows_key}[{i}].")
         if kind == "prefill":
             _check(path, f"rows[{i}].implementation", row.get("implementation", "ours"), str)
-    if kind == "train":
-        _fields(path, data["config"], {"preset": str, "batch": int, "seq_len": int}, "config.")
-        preset = data["config"]["preset"]
-    elif kind == "scale":
-        _fields(path, data["config"], {"preset": str, "batch_per_process": int, "seq_len": int}, "config.")
-        preset = data["config"]["preset"]
-    elif kind == "scan":
-        fields = {"d_inner": int, "d_state": int, "batch": int, "seq_len": int, "dtype": str}
-        _fields(path, data["config"], fields, "config.")
-        preset = data["preset"]
-    else:
-        preset = data["preset"]
+    config_fields = CONFIG_FIELDS.get(kind, {})
+    if config_fields:
+        _fields(path, data["config"], config_fields, "config.")
+    preset = data["config"]["preset"] if "preset" in config_fields else data["preset"]
     return BenchRecord(path, kind, preset, data)
 
 
